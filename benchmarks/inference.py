@@ -1,0 +1,242 @@
+"""Inference throughput: distilkit vs the transformers pipelines on real shapes, one run, JSON + PNG.
+
+    python benchmarks/inference.py                # full run (~5 min on 2 cores)
+    python benchmarks/inference.py --quick        # smaller workloads, a smoke check
+
+Workloads (real configs/tokenizers from ../shared/models, dummy weights; speed does not depend
+on weight values): fill-mask on distilbert-base-cased, 512 sentences of ~20 tokens and 128 of
+~120 tokens cut from WikiText-2 with one word masked; question-answering on
+distilbert-base-cased-distilled-squad, 300 SQuAD v1.1 dev questions with their contexts.
+
+The peer is ``transformers.pipeline`` at its best ``batch_size`` (default fp32, and bf16 for
+reference). transformers 5 has no question-answering pipeline, so the QA peer is 4.57.1's,
+run in a side environment (``bash benchmarks/setup_peer.sh`` makes ``.venv-peer``).
+Efficiency = achieved useful model FLOP/s ÷ bf16 matmul FLOP/s measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from workloads import fill_mask_texts, squad_questions  # noqa: E402
+
+DEFAULT_SHARED = HERE.parent.parent / "shared"
+PEER_BATCH_SIZES = (1, 8, 32, 64)
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-3 FLOP/s of an n x n matmul in ``dtype`` (the machine's practical peak)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 * reps / best
+
+
+def encoder_dims(config) -> tuple[int, int, int]:
+    """(layers, hidden, ffn) of a DistilBERT/BERT/RoBERTa config."""
+    if hasattr(config, "dim"):
+        return config.n_layers, config.dim, config.hidden_dim
+    return config.num_hidden_layers, config.hidden_size, config.intermediate_size
+
+
+def useful_flops(config, lengths: list[int], mlm_positions: int = 0) -> float:
+    """Forward FLOPs on unpadded sequences; for fill-mask the vocab head only at mask positions."""
+    layers, h, f = encoder_dims(config)
+    total = sum(layers * (8 * t * h * h + 4 * t * h * f + 4 * t * t * h) for t in lengths)
+    return total + mlm_positions * (2 * h * h + 2 * h * config.vocab_size)
+
+
+def best_time(fn, repeats: int = 2) -> float:
+    """Fastest of ``repeats`` timed calls (after the caller's warm-up)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def peer_fill_mask(model, tokenizer, texts: list[str], batch_sizes, dtype: torch.dtype) -> dict:
+    """Time transformers.pipeline("fill-mask") at each batch size; return all and the best."""
+    from transformers import pipeline
+
+    peer_model = model.to(dtype)
+    pipe = pipeline("fill-mask", model=peer_model, tokenizer=tokenizer, device=-1)
+    pipe(texts[:8], batch_size=8)  # warm-up
+    seconds = {}
+    for bs in batch_sizes:
+        t = time.perf_counter()
+        pipe(texts, batch_size=bs)
+        seconds[bs] = time.perf_counter() - t
+        print(f"  peer fill-mask {dtype} batch_size={bs}: {len(texts) / seconds[bs]:.1f} seq/s", file=sys.stderr)
+    best = min(seconds, key=seconds.get)
+    return {"seconds_by_batch_size": seconds, "best_batch_size": best, "seconds": seconds[best]}
+
+
+def peer_python(arg: str | None) -> str | None:
+    """The interpreter with transformers 4.57.1 for the QA peer, if one is available."""
+    for cand in (arg, os.environ.get("DISTILKIT_QA_PEER_PYTHON"), str(HERE.parent / ".venv-peer" / "bin" / "python")):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def run_fill_mask(args, shared: Path, peak: float) -> list[dict]:
+    from distilkit.inference.predictor import Predictor
+
+    ref = shared / "models" / "distilbert-base-cased"
+    predictor = Predictor.from_ref(ref, "fill-mask", dummy_weights=True, dtype=args.dtype)
+    results = []
+    for name, n, tokens in (("fill-mask ~20 tok", args.short, 20), ("fill-mask ~120 tok", args.long, 120)):
+        texts = fill_mask_texts(shared, predictor.tokenizer, n, tokens)
+        lengths = [len(f) for f in predictor.prepare(texts).features]
+        flops = useful_flops(predictor.model.config, lengths, mlm_positions=len(texts))
+        predictor.predict(texts[:32])  # warm-up
+        ours = best_time(lambda: predictor.predict(texts))
+        print(f"{name}: distilkit {n / ours:.1f} seq/s", file=sys.stderr)
+        fp32_model = predictor.model.float()  # same weights, the peer's default precision
+        peer = peer_fill_mask(fp32_model, predictor.tokenizer, texts, args.peer_batch_sizes, torch.float32)
+        peer_bf16 = peer_fill_mask(fp32_model, predictor.tokenizer, texts, [peer["best_batch_size"]], torch.bfloat16)
+        predictor.model.to(predictor.dtype)
+        results.append(report(name, n, lengths, flops, ours, peer, peer_bf16, peak))
+    return results
+
+
+def run_question_answering(args, shared: Path, peak: float) -> dict:
+    from distilkit.inference.predictor import Predictor
+
+    ref = shared / "models" / "distilbert-base-cased-distilled-squad"
+    predictor = Predictor.from_ref(ref, "question-answering", dummy_weights=True, dtype=args.dtype)
+    rows = squad_questions(shared, args.qa)
+    items = [{"question": r["question"], "context": r["context"]} for r in rows]
+    features = predictor.prepare(items).features
+    lengths = [len(f) for f in features]
+    long_contexts = sum(len(predictor.tokenizer(r["context"])["input_ids"]) > 384 for r in rows)
+    flops = useful_flops(predictor.model.config, lengths)
+    predictor.predict(items[:16])
+    ours = best_time(lambda: predictor.predict(items))
+    print(f"question-answering: distilkit {len(items) / ours:.1f} q/s", file=sys.stderr)
+    peer = None
+    python = peer_python(args.peer_python)
+    if python is None:
+        print("  QA peer skipped: no transformers 4.57.1 environment (bash benchmarks/setup_peer.sh)", file=sys.stderr)
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(items, f)
+        cmd = [python, str(HERE / "qa_peer.py"), "--model", str(ref), "--questions", f.name,
+               "--batch-sizes", ",".join(map(str, args.peer_batch_sizes))]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.unlink(f.name)
+        peer = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  peer QA (transformers {peer['transformers']}): {len(items) / peer['seconds']:.1f} q/s", file=sys.stderr)
+    row = report("question-answering", len(items), lengths, flops, ours, peer, None, peak)
+    row["windows"] = len(features)
+    row["contexts_over_384_tokens"] = long_contexts
+    return row
+
+
+def report(name, n, lengths, flops, ours, peer, peer_bf16, peak) -> dict:
+    """One workload's JSON row: throughput of both, ratio, achieved FLOP/s and share of the peak."""
+    row = {
+        "workload": name,
+        "sequences": n,
+        "mean_tokens": round(sum(lengths) / len(lengths), 1),
+        "distilkit_seq_per_s": round(n / ours, 2),
+        "distilkit_tflops": round(flops / ours / 1e12, 4),
+        "distilkit_fraction_of_bf16_peak": round(flops / ours / peak, 3),
+    }
+    if peer is not None:
+        row.update({
+            "peer": "transformers.pipeline fp32" + (f" ({peer['transformers']})" if "transformers" in peer else ""),
+            "peer_best_batch_size": peer["best_batch_size"],
+            "peer_seq_per_s": round(n / peer["seconds"], 2),
+            "peer_seq_per_s_by_batch_size": {str(k): round(n / v, 2) for k, v in peer["seconds_by_batch_size"].items()},
+            "speedup": round(peer["seconds"] / ours, 2),
+            "peer_tflops": round(flops / peer["seconds"] / 1e12, 4),
+        })
+    if peer_bf16 is not None:
+        row["peer_bf16_seq_per_s"] = round(n / peer_bf16["seconds"], 2)
+        row["speedup_vs_peer_bf16"] = round(peer_bf16["seconds"] / ours, 2)
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Bar chart: sequences/s of the peer (fp32, bf16) and distilkit per workload, ratio on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    width = 0.27
+    for i, row in enumerate(rows):
+        bars = [("pipeline fp32", row.get("peer_seq_per_s"), "#9e9e9e"),
+                ("pipeline bf16", row.get("peer_bf16_seq_per_s"), "#cfcfcf"),
+                ("distilkit", row["distilkit_seq_per_s"], "#2a7ab9")]
+        for j, (label, value, color) in enumerate(bars):
+            if value is None:
+                continue
+            ax.bar(i + (j - 1) * width, value, width, color=color, label=label if i == 0 else None)
+        if row.get("speedup"):
+            ax.text(i + width, row["distilkit_seq_per_s"], f"{row['speedup']}×", ha="center", va="bottom")
+    ax.set_xticks(range(len(rows)), [r["workload"] for r in rows])
+    ax.set_ylabel("sequences / s (higher is better)")
+    ax.set_title("distilkit vs transformers.pipeline (best batch size), 2 CPU cores")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="path of ../shared")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where inference.json/.png go")
+    parser.add_argument("--dtype", default="auto", help="distilkit precision (auto = bf16 where fast)")
+    parser.add_argument("--peer-python", help="python with transformers==4.57.1 for the QA peer")
+    parser.add_argument("--quick", action="store_true", help="small workloads (smoke check, not for quoting)")
+    args = parser.parse_args()
+    args.short, args.long, args.qa = (64, 16, 30) if args.quick else (512, 128, 300)
+    args.peer_batch_sizes = (1, 8) if args.quick else PEER_BATCH_SIZES
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from distilkit.inference import runtime
+
+    threads = runtime.set_threads()
+    peak_bf16 = matmul_flops(torch.bfloat16)
+    peak_fp32 = matmul_flops(torch.float32)
+    print(f"matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f}", file=sys.stderr)
+    rows = run_fill_mask(args, args.shared, peak_bf16) + [run_question_answering(args, args.shared, peak_bf16)]
+    import transformers
+
+    summary = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
+                    "bf16_matmul_tflops": round(peak_bf16 / 1e12, 3), "fp32_matmul_tflops": round(peak_fp32 / 1e12, 3)},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "quick": args.quick,
+        "workloads": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(rows, args.out / "inference.png")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

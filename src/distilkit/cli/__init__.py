@@ -1,0 +1,1 @@
+"""The ``distilkit`` command line (typer); one thin module per command."""

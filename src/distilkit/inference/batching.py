@@ -1,0 +1,65 @@
+"""Length-aware batch planning and collation: group rows by length under a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def padded_length(length: int, multiple: int, cap: int) -> int:
+    """Round ``length`` up to ``multiple`` without exceeding ``cap`` (the model's max length)."""
+    rounded = -(-length // multiple) * multiple if multiple > 1 else length
+    return max(length, min(rounded, cap))
+
+
+def plan_batches(
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, multiple: int = 1, cap: int = 1 << 30
+) -> list[list[int]]:
+    """Group row indices into batches, longest first, so each batch pads to little more than its rows.
+
+    A batch's cost is ``rows x padded length of its longest row``; rows are taken in decreasing
+    length and a batch closes when one more row would pass ``max_batch_tokens`` or
+    ``max_batch_size``. A single row longer than the budget still gets a batch of its own.
+
+    Returns:
+        Batches of indices into ``lengths``; every index appears exactly once.
+    """
+    if max_batch_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_batch_tokens and max_batch_size must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        if current and (len(current) + 1) * width > max_batch_tokens or len(current) == max_batch_size:
+            batches.append(current)
+            current = []
+        if not current:
+            width = padded_length(lengths[i], multiple, cap)
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    width: int,
+    type_rows: Sequence[Sequence[int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-pad token rows to ``width``; return input_ids, attention_mask (and token_type_ids)."""
+    n = len(rows)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if type_rows is not None:
+        token_type_ids = torch.zeros((n, width), dtype=torch.long)
+        for i, row in enumerate(type_rows):
+            token_type_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        batch["token_type_ids"] = token_type_ids
+    return batch

@@ -1,0 +1,150 @@
+"""fill-mask: top-k tokens for every mask position, with the vocabulary projection only at masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error
+
+# Mask tokens of the model families users mix up; a text holding another family's token is named.
+KNOWN_MASK_TOKENS = ("[MASK]", "<mask>")
+
+
+def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Return the hidden-state -> vocabulary logits head of a masked-LM model, or None if unknown."""
+    if hasattr(model, "vocab_projector"):  # DistilBERT: transform -> act -> norm -> projector
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    if hasattr(model, "lm_head"):  # RoBERTa family
+        return model.lm_head
+    if hasattr(model, "cls"):  # BERT family
+        return model.cls
+    return None
+
+
+def top_candidates(probs: np.ndarray, top_k: int, target_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, token ids) per mask row of ``probs`` (n_masks, V), optionally among targets."""
+    if target_ids is not None:
+        probs = probs[:, target_ids]
+    k = min(top_k, probs.shape[-1])
+    values, idx = torch.from_numpy(probs).topk(k)  # same tie order as the reference implementation
+    ids = idx.numpy()
+    if target_ids is not None:
+        ids = target_ids[ids]
+    return values.numpy(), ids
+
+
+class FillMaskHandler(TaskHandler):
+    """fill-mask with ``top_k`` (default 5) and ``targets``; one list per mask when there are several."""
+
+    task = "fill-mask"
+    defaults = {"top_k": 5, "targets": None}
+
+    def __init__(self, tokenizer: Any, config: Any):
+        super().__init__(tokenizer, config)
+        if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
+            raise ValueError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
+        self.mask_token = tokenizer.mask_token
+        self.mask_id = tokenizer.mask_token_id
+        self._token_str: dict[int, str] = {}
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params["top_k"] = check_int("top_k", params["top_k"], 1)
+        targets = params["targets"]
+        params["target_ids"] = None if targets is None else self.target_ids(targets)
+        return params
+
+    def target_ids(self, targets: str | list[str]) -> np.ndarray:
+        """Vocabulary ids of ``targets``; a target that is several tokens is an error naming it."""
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"targets must be a string or a list of strings, got {targets!r}")
+        vocab = self.tokenizer.get_vocab()
+        ids = []
+        for target in targets:
+            if target in vocab:
+                ids.append(vocab[target])
+                continue
+            pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if len(pieces) == 0:
+                continue  # nothing to score, as the reference implementation ignores it
+            if len(pieces) > 1:
+                tokens = self.tokenizer.convert_ids_to_tokens(pieces)
+                raise ValueError(f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens")
+            ids.append(pieces[0])
+        if not ids:
+            raise ValueError("targets: at least one target must be a token of this model's vocabulary")
+        return np.array(sorted(set(ids)), dtype=np.int64)
+
+    def check_inputs(self, items: list[Any]) -> list[str]:
+        for i, text in enumerate(items):
+            check_text(i, text)
+            if self.mask_token not in text:
+                other = [t for t in KNOWN_MASK_TOKENS if t != self.mask_token and t in text]
+                found = f"it has {other[0]}, but " if other else "it has no mask token; "
+                raise input_error(i, f"{found}this model's mask token is {self.mask_token}")
+        return items
+
+    def encode(self, items: list[str], params: dict[str, Any]) -> list[Feature]:
+        encoded = self.tokenizer(items, add_special_tokens=True, return_attention_mask=False,
+                                 return_token_type_ids=False)["input_ids"]
+        features = []
+        for i, ids in enumerate(encoded):
+            self.tokenize_error_check(i, len(ids))
+            if self.mask_id not in ids:  # e.g. "[MASK]" glued into a word the tokenizer splits
+                raise input_error(i, f"no {self.mask_token} token after tokenization; write it as a separate word")
+            features.append(Feature(item=i, input_ids=ids))
+        return features
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
+        head = mlm_head(model)
+        mask = batch["input_ids"] == self.mask_id  # (B, T)
+        if head is None:
+            logits = model(**batch).logits[mask]  # (M, V)
+        else:
+            hidden = model.base_model(**batch)[0]  # (B, T, H)
+            logits = head(hidden[mask])  # (M, V): the projection only where it is read
+        probs = logits.float().softmax(dim=-1)
+        counts = mask.sum(dim=1).tolist()
+        return [p.numpy() for p in probs.split(counts)]
+
+    def decode(self, item: str, features: list[Feature], outputs: list[Any], params: dict[str, Any]) -> Any:
+        (feature,), (probs,) = features, outputs
+        values, ids = top_candidates(probs, params["top_k"], params["target_ids"])
+        tokens = np.array(feature.input_ids)
+        positions = np.flatnonzero(tokens == self.mask_id)
+        pad_id = self.tokenizer.pad_token_id
+        single = len(positions) == 1
+        sequences = []
+        for pos, row in zip(positions, ids, strict=True):
+            for token in row:
+                filled = tokens.copy()
+                filled[pos] = token
+                if pad_id is not None:
+                    filled = filled[filled != pad_id]
+                sequences.append(filled.tolist())
+        texts = iter(self.tokenizer.batch_decode(sequences, skip_special_tokens=single))
+        result = [
+            [
+                {"score": float(v), "token": int(t), "token_str": self.token_str(int(t)), "sequence": next(texts)}
+                for v, t in zip(vrow, trow, strict=True)
+            ]
+            for vrow, trow in zip(values, ids, strict=True)
+        ]
+        return result[0] if single else result
+
+    def token_str(self, token: int) -> str:
+        """Decoded text of one token id (cached: the same few thousand ids recur)."""
+        text = self._token_str.get(token)
+        if text is None:
+            text = self._token_str[token] = self.tokenizer.decode([token])
+        return text
+
+    def join_call(self, results: list[Any], shape: Any, params: dict[str, Any]) -> Any:
+        # The reference returns the bare result for a one-element list as well.
+        return results[0] if shape == "single" or len(results) == 1 else results
+

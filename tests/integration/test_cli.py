@@ -1,0 +1,62 @@
+"""The ``distilkit`` command as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def test_predict_fill_mask_prints_one_json_result_per_text(tiny_model):
+    out = run("predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--param", "top_k=2",
+              "--dtype", "float32", "the [MASK] of France", "a [MASK] and a [MASK]")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert len(results) == 2
+    assert len(results[0]) == 2 and {"score", "token", "token_str", "sequence"} == set(results[0][0])
+    assert len(results[1]) == 2 and len(results[1][0]) == 2  # two masks -> one list per mask
+
+
+def test_task_is_read_from_the_model_with_dummy_weights(tiny_model):
+    out = run("predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--dummy-weights", "a [MASK]")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["a <mask>"], "input 0: it has <mask>, but this model's mask token is [MASK]"),
+     (["--param", "top_k=0", "a [MASK]"], "top_k must be >= 1, got 0"),
+     (["--param", "topk=2", "a [MASK]"], "unknown parameter 'topk'"),
+     (["--param", "top_k", "a [MASK]"], "--param expects key=value"),
+     (["a [MASK]", "  "], "input 1: text is empty")],
+)
+def test_user_errors_exit_2_with_one_line(tiny_model, args, message):
+    out = run("predict", "fill-mask", "--model", str(tiny_model("fill-mask")), *args)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert message in out.stderr
+
+
+def test_offline_hub_id_exits_2_naming_model_dir():
+    out = run("predict", "fill-mask", "--model", "distilbert-base-cased-missing", "a [MASK]")
+    assert out.returncode == 2
+    assert "--model DIR" in out.stderr and out.stderr.strip().count("\n") == 0
+
+
+def test_unknown_task_exits_2():
+    out = run("predict", "summarization", "--model", "x", "text")
+    assert out.returncode == 2 and "unknown task 'summarization'" in out.stderr
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("distilkit ")
+    assert "predict" in run("--help").stdout
