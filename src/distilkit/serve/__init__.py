@@ -1,0 +1,1 @@
+"""HTTP serving: wire formats (formats.py); the server itself arrives with `distilkit serve`."""
