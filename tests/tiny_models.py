@@ -74,6 +74,9 @@ def make_config(family: str, task: str, vocab_size: int, num_labels: int = 3, id
         cfg = cls(vocab_size=vocab_size, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
                   num_attention_heads=s["heads"], intermediate_size=s["ffn"], max_position_embeddings=positions,
                   **extra, **labels)
+    for key, value in over.items():  # config fields beyond the sizes (problem_type, ...)
+        if key not in SMALL:
+            setattr(cfg, key, value)
     cfg.architectures = [arch]
     return cfg
 

@@ -1,0 +1,298 @@
+"""token-classification (NER): per-token labels, grouped into entities by ``aggregation_strategy``.
+
+Outputs follow transformers' ``TokenClassificationPipeline``: with ``none`` one
+``{"entity", "score", "index", "word", "start", "end"}`` per token; otherwise one
+``{"entity_group", "score", "word", "start", "end"}`` per entity, where B-/I- tags of adjacent
+tokens (``simple``) or words (``first``/``average``/``max``) are merged. Labels in
+``ignore_labels`` (default ``["O"]``) are dropped; ``start``/``end`` are character offsets.
+Texts longer than the model are truncated, or with ``stride`` cut into overlapping windows whose
+entities are merged.
+
+The post-processing is a chain of pure functions over tokens, offsets and score arrays:
+``pre_entities`` -> ``aggregate`` (``token_entities`` / ``word_entities`` -> ``group_entities``)
+-> ``drop_ignored`` -> ``merge_overlapping``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, softmax
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+WORD_STRATEGIES = frozenset({"first", "average", "max"})
+Join = Callable[[list[str]], str]  # tokens -> text (tokenizer.convert_tokens_to_string)
+
+
+# --- pure post-processing ---------------------------------------------------------------------
+def subword_flags(
+    tokens: Sequence[str], offsets: Sequence[tuple[int, int]], text: str, word_aware: bool
+) -> list[bool]:
+    """Whether each token continues the previous word.
+
+    A word-aware tokenizer (WordPiece: a continuing-subword prefix like ``##``) marks a piece
+    whose token is longer than its text span; otherwise the fallback heuristic of the reference
+    applies: a token is a sub-word when no space is at or right before its start.
+    """
+    if word_aware:
+        return [len(tok) != end - start for tok, (start, end) in zip(tokens, offsets, strict=True)]
+    return [start > 0 and " " not in text[start - 1 : start + 1] for start, _ in offsets]
+
+
+def pre_entities(
+    tokens: Sequence[str],
+    scores: np.ndarray,
+    offsets: Sequence[tuple[int, int]] | None,
+    special: Sequence[int],
+    text: str,
+    word_aware: bool,
+    unknown: Sequence[bool],
+) -> list[dict[str, Any]]:
+    """One record per non-special token: word, label scores (L,), start, end, index, is_subword.
+
+    Args:
+        tokens: the tokens of one window, specials included.
+        scores: (T, L) label probabilities.
+        offsets: (start, end) character offsets into ``text`` per token; None without a fast tokenizer.
+        special: 1 for special tokens (CLS, SEP, padding), which are dropped.
+        unknown: True for the unknown token, whose word becomes its text span and never a sub-word.
+    """
+    keep = [i for i, s in enumerate(special) if not s]
+    if offsets is None:
+        return [{"word": tokens[i], "scores": scores[i], "start": None, "end": None, "index": i,
+                 "is_subword": False} for i in keep]
+    spans = [(int(offsets[i][0]), int(offsets[i][1])) for i in keep]
+    flags = subword_flags([tokens[i] for i in keep], spans, text, word_aware)
+    records = []
+    for i, (start, end), is_subword in zip(keep, spans, flags, strict=True):
+        word = tokens[i]
+        if unknown[i]:
+            word, is_subword = text[start:end], False
+        records.append({"word": word, "scores": scores[i], "start": start, "end": end, "index": i,
+                        "is_subword": is_subword})
+    return records
+
+
+def token_entities(pre: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Each token's best label: ``{"entity", "score", "index", "word", "start", "end"}``."""
+    if not pre:
+        return []
+    scores = np.stack([p["scores"] for p in pre])  # (N, L)
+    best = scores.argmax(axis=-1)
+    top = scores[np.arange(len(pre)), best]
+    return [
+        {"entity": labels[b], "score": float(s), "index": p["index"], "word": p["word"], "start": p["start"],
+         "end": p["end"]}
+        for p, b, s in zip(pre, best.tolist(), top.tolist(), strict=True)
+    ]
+
+
+def word_label(scores: list[np.ndarray], strategy: str) -> tuple[int, float]:
+    """(label index, score) of one word from its tokens' score rows under first | average | max."""
+    if strategy == "first":
+        row = scores[0]
+    elif strategy == "max":
+        row = max(scores, key=lambda s: s.max())  # the first token holding the highest score
+    elif strategy == "average":
+        row = np.nanmean(np.stack(scores), axis=0)
+    else:
+        expected = sorted(WORD_STRATEGIES)
+        raise ValueError(f"{strategy!r} is not a word aggregation strategy; expected one of {expected}")
+    best = int(row.argmax())
+    return best, float(row[best])
+
+
+def word_entities(
+    pre: list[dict[str, Any]], strategy: str, labels: Sequence[str], join: Join
+) -> list[dict[str, Any]]:
+    """Merge sub-word tokens into words so each word gets one label.
+
+    Returns one ``{"entity", "score", "word", "start", "end"}`` per word.
+    """
+    words: list[list[dict[str, Any]]] = []
+    for p in pre:
+        if words and p["is_subword"]:
+            words[-1].append(p)
+        else:
+            words.append([p])
+    entities = []
+    for group in words:
+        best, score = word_label([p["scores"] for p in group], strategy)
+        entities.append({"entity": labels[best], "score": score, "word": join([p["word"] for p in group]),
+                         "start": group[0]["start"], "end": group[-1]["end"]})
+    return entities
+
+
+def split_tag(label: str) -> tuple[str, str]:
+    """(B|I, tag) of a label; a label without a B-/I- prefix continues like I-."""
+    if label.startswith("B-"):
+        return "B", label[2:]
+    if label.startswith("I-"):
+        return "I", label[2:]
+    return "I", label
+
+
+def group_entities(entities: list[dict[str, Any]], join: Join) -> list[dict[str, Any]]:
+    """Merge adjacent entities of one tag (a B- starts a new one): ``{"entity_group", "score", ...}``."""
+    groups: list[list[dict[str, Any]]] = []
+    for entity in entities:
+        if groups:
+            bi, tag = split_tag(entity["entity"])
+            if bi != "B" and tag == split_tag(groups[-1][-1]["entity"])[1]:
+                groups[-1].append(entity)
+                continue
+        groups.append([entity])
+    return [
+        {
+            "entity_group": group[0]["entity"].split("-", 1)[-1],
+            "score": float(np.nanmean([e["score"] for e in group])),
+            "word": join([e["word"] for e in group]),
+            "start": group[0]["start"],
+            "end": group[-1]["end"],
+        }
+        for group in groups
+    ]
+
+
+def aggregate(
+    pre: list[dict[str, Any]], strategy: str, labels: Sequence[str], join: Join
+) -> list[dict[str, Any]]:
+    """Entities of one window under ``strategy`` (none | simple | first | average | max)."""
+    if strategy in WORD_STRATEGIES:
+        return group_entities(word_entities(pre, strategy, labels, join), join)
+    entities = token_entities(pre, labels)
+    return entities if strategy == "none" else group_entities(entities, join)
+
+
+def drop_ignored(entities: list[dict[str, Any]], ignore_labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Remove entities whose label (or group) is in ``ignore_labels``."""
+    ignored = set(ignore_labels)
+    return [e for e in entities if e.get("entity", e.get("entity_group")) not in ignored]
+
+
+def merge_overlapping(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Resolve entities found twice in overlapping windows: of overlapping ones keep the longest
+    (then the higher score), in order of start offset."""
+    if not entities:
+        return entities
+    ordered = sorted(entities, key=lambda e: e["start"])
+    merged = []
+    previous = ordered[0]
+    for entity in ordered:
+        if previous["start"] <= entity["start"] < previous["end"]:
+            length, previous_length = entity["end"] - entity["start"], previous["end"] - previous["start"]
+            more_confident = length == previous_length and entity["score"] > previous["score"]
+            if length > previous_length or more_confident:
+                previous = entity
+        else:
+            merged.append(previous)
+            previous = entity
+    merged.append(previous)
+    return merged
+
+
+def check_strategy(value: Any) -> str | None:
+    """Normalise ``aggregation_strategy`` (case-insensitive name or enum; None = not given)."""
+    value = value.value if isinstance(value, Enum) else value
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in STRATEGIES:
+        raise ValueError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {value!r}")
+    return value.lower()
+
+
+def check_ignore_labels(value: Any) -> list[str]:
+    """Normalise ``ignore_labels``: None -> ["O"], a label -> [label], else a list of labels."""
+    if value is None:
+        return ["O"]
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"ignore_labels must be a list of label names, got {value!r}")
+    return list(value)
+
+
+# --- the handler --------------------------------------------------------------------------------
+class TokenClassificationHandler(TaskHandler):
+    """token-classification with ``aggregation_strategy``, ``ignore_labels`` and ``stride``."""
+
+    task = "token-classification"
+    defaults = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+
+    def __init__(self, tokenizer: Any, config: Any):
+        super().__init__(tokenizer, config)
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.is_fast = bool(getattr(tokenizer, "is_fast", False))
+        backend = getattr(tokenizer, "_tokenizer", None)
+        # WordPiece-like models mark word continuations; byte-level BPE does not (heuristic then).
+        prefix = getattr(backend.model, "continuing_subword_prefix", None) if backend is not None else None
+        self.word_aware = bool(prefix)
+        self.n_special = tokenizer.num_special_tokens_to_add(pair=False)
+        self._warned = False
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        given = check_strategy(params["aggregation_strategy"])
+        strategy = given or "none"
+        if strategy in WORD_STRATEGIES and not self.is_fast:
+            raise ValueError(
+                f'aggregation_strategy "{strategy}" needs a fast tokenizer (word ids); use "simple"'
+            )
+        if strategy in WORD_STRATEGIES and not self.word_aware and not self._warned:
+            message = "Tokenizer does not support real words, using fallback heuristic"
+            warnings.warn(message, UserWarning, stacklevel=2)
+            self._warned = True
+        params["strategy"] = strategy
+        params["ignore_labels"] = check_ignore_labels(params["ignore_labels"])
+        stride = params["stride"]
+        if stride is not None:
+            limit = self.max_length - self.n_special - 1
+            params["stride"] = check_int("stride", stride, 0, limit)
+            if given == "none":
+                raise ValueError(
+                    'stride (windows over long texts) needs an aggregation_strategy other than "none"'
+                )
+            if not self.is_fast:
+                raise ValueError("stride needs a fast tokenizer")
+        return params
+
+    def check_inputs(self, items: list[Any]) -> list[str]:
+        return [check_text(i, text) for i, text in enumerate(items)]
+
+    def encode(self, items: list[str], params: dict[str, Any]) -> list[Feature]:
+        if not items:  # the tokenizer fails on an empty batch
+            return []
+        windows = {}
+        if params["stride"] is not None:
+            windows = {"stride": params["stride"], "return_overflowing_tokens": True}
+        encoded = self.tokenizer(
+            items, truncation=True, max_length=self.max_length, return_attention_mask=False,
+            return_token_type_ids=False, return_special_tokens_mask=True, return_offsets_mapping=self.is_fast,
+            **windows,
+        )
+        owners = encoded.get("overflow_to_sample_mapping") or range(len(items))
+        offsets = encoded.get("offset_mapping")
+        return [
+            Feature(item=int(owner), input_ids=ids,
+                    data={"special": encoded["special_tokens_mask"][row],
+                          "offsets": None if offsets is None else offsets[row]})
+            for row, (owner, ids) in enumerate(zip(owners, encoded["input_ids"], strict=True))
+        ]
+
+    def decode(self, item: str, features: list[Feature], outputs: list[Any], params: dict[str, Any]) -> Any:
+        entities = []
+        unk = self.tokenizer.unk_token_id
+        for feature, logits in zip(features, outputs, strict=True):
+            tokens = self.tokenizer.convert_ids_to_tokens(feature.input_ids)
+            unknown = [t == unk for t in feature.input_ids]
+            data = feature.data
+            scores = softmax(logits)  # (T, L)
+            pre = pre_entities(tokens, scores, data["offsets"], data["special"], item, self.word_aware,
+                               unknown)
+            found = aggregate(pre, params["strategy"], self.labels, self.tokenizer.convert_tokens_to_string)
+            entities.extend(drop_ignored(found, params["ignore_labels"]))
+        return merge_overlapping(entities) if len(features) > 1 else entities
