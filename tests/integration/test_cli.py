@@ -60,3 +60,36 @@ def test_unknown_task_exits_2():
 def test_version_and_help():
     assert run("--version").stdout.startswith("distilkit ")
     assert "predict" in run("--help").stdout
+
+
+def test_predict_question_answering_pairs_questions_with_contexts(tiny_model):
+    context = "My name is John and I live in Seattle."
+    out = run("predict", "question-answering", "--model", str(tiny_model("question-answering")),
+              "--question", "What is my name?", "--context", context,
+              "--question", "Where do I live?", "--context", context)
+    assert out.returncode == 0, out.stderr
+    answers = json.loads(out.stdout)
+    assert len(answers) == 2
+    for answer in answers:
+        assert set(answer) == {"score", "start", "end", "answer"}
+        assert answer["answer"] == context[answer["start"]:answer["end"]]
+
+
+def test_question_answering_with_an_empty_context_exits_2_naming_the_input(tiny_model):
+    out = run("predict", "question-answering", "--model", str(tiny_model("question-answering")),
+              "--question", "Who?", "--context", "Ann.", "--question", "Where?", "--context", " ")
+    assert out.returncode == 2 and "input 1" in out.stderr and "context" in out.stderr
+
+
+def test_question_answering_without_matching_contexts_exits_2(tiny_model):
+    out = run("predict", "question-answering", "--model", str(tiny_model("question-answering")),
+              "--question", "Who?")
+    assert out.returncode == 2 and "as many --context as --question" in out.stderr
+
+
+def test_predict_text_classification_with_top_k(tiny_model):
+    model = tiny_model("text-classification", id2label=["neg", "pos"])
+    out = run("predict", "text-classification", "--model", str(model), "-p", "top_k=2", "good day", "bad day")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [sorted(r["label"] for r in res) for res in results] == [["neg", "pos"], ["neg", "pos"]]
