@@ -1,6 +1,6 @@
 """Inference throughput: distilkit vs the transformers pipelines on real shapes, one run, JSON + PNG.
 
-    python benchmarks/inference.py                # full run (~5 min on 2 cores)
+    python benchmarks/inference.py                # full run (~7 min on 2 cores)
     python benchmarks/inference.py --quick        # smaller workloads, a smoke check
 
 Workloads (real configs/tokenizers from ../shared/models, dummy weights; speed does not depend
@@ -104,7 +104,7 @@ def run_fill_mask(args, shared: Path, peak: float) -> list[dict]:
 
     ref = shared / "models" / "distilbert-base-cased"
     predictor = Predictor.from_ref(ref, "fill-mask", dummy_weights=True, dtype=args.dtype)
-    results = []
+    results, inputs = [], []
     for name, n, tokens in (("fill-mask ~20 tok", args.short, 20), ("fill-mask ~120 tok", args.long, 120)):
         texts = fill_mask_texts(shared, predictor.tokenizer, n, tokens)
         lengths = [len(f) for f in predictor.prepare(texts).features]
@@ -117,6 +117,9 @@ def run_fill_mask(args, shared: Path, peak: float) -> list[dict]:
         peer_bf16 = peer_fill_mask(fp32_model, predictor.tokenizer, texts, [peer["best_batch_size"]], torch.bfloat16)
         predictor.model.to(predictor.dtype)
         results.append(report(name, n, lengths, flops, ours, peer, peer_bf16, peak))
+        inputs.append((texts, flops))
+    if args.compile:
+        add_compiled(args, ref, "fill-mask", results, inputs, peak)
     return results
 
 
@@ -129,28 +132,54 @@ def run_question_answering(args, shared: Path, peak: float) -> dict:
     items = [{"question": r["question"], "context": r["context"]} for r in rows]
     features = predictor.prepare(items).features
     lengths = [len(f) for f in features]
-    long_contexts = sum(len(predictor.tokenizer(r["context"])["input_ids"]) > 384 for r in rows)
+    long_contexts = sum(len(predictor.tokenizer(r["context"], verbose=False)["input_ids"]) > 384 for r in rows)
     flops = useful_flops(predictor.model.config, lengths)
     predictor.predict(items[:16])
     ours = best_time(lambda: predictor.predict(items))
     print(f"question-answering: distilkit {len(items) / ours:.1f} q/s", file=sys.stderr)
-    peer = None
+    peer = peer_bf16 = None
     python = peer_python(args.peer_python)
     if python is None:
         print("  QA peer skipped: no transformers 4.57.1 environment (bash benchmarks/setup_peer.sh)", file=sys.stderr)
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(items, f)
-        cmd = [python, str(HERE / "qa_peer.py"), "--model", str(ref), "--questions", f.name,
-               "--batch-sizes", ",".join(map(str, args.peer_batch_sizes))]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        cmd = [python, str(HERE / "qa_peer.py"), "--model", str(ref), "--questions", f.name]
+        peer = run_qa_peer(cmd + ["--batch-sizes", ",".join(map(str, args.peer_batch_sizes))])
+        peer_bf16 = run_qa_peer(cmd + ["--batch-sizes", str(peer["best_batch_size"]), "--dtype", "bfloat16"])
         os.unlink(f.name)
-        peer = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  peer QA (transformers {peer['transformers']}): {len(items) / peer['seconds']:.1f} q/s", file=sys.stderr)
-    row = report("question-answering", len(items), lengths, flops, ours, peer, None, peak)
+    row = report("question-answering", len(items), lengths, flops, ours, peer, peer_bf16, peak)
     row["windows"] = len(features)
     row["contexts_over_384_tokens"] = long_contexts
+    if args.compile:
+        add_compiled(args, ref, "question-answering", [row], [(items, flops)], peak)
     return row
+
+
+def add_compiled(args, ref: Path, task: str, rows: list[dict], inputs: list[tuple], peak: float) -> None:
+    """Measure distilkit with ``compile=True`` (a fresh model, so no peer ever runs compiled code)."""
+    from distilkit.inference.predictor import Predictor
+
+    predictor = Predictor.from_ref(ref, task, dummy_weights=True, dtype=args.dtype, compile=True)
+    t = time.perf_counter()
+    predictor.predict(inputs[0][0][:16])  # the first batch pays for compilation
+    warmup = time.perf_counter() - t
+    for row, (items, flops) in zip(rows, inputs, strict=True):
+        predictor.predict(items[:64])
+        ours = best_time(lambda: predictor.predict(items))
+        print(f"{row['workload']}: distilkit compiled {len(items) / ours:.1f} seq/s", file=sys.stderr)
+        row["distilkit_compiled_seq_per_s"] = round(len(items) / ours, 2)
+        row["distilkit_compiled_fraction_of_bf16_peak"] = round(flops / ours / peak, 3)
+        row["compile_warmup_s"] = round(warmup, 1)
+        if row.get("peer_seq_per_s"):
+            row["speedup_compiled"] = round(row["distilkit_compiled_seq_per_s"] / row["peer_seq_per_s"], 2)
+
+
+def run_qa_peer(cmd: list[str]) -> dict:
+    """Run benchmarks/qa_peer.py in the peer environment; its last stdout line is JSON."""
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def report(name, n, lengths, flops, ours, peer, peer_bf16, peak) -> dict:
@@ -179,28 +208,34 @@ def report(name, n, lengths, flops, ours, peer, peer_bf16, peak) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Bar chart: sequences/s of the peer (fp32, bf16) and distilkit per workload, ratio on top."""
+    """Bars of throughput relative to the fp32 pipeline per workload, labelled with sequences/s."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    width = 0.27
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    width = 0.2
+    series = (("pipeline fp32 (best batch size)", "peer_seq_per_s", "#9e9e9e"),
+              ("pipeline bf16", "peer_bf16_seq_per_s", "#cfcfcf"),
+              ("distilkit", "distilkit_seq_per_s", "#2a7ab9"),
+              ("distilkit compile=True", "distilkit_compiled_seq_per_s", "#14466e"))
     for i, row in enumerate(rows):
-        bars = [("pipeline fp32", row.get("peer_seq_per_s"), "#9e9e9e"),
-                ("pipeline bf16", row.get("peer_bf16_seq_per_s"), "#cfcfcf"),
-                ("distilkit", row["distilkit_seq_per_s"], "#2a7ab9")]
-        for j, (label, value, color) in enumerate(bars):
+        base = row.get("peer_seq_per_s") or row["distilkit_seq_per_s"]
+        for j, (label, key, color) in enumerate(series):
+            value = row.get(key)
             if value is None:
                 continue
-            ax.bar(i + (j - 1) * width, value, width, color=color, label=label if i == 0 else None)
-        if row.get("speedup"):
-            ax.text(i + width, row["distilkit_seq_per_s"], f"{row['speedup']}×", ha="center", va="bottom")
+            x = i + (j - 1.5) * width
+            ax.bar(x, value / base, width, color=color, label=label if i == 0 else None)
+            ax.text(x, value / base, f"{value / base:.1f}×\n{value:.0f}/s", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(rows)), [r["workload"] for r in rows])
-    ax.set_ylabel("sequences / s (higher is better)")
-    ax.set_title("distilkit vs transformers.pipeline (best batch size), 2 CPU cores")
-    ax.legend(frameon=False)
+    ax.set_ylabel("throughput relative to the fp32 pipeline")
+    top = max(max(r["distilkit_seq_per_s"], r.get("distilkit_compiled_seq_per_s", 0)) / (r.get("peer_seq_per_s") or 1)
+              for r in rows)
+    ax.set_ylim(0, top * 1.3)
+    ax.set_title("distilkit vs transformers.pipeline, 2 CPU cores (labels: sequences/s)")
+    ax.legend(frameon=False, loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -212,6 +247,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="distilkit precision (auto = bf16 where fast)")
     parser.add_argument("--peer-python", help="python with transformers==4.57.1 for the QA peer")
     parser.add_argument("--quick", action="store_true", help="small workloads (smoke check, not for quoting)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compile=True runs")
     args = parser.parse_args()
     args.short, args.long, args.qa = (64, 16, 30) if args.quick else (512, 128, 300)
     args.peer_batch_sizes = (1, 8) if args.quick else PEER_BATCH_SIZES

@@ -21,9 +21,11 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="directory with config.json and tokenizer files")
     parser.add_argument("--questions", required=True, help="JSON list of {question, context}")
     parser.add_argument("--batch-sizes", default="1,8,32,64")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(args.model)).eval()
+    config = AutoConfig.from_pretrained(args.model)
+    model = AutoModelForQuestionAnswering.from_config(config).to(getattr(torch, args.dtype)).eval()
     qa = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(args.model), device=-1)
     items = json.load(open(args.questions, encoding="utf-8"))
     qa(items[:4], batch_size=4)  # warm-up
@@ -32,7 +34,7 @@ def main() -> None:
         t = time.perf_counter()
         qa(items, batch_size=bs)
         seconds[bs] = time.perf_counter() - t
-        print(f"  peer QA batch_size={bs}: {len(items) / seconds[bs]:.1f} q/s", file=sys.stderr)
+        print(f"  peer QA {args.dtype} batch_size={bs}: {len(items) / seconds[bs]:.1f} q/s", file=sys.stderr)
     best = min(seconds, key=seconds.get)
     print(json.dumps({"transformers": transformers.__version__, "seconds_by_batch_size": seconds,
                       "best_batch_size": best, "seconds": seconds[best]}))

@@ -33,6 +33,7 @@ def predict(
     context: list[str] = typer.Option([], "--context", "-c", help="QA context (repeatable, pairs with --question)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder (pays off on large inputs)."),
 ) -> None:
     """Predict TASK on TEXT... with --model and print the results as a JSON list (one entry per input)."""
     from distilkit.models import canonical_task
@@ -57,6 +58,6 @@ def predict(
 
     from distilkit.inference.predictor import Predictor
 
-    predictor = Predictor.from_ref(model, task, dummy_weights=dummy_weights, dtype=dtype, device=device)
+    predictor = Predictor.from_ref(model, task, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile)
     results = predictor.predict(items, params)
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False))

@@ -14,13 +14,22 @@ def padded_length(length: int, multiple: int, cap: int) -> int:
 
 
 def plan_batches(
-    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, multiple: int = 1, cap: int = 1 << 30
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    max_batch_size: int,
+    multiple: int = 1,
+    cap: int = 1 << 30,
+    max_padding: float = 0.25,
+    min_batch_tokens: int = 512,
 ) -> list[list[int]]:
     """Group row indices into batches, longest first, so each batch pads to little more than its rows.
 
     A batch's cost is ``rows x padded length of its longest row``; rows are taken in decreasing
     length and a batch closes when one more row would pass ``max_batch_tokens`` or
-    ``max_batch_size``. A single row longer than the budget still gets a batch of its own.
+    ``max_batch_size``, or when it already holds ``min_batch_tokens`` and the next row is more
+    than ``max_padding`` shorter than its width (on CPU a batch of ~512 tokens runs as
+    efficiently as a big one, so padding is pure waste). A row longer than the budget still gets
+    a batch of its own.
 
     Returns:
         Batches of indices into ``lengths``; every index appears exactly once.
@@ -32,7 +41,9 @@ def plan_batches(
     current: list[int] = []
     width = 0
     for i in order:
-        if current and (len(current) + 1) * width > max_batch_tokens or len(current) == max_batch_size:
+        full = (len(current) + 1) * width > max_batch_tokens or len(current) == max_batch_size
+        ragged = len(current) * width >= min_batch_tokens and lengths[i] < (1 - max_padding) * width
+        if current and (full or ragged):
             batches.append(current)
             current = []
         if not current:

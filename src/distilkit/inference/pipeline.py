@@ -55,6 +55,7 @@ def pipeline(
     num_threads: int | None = None,
     max_batch_tokens: int | None = None,
     max_batch_size: int | None = None,
+    compile: bool = False,
     seed: int = 0,
     **params: Any,
 ) -> Pipeline:
@@ -70,6 +71,7 @@ def pipeline(
         device: ``cpu``, ``cuda``, ``cuda:N`` or an index (-1 = CPU); None picks CUDA if present.
         num_threads: CPU threads (default: all this process may use).
         max_batch_tokens, max_batch_size: the length-aware batching budget.
+        compile: torch.compile the encoder (faster after a ~20 s first batch; for long runs).
         seed: seed of dummy weights.
         **params: default call parameters (e.g. ``top_k=3``), validated now.
 
@@ -79,7 +81,7 @@ def pipeline(
     """
     if model is None:
         raise ValueError("model is required: a local model directory or a hub id")
-    batching = {}
+    batching: dict[str, Any] = {"compile": compile}
     if max_batch_tokens is not None:
         batching["max_batch_tokens"] = max_batch_tokens
     if max_batch_size is not None:

@@ -49,3 +49,13 @@ def test_collate_right_pads_and_masks():
 def test_invalid_budget_is_refused():
     with pytest.raises(ValueError, match="must be >= 1"):
         plan_batches([3], max_batch_tokens=0, max_batch_size=1)
+
+
+def test_a_much_shorter_row_starts_a_new_batch_once_the_batch_is_big_enough():
+    batches = plan_batches([384, 380, 200, 190], max_batch_tokens=4096, max_batch_size=64, min_batch_tokens=512)
+    assert batches == [[0, 1], [2, 3]]
+
+
+def test_short_rows_are_not_split_off_a_batch_below_the_minimum_size():
+    batches = plan_batches([100, 40], max_batch_tokens=4096, max_batch_size=64, min_batch_tokens=512)
+    assert batches == [[0, 1]]

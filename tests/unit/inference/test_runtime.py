@@ -43,3 +43,19 @@ def test_bf16_pipeline_returns_python_float_scores_close_to_fp32(tiny_model):
     assert type(b["score"]) is float
     assert abs(a["score"] - low("the [MASK] of France", targets=[a["token_str"]])[0]["score"]) < 0.02
     assert isinstance(b["token"], int)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["fill-mask", "question-answering"])
+def test_compiled_encoder_gives_the_same_answers_as_eager(tiny_model, task):
+    eager = distilkit.pipeline(task, model=tiny_model(task), dtype="float32")
+    compiled = distilkit.pipeline(task, model=tiny_model(task), dtype="float32", compile=True)
+    if task == "fill-mask":
+        texts = ["the [MASK] of France", "a [MASK] and the [MASK] of the river in London today"]
+        a, b = eager(texts, top_k=3), compiled(texts, top_k=3)
+        assert [[c["token"] for c in r] for r in a[:1]] == [[c["token"] for c in r] for r in b[:1]]
+        assert abs(a[0][0]["score"] - b[0][0]["score"]) < 1e-4
+    else:
+        q = {"question": "Where do I live?", "context": "My name is John and I live in Seattle."}
+        a, b = eager(q), compiled(q)
+        assert (a["start"], a["end"]) == (b["start"], b["end"]) and abs(a["score"] - b["score"]) < 1e-4
