@@ -36,6 +36,17 @@ DEFAULT_SHARED = HERE.parent.parent / "shared"
 PEER_BATCH_SIZES = (1, 8, 32, 64)
 
 
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo (the architecture name elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     """Best-of-3 FLOP/s of an n x n matmul in ``dtype`` (the machine's practical peak)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -262,7 +273,7 @@ def main() -> None:
     import transformers
 
     summary = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
+        "machine": {"cpu": cpu_name(), "threads": threads,
                     "bf16_matmul_tflops": round(peak_bf16 / 1e12, 3), "fp32_matmul_tflops": round(peak_fp32 / 1e12, 3)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "quick": args.quick,
