@@ -97,7 +97,7 @@ class TaskHandler:
             raise ValueError(
                 f"unknown parameter {unknown[0]!r} for {self.task}; expected one of {sorted(self.defaults)}"
             )
-        merged = {**self.defaults, **{k: v for k, v in params.items()}}
+        merged = {**self.defaults, **params}
         return self.validate_params(merged)
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class TaskHandler:
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
         """Run the model on one padded batch; return one fp32 numpy output per feature."""
-        logits = model(**batch).logits.float()  # (B, T, L) or (B, L)
+        logits = model(**batch).logits.float().cpu()  # (B, T, L) or (B, L); one transfer per batch
         if logits.dim() == 3:
             return [logits[i, : len(f)].numpy() for i, f in enumerate(features)]
         return [row.numpy() for row in logits]

@@ -108,7 +108,7 @@ class FillMaskHandler(TaskHandler):
         else:
             hidden = model.base_model(**batch)[0]  # (B, T, H)
             logits = head(hidden[mask])  # (M, V): the projection only where it is read
-        probs = logits.float().softmax(dim=-1)
+        probs = logits.float().softmax(dim=-1).cpu()  # (M, V)
         counts = mask.sum(dim=1).tolist()
         return [p.numpy() for p in probs.split(counts)]
 

@@ -333,7 +333,7 @@ class QuestionAnsweringHandler(TaskHandler):
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
     ) -> list[Any]:
         out = model(**batch)
-        logits = torch.stack([out.start_logits, out.end_logits], dim=1).float()  # (B, 2, T)
+        logits = torch.stack([out.start_logits, out.end_logits], dim=1).float().cpu()  # (B, 2, T)
         return [logits[i, :, : len(f)].numpy() for i, f in enumerate(features)]
 
     def decode(
