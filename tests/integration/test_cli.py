@@ -93,3 +93,8 @@ def test_predict_text_classification_with_top_k(tiny_model):
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout)
     assert [sorted(r["label"] for r in res) for res in results] == [["neg", "pos"], ["neg", "pos"]]
+
+
+def test_exit_codes_from_commands_reach_the_shell():
+    assert run("--version").returncode == 0
+    assert run("predict", "fill-mask").returncode == 2  # missing --model: a usage error

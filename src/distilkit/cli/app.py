@@ -7,7 +7,11 @@ import sys
 import typer
 
 from distilkit import __version__
+from distilkit.cli.distill import distill, init_student, prepare_data
+from distilkit.cli.evaluate import evaluate
 from distilkit.cli.predict import predict
+from distilkit.cli.registry import app as registry_app
+from distilkit.cli.serve import serve
 
 app = typer.Typer(
     name="distilkit",
@@ -17,6 +21,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(no_args_is_help=True)(predict)
+app.command("prepare-data", no_args_is_help=True)(prepare_data)
+app.command("init-student", no_args_is_help=True)(init_student)
+app.command(no_args_is_help=True)(distill)
+app.command(no_args_is_help=True)(evaluate)
+app.add_typer(registry_app, name="registry")
+app.command()(serve)
 
 
 def _version(value: bool) -> None:
@@ -35,19 +45,19 @@ def _root(
 def main() -> None:
     """Console entry point: user errors (ValueError) print one line and exit with code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(err, click.ClickException):
+    except Exception as err:
+        # Usage errors (typer's vendored click exceptions) carry their own message and exit code.
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()
             sys.exit(err.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

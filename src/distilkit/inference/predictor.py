@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,9 @@ class Predictor:
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
+        # Fast tokenizers are not safe to call from several threads at once (truncation state is
+        # shared): servers encode/decode requests concurrently, so those stages take this lock.
+        self._tokenizer_lock = threading.Lock()
         if compile:
             runtime.compile_encoder(self.model)
 
@@ -96,7 +100,9 @@ class Predictor:
         """Validate params and items and encode them into features (no model call)."""
         resolved = self.handler.check_params(params)
         checked = self.handler.check_inputs(list(items))
-        return Prepared(checked, resolved, self.handler.encode(checked, resolved))
+        with self._tokenizer_lock:
+            features = self.handler.encode(checked, resolved)
+        return Prepared(checked, resolved, features)
 
     def run(self, features: list[Feature]) -> list[Any]:
         """Forward ``features`` in length-grouped batches; return one output per feature, in order."""
@@ -121,12 +127,13 @@ class Predictor:
         per_item: list[list[int]] = [[] for _ in prepared.items]
         for i, f in enumerate(prepared.features):
             per_item[f.item].append(i)
-        return [
-            self.handler.decode(
-                item, [prepared.features[i] for i in fidx], [outputs[i] for i in fidx], prepared.params
-            )
-            for item, fidx in zip(prepared.items, per_item, strict=True)
-        ]
+        with self._tokenizer_lock:
+            return [
+                self.handler.decode(
+                    item, [prepared.features[i] for i in fidx], [outputs[i] for i in fidx], prepared.params
+                )
+                for item, fidx in zip(prepared.items, per_item, strict=True)
+            ]
 
     def predict(self, items: list[Any], params: dict[str, Any] | None = None) -> list[Any]:
         """Predict a list of items; returns one result per item, in the task's pipeline shape.
