@@ -1,4 +1,4 @@
-"""``distilkit predict``: run a task on texts given on the command line and print JSON."""
+"""``distilkit predict``: run a task on texts given on the command line, or over a file (``--input``)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,37 @@ def predict(
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder (pays off on large inputs)."),
+    input: str = typer.Option(None, "--input", "-i", help="Predict every row of this JSONL/CSV/Parquet file."),
+    output: str = typer.Option(None, "--output", "-o", help="Output file (format from its extension)."),
+    input_format: str = typer.Option(None, "--input-format", help="jsonl | csv | parquet (default: extension)."),
+    text_column: str = typer.Option(None, "--text-column", help="Text column (default: text, else input_string)."),
+    question_column: str = typer.Option("question", "--question-column", help="QA question column."),
+    context_column: str = typer.Option("context", "--context-column", help="QA context column."),
+    id_column: str = typer.Option("id", "--id-column", help="Id column copied to the output (else row number)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows predicted and written per chunk."),
+    max_errors: int = typer.Option(None, "--max-errors", help="Stop with exit 1 once more rows than this failed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output after its last chunk."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
+    engine: str = typer.Option("local", "--engine", help="local | ray (Ray Data actor pool)."),
+    num_workers: int = typer.Option(2, "--num-workers", help="Ray actors, one model each (--engine ray)."),
 ) -> None:
-    """Predict TASK on TEXT... with --model and print the results as a JSON list (one entry per input)."""
+    """Predict TASK on TEXT... (prints a JSON list) or on every row of --input into --output."""
     from distilkit.models import canonical_task
 
     task = canonical_task(task)
+    if input is not None or output is not None:
+        if texts or question or context:
+            raise ValueError("give TEXT... (or --question/--context) or --input FILE, not both")
+        if input is None or output is None:
+            raise ValueError("--input and --output go together")
+        predict_file_command(
+            task=task, model=model, input=input, output=output, input_format=input_format, text_column=text_column,
+            question_column=question_column, context_column=context_column, id_column=id_column,
+            params=parse_params(param), batch_size=batch_size, max_errors=max_errors, resume=resume,
+            overwrite=overwrite, engine=engine, num_workers=num_workers, dummy_weights=dummy_weights, dtype=dtype,
+            device=device, compile=compile,
+        )
+        return
     items: list[Any]
     if task == "question-answering":
         if texts:
@@ -61,3 +87,16 @@ def predict(
     predictor = Predictor.from_ref(model, task, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile)
     results = predictor.predict(items, params)
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def predict_file_command(**flags: Any) -> None:
+    """Run ``distilkit.batch.predict_file`` and print its one-line JSON summary on stdout (exit 1 past --max-errors)."""
+    from distilkit.batch import BatchConfig, MaxErrorsExceeded, predict_file
+
+    try:
+        summary = predict_file(BatchConfig(**flags))
+    except MaxErrorsExceeded as err:
+        typer.echo(json.dumps(err.summary.as_dict()))
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(summary.as_dict()))

@@ -1,0 +1,102 @@
+"""The settings of one batch-prediction run (``distilkit predict --input ... --output ...``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("jsonl", "csv", "parquet")
+ENGINES = ("local", "ray")
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+              ".pq": "parquet"}
+
+
+def format_from_path(path: str | Path) -> str | None:
+    """The format a file name implies (``data.csv`` -> ``csv``), or None for an unknown extension."""
+    return EXTENSIONS.get(Path(str(path).rstrip("/")).suffix.lower())
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One file-to-file prediction run; every field is a ``distilkit predict`` flag.
+
+    Raises:
+        ValueError: naming the flag, for a value that cannot work (checked before any model loads).
+    """
+
+    task: str
+    """Pipeline tag: fill-mask | question-answering | text-classification | token-classification."""
+    model: str
+    """Model directory or hub id (``--model``)."""
+    input: str | Path
+    """Input file (``--input``): JSONL, CSV or Parquet."""
+    output: str | Path
+    """Output file (``--output``); its format follows its extension, else the input's."""
+    input_format: str | None = None
+    """``--input-format``; None reads it from the input's extension."""
+    output_format: str | None = None
+    """Output format; None reads it from the output's extension, else the input format."""
+    text_column: str | None = None
+    """``--text-column``; None means ``text``, or ``input_string`` (the cards' samples) when absent."""
+    question_column: str = "question"
+    """``--question-column`` (question-answering)."""
+    context_column: str = "context"
+    """``--context-column`` (question-answering)."""
+    id_column: str = "id"
+    """``--id-column``: copied to the output's ``id``; rows without it get their 0-based row number."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Task parameters (``--param k=v``), as for positional prediction."""
+    batch_size: int = 256
+    """``--batch-size``: rows read, predicted and written together (one atomic write per chunk)."""
+    max_errors: int | None = None
+    """``--max-errors``: stop (non-zero exit) once more rows than this failed; None never stops."""
+    resume: bool = False
+    """``--resume``: keep the complete rows of an existing output and continue after them."""
+    overwrite: bool = False
+    """``--overwrite``: replace an existing output instead of refusing."""
+    engine: str = "local"
+    """``--engine``: local (this process) or ray (a Ray Data actor pool)."""
+    num_workers: int = 2
+    """``--num-workers``: Ray actors, one model each (``--engine ray`` only)."""
+    dummy_weights: bool = False
+    """``--dummy-weights``: seeded random weights of the real architecture."""
+    dtype: str = "auto"
+    """``--dtype``: auto | float32 | bfloat16 | float16."""
+    device: str | None = None
+    """``--device``: cpu | cuda | cuda:N."""
+    compile: bool = False
+    """``--compile``: torch.compile the encoder."""
+    progress: bool | None = None
+    """Show a progress bar; None shows it when stderr is a terminal."""
+
+    def __post_init__(self) -> None:
+        if self.input_format is not None and self.input_format not in FORMATS:
+            raise ValueError(f"--input-format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
+        if self.output_format is not None and self.output_format not in FORMATS:
+            raise ValueError(f"output format must be one of {', '.join(FORMATS)}, got {self.output_format!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise ValueError(f"--max-errors must be >= 0, got {self.max_errors}")
+        if self.num_workers < 1:
+            raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        if Path(self.input).resolve() == Path(self.output).resolve():
+            raise ValueError("--output must differ from --input")
+        if self.engine == "local" and not Path(self.input).is_file():
+            raise ValueError(f"--input {self.input}: no such file")
+        if self.resolved_input_format() is None:
+            raise ValueError(f"cannot tell the format of --input {self.input} from its extension; "
+                             f"pass --input-format {'|'.join(FORMATS)}")
+
+    def resolved_input_format(self) -> str | None:
+        """The input format: ``--input-format`` or the input's extension."""
+        return self.input_format or format_from_path(self.input)
+
+    def resolved_output_format(self) -> str:
+        """The output format: explicit, else the output's extension, else the input's format."""
+        return self.output_format or format_from_path(self.output) or self.resolved_input_format()  # type: ignore[return-value]
