@@ -1,0 +1,204 @@
+"""Frozen, validated configuration per command; values come from a YAML file overridden by CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``distilkit distill``: the DistilBERT recipe (DESIGN §7). Each field is the flag of the same name."""
+
+    teacher: str = ""
+    """Teacher model directory or hub id (a *ForMaskedLM)."""
+    student: str = ""
+    """Student model dir (e.g. from init-student), or a config.json or weightless dir for random init."""
+    data: str = ""
+    """Shard directory written by distilkit prepare-data."""
+    output: str = ""
+    """Run directory: the final model, config.yaml, metrics.csv, checkpoints/."""
+    alpha_ce: float = 5.0
+    """Weight of L_ce, the KL between teacher and student distributions at temperature T."""
+    alpha_mlm: float = 2.0
+    """Weight of L_mlm, the cross-entropy of the original token at masked positions."""
+    alpha_cos: float = 1.0
+    """Weight of L_cos, 1 - cos(student, teacher) of last hidden states at non-pad positions."""
+    alpha_mse: float = 0.0
+    """Weight of the squared error between student and teacher logits."""
+    alpha_clm: float = 0.0
+    """Weight of a causal-LM loss (needs a causal student; masked-LM students reject it)."""
+    temperature: float = 2.0
+    """Softmax temperature T of L_ce (the loss is scaled by T²)."""
+    restrict_ce_to_mask: bool = False
+    """Compute L_ce (and the MSE term) at masked positions only instead of all non-pad positions."""
+    mlm_probability: float = 0.15
+    """Share of maskable tokens per sequence to predict (exactly ceil(p·n))."""
+    mask_replace: float = 0.8
+    """Share of chosen positions shown as the mask token."""
+    random_replace: float = 0.1
+    """Share of chosen positions shown as a random token (the rest stay unchanged)."""
+    mlm_smoothing: float = 0.7
+    """Masking probability ∝ max(count, 1)^-smoothing (0 = uniform)."""
+    lr: float = 5e-4
+    """Peak learning rate (linear warmup, then linear decay to 0)."""
+    warmup: float = 0.05
+    """Warmup as a fraction of all optimizer steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.98
+    """AdamW beta2."""
+    adam_eps: float = 1e-6
+    """AdamW epsilon."""
+    max_grad_norm: float = 5.0
+    """Clip the global gradient norm to this (0 disables clipping)."""
+    batch_size: int = 16
+    """Sequences per micro-batch per process."""
+    effective_batch_size: int = 4096
+    """Sequences per optimizer step over all processes; sets grad_accumulation when that is not given."""
+    grad_accumulation: int | None = None
+    """Micro-batches per optimizer step (default: effective_batch_size / (batch_size · processes))."""
+    epochs: int = 3
+    """Passes over the data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    seed: int = 56
+    """Seed for data order, masking, dropout and random init."""
+    precision: str = "auto"
+    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    teacher_dtype: str = "auto"
+    """Teacher weights: auto (bf16 where fast) | float32 | bfloat16."""
+    cpu: bool = False
+    """Train on CPU even when CUDA is present."""
+    log_every: int = 10
+    """Log losses, lr and tokens/s every N optimizer steps."""
+    save_every: int = 500
+    """Checkpoint every N optimizer steps (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep."""
+    resume: str | None = None
+    """Checkpoint directory to resume from, or 'auto' for the latest one in output/checkpoints."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (needs the tensorboard package)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("teacher", "student", "data", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required (flag or key {name!r} in --config)")
+        for name in (
+            "alpha_ce",
+            "alpha_mlm",
+            "alpha_cos",
+            "alpha_mse",
+            "alpha_clm",
+            "weight_decay",
+            "max_grad_norm",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse + self.alpha_clm == 0:
+            raise ValueError("all --alpha-* are 0: nothing to train")
+        if self.alpha_clm > 0 and self.alpha_mlm > 0:
+            raise ValueError("--alpha-clm and --alpha-mlm are exclusive (causal vs masked LM); set one to 0")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.mlm_probability <= 1:
+            raise ValueError(f"--mlm-probability must be in (0, 1], got {self.mlm_probability}")
+        if self.mask_replace < 0 or self.random_replace < 0 or self.mask_replace + self.random_replace > 1:
+            raise ValueError("--mask-replace and --random-replace must be >= 0 and sum to at most 1")
+        if self.mlm_smoothing < 0:
+            raise ValueError(f"--mlm-smoothing must be >= 0, got {self.mlm_smoothing}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.adam_eps <= 0:
+            raise ValueError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
+        for name in ("batch_size", "effective_batch_size", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("grad_accumulation", "max_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if self.save_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError("--save-every must be >= 0 and --keep-checkpoints >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
+
+    def accumulation(self, num_processes: int = 1) -> int:
+        """Micro-batches per optimizer step."""
+        if self.grad_accumulation is not None:
+            return self.grad_accumulation
+        return max(1, math.ceil(self.effective_batch_size / (self.batch_size * num_processes)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration (what config.yaml holds)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def field_help(cls: type, name: str) -> str:
+    """The docstring under a dataclass field (the CLI help text), read from the source."""
+    return _field_docs(cls).get(name, "")
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                docs[node.target.id] = str(following.value.value)
+    return docs
+
+
+def load_config(cls: type, yaml_path: str | Path | None, overrides: dict[str, Any]):
+    """Build ``cls`` from a YAML file (if any) overridden by the non-None ``overrides`` (CLI flags).
+
+    Raises:
+        ValueError: unreadable YAML, unknown keys, or invalid values (from ``__post_init__``).
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ValueError(f"--config {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {path} must be a mapping of option: value")
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} in --config; known: {sorted(known)}")
+    return cls(**values)
+
+
+def save_config(config: Any, path: str | Path, command: str) -> None:
+    """Write the resolved config as YAML, headed by the command that reruns it."""
+    import yaml
+
+    body = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    Path(path).write_text(f"# {command} --config {Path(path).name}\n{body}")

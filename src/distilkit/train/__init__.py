@@ -1,0 +1,1 @@
+"""Training: the distillation objective, masking, corpus shards, student init, the loops, checkpoints."""

@@ -1,0 +1,402 @@
+"""``distilkit distill``: one readable loop, setup -> loop -> save, for the DistilBERT triple loss.
+
+Runs single-process on CPU/GPU or under ``accelerate launch`` / ``torchrun`` (data parallel via
+accelerate). Exact resume: the data order is a pure function of (seed, epoch), the masking draw
+of (seed, micro-batch index, rank), and the checkpoint restores weights, optimizer, scheduler and
+the global RNG (dropout) states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distilkit.config import DistillConfig, save_config
+from distilkit.train import losses
+from distilkit.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from distilkit.train.data import TokenShards, collate, length_grouped_batches
+from distilkit.train.masking import mask_tokens, token_weights
+
+LOSS_TERMS = ("ce", "mlm", "cos", "mse", "clm")
+CSV_FIELDS = (
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    *(f"loss_{t}" for t in LOSS_TERMS),
+    "grad_norm",
+    "tokens_per_s",
+    "elapsed_s",
+)
+
+
+class NonFiniteLossError(ValueError):
+    """The loss became NaN/inf; the message names the step and where the offending batch was saved."""
+
+
+def get_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to 1 over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+@dataclass
+class Models:
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    tokenizer: Any
+
+
+def load_models(cfg: DistillConfig, device: torch.device) -> Models:
+    """Teacher (frozen, eval, bf16 where fast) and student (fp32 master weights, train mode).
+
+    Raises:
+        ValueError: unloadable references, a student that is not a masked LM, mismatched sizes.
+    """
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from distilkit.inference.runtime import resolve_dtype
+    from distilkit.models import load_model
+
+    teacher = load_model(
+        cfg.teacher, "fill-mask", dtype=resolve_dtype(cfg.teacher_dtype, device), device=device
+    )
+    for p in teacher.model.parameters():
+        p.requires_grad_(False)
+    tokenizer = teacher.tokenizer
+    path = Path(cfg.student)
+    if path.is_file() and path.suffix == ".json":  # a bare config: random init
+        fields = json.loads(path.read_text())
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        torch.manual_seed(cfg.seed)
+        student = AutoModelForMaskedLM.from_config(config)
+    else:
+        has_weights = path.is_dir() and any(
+            n.endswith((".safetensors", ".bin")) for n in map(str, path.iterdir())
+        )
+        loaded = load_model(
+            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights, seed=cfg.seed
+        )
+        student, tokenizer = loaded.model, loaded.tokenizer
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise ValueError(
+            f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
+            f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
+        )
+    if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
+        raise ValueError(
+            f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
+            f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
+        )
+    if cfg.alpha_clm > 0 and not getattr(student.config, "is_decoder", False):
+        raise ValueError(
+            "--alpha-clm needs a causal-LM student; this student is a masked LM (use --alpha-mlm)"
+        )
+    return Models(
+        teacher=teacher.model.eval(), student=student.float().to(device).train(), tokenizer=tokenizer
+    )
+
+
+def _hidden_size(config: Any) -> int:
+    return getattr(config, "dim", None) or config.hidden_size
+
+
+def _mixed_precision(cfg: DistillConfig) -> str:
+    """accelerate's mixed_precision for ``--precision`` (auto: bf16 where it is fast)."""
+    from distilkit.inference.runtime import cpu_has_fast_bf16
+
+    if cfg.precision != "auto":
+        return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+    if torch.cuda.is_available() and not cfg.cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "no"
+
+
+def compute_losses(cfg: DistillConfig, student, teacher, ids, attention, batch) -> dict[str, torch.Tensor]:
+    """The active loss terms for one micro-batch (only those with α > 0)."""
+    with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
+        t_out = teacher(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+    s_out = student(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+    real = attention.bool()  # (B, T)
+    ce_at = batch.chosen if cfg.restrict_ce_to_mask else real
+    terms: dict[str, torch.Tensor] = {}
+    if cfg.alpha_ce > 0:
+        terms["ce"] = losses.distillation_kl_loss(s_out.logits, t_out.logits, ce_at, cfg.temperature)
+    if cfg.alpha_mlm > 0:
+        terms["mlm"] = losses.masked_lm_loss(s_out.logits, batch.labels)
+    if cfg.alpha_cos > 0:
+        terms["cos"] = losses.cosine_embedding_loss(s_out.hidden_states[-1], t_out.hidden_states[-1], real)
+    if cfg.alpha_mse > 0:
+        terms["mse"] = losses.logits_mse_loss(s_out.logits, t_out.logits, ce_at)
+    if cfg.alpha_clm > 0:
+        terms["clm"] = losses.causal_lm_loss(s_out.logits, ids, attention)
+    return terms
+
+
+class MicroBatches:
+    """The micro-batch stream: global index g -> (epoch, batch) for this rank; a pure function of g."""
+
+    def __init__(self, data: TokenShards, cfg: DistillConfig, rank: int, world: int, device: torch.device):
+        self.data, self.cfg, self.rank, self.world, self.device = data, cfg, rank, world, device
+        m = data.manifest
+        self.special_ids, self.mask_id, self.pad_id = m["special_ids"], m["mask_token_id"], m["pad_token_id"]
+        self.vocab_size = m["vocab_size"]
+        self.weights = token_weights(data.counts(), cfg.mlm_smoothing)
+        self._epoch, self._batches = -1, []
+        self.per_epoch = len(self.batches(0)) // world
+        if self.per_epoch == 0:
+            raise ValueError(
+                f"--data has {len(data)} sequences: fewer batches of --batch-size {cfg.batch_size} "
+                f"than processes ({world}); lower --batch-size"
+            )
+
+    def batches(self, epoch: int) -> list:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._batches = length_grouped_batches(
+                self.data.lengths, self.cfg.batch_size, self.cfg.seed, epoch
+            )
+        return self._batches
+
+    def get(self, g: int):
+        """Micro-batch g: (epoch, raw ids (B, T), attention (B, T), masked batch), all on the device."""
+        epoch, i = divmod(g, self.per_epoch)
+        rows = self.batches(epoch)[i * self.world + self.rank]
+        ids, attention = collate([self.data[int(r)] for r in rows], self.pad_id)  # (B, T), (B, T)
+        seed = int(np.random.SeedSequence([self.cfg.seed, g, self.rank]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(seed)
+        masked = mask_tokens(
+            ids,
+            attention,
+            special_ids=self.special_ids,
+            mask_token_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            weights=self.weights,
+            mlm_probability=self.cfg.mlm_probability,
+            mask_replace=self.cfg.mask_replace,
+            random_replace=self.cfg.random_replace,
+            generator=gen,
+        )
+        to = self.device
+        masked = type(masked)(masked.input_ids.to(to), masked.labels.to(to), masked.chosen.to(to))
+        return epoch, ids.to(to), attention.to(to), masked
+
+
+def _check_data(data: TokenShards, tokenizer: Any) -> None:
+    m = data.manifest
+    if m["mask_token_id"] != tokenizer.mask_token_id or m["vocab_size"] != len(tokenizer):
+        raise ValueError(
+            f"--data was tokenized with {m['tokenizer']!r} (vocab {m['vocab_size']}, mask id "
+            f"{m['mask_token_id']}), not the models' tokenizer (vocab {len(tokenizer)}, mask id "
+            f"{tokenizer.mask_token_id}); rerun prepare-data with --tokenizer TEACHER"
+        )
+
+
+def _open_csv(path: Path, resumed_step: int) -> tuple[Any, Any]:
+    """metrics.csv for appending; on resume, rows past the checkpoint (a crashed tail) are dropped."""
+    rows = []
+    if resumed_step and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+    f = open(path, "w", newline="")  # noqa: SIM115  (closed at the end of the loop)
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return f, writer
+
+
+def distill(cfg: DistillConfig) -> Path:
+    """Distil ``cfg.student`` from ``cfg.teacher`` on ``cfg.data``; return the output model directory.
+
+    Raises:
+        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    # ---- setup
+    # accelerate keeps one global precision per process; reset it (not the process group) so that
+    # several runs in one process (tests, notebooks, the wikitext example) may use different precisions
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_mixed_precision(cfg))
+    set_seed(cfg.seed + accelerator.process_index)  # dropout differs per rank, reproducible per run
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    output = Path(cfg.output)
+    data = TokenShards(cfg.data)
+    models = load_models(cfg, accelerator.device)
+    _check_data(data, models.tokenizer)
+    stream = MicroBatches(data, cfg, accelerator.process_index, world, accelerator.device)
+    accum = cfg.accumulation(world)
+    total_steps = cfg.max_steps or max(1, cfg.epochs * stream.per_epoch // accum)
+    warmup_steps = math.ceil(cfg.warmup * total_steps)
+    optimizer = torch.optim.AdamW(
+        models.student.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: get_lr_factor(s, warmup_steps, total_steps)
+    )
+    # the scheduler stays unwrapped: accelerate would step it once per process
+    student, optimizer = accelerator.prepare(models.student, optimizer)
+    teacher = models.teacher
+    alphas = {
+        "ce": cfg.alpha_ce,
+        "mlm": cfg.alpha_mlm,
+        "cos": cfg.alpha_cos,
+        "mse": cfg.alpha_mse,
+        "clm": cfg.alpha_clm,
+    }
+    checkpoints = output / "checkpoints"
+    state = {"step": 0, "epoch": 0, "micro_step": 0, "tokens": 0}
+    resume_from = resolve_resume(cfg.resume, checkpoints)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator.unwrap_model(student), optimizer, scheduler)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output / "config.yaml", "distilkit distill")
+        csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
+        tb = _tensorboard(output) if cfg.tensorboard else None
+    accelerator.print(
+        f"distill: {len(data)} sequences, {stream.per_epoch} micro-batches/epoch/process, "
+        f"{accum} per step x {world} process(es), {total_steps} steps, precision "
+        f"{accelerator.mixed_precision}" + (f", resumed from {resume_from}" if resume_from else "")
+    )
+
+    # ---- loop
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="distill")
+    t_log, tokens_log, sums = time.perf_counter(), 0, {}
+    t_start = t_log
+    for step in range(state["step"], total_steps):
+        for micro in range(accum):
+            epoch, ids, attention, batch = stream.get(state["micro_step"])
+            sync = micro == accum - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(student):
+                terms = compute_losses(cfg, student, teacher, ids, attention, batch)
+                loss = losses.weighted_sum(terms, alphas)
+                if not torch.isfinite(loss):
+                    _stop_on_nonfinite(output, step, state["micro_step"], loss, terms, ids, attention, batch)
+                accelerator.backward(loss / accum)
+            for name, value in [("loss", loss), *terms.items()]:
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
+            tokens_log += int(attention.sum()) * world
+            state["micro_step"] += 1
+            state["epoch"] = epoch
+        grad_norm = (
+            accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+            if cfg.max_grad_norm > 0
+            else torch.tensor(float("nan"))
+        )
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["tokens"] += tokens_log
+        bar.update(1)
+        done = state["step"] == total_steps
+        if main and (state["step"] % cfg.log_every == 0 or done):
+            now = time.perf_counter()
+            n = cfg.log_every if state["step"] % cfg.log_every == 0 else state["step"] % cfg.log_every
+            row = {
+                "step": state["step"],
+                "epoch": epoch,
+                "lr": f"{lr:.6g}",
+                "grad_norm": f"{float(grad_norm):.4g}",
+                "tokens_per_s": f"{tokens_log / (now - t_log):.1f}",
+                "elapsed_s": f"{now - t_start:.1f}",
+                **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
+            }
+            csv_writer.writerow(row)
+            csv_file.flush()
+            if tb is not None:
+                for k, v in row.items():
+                    if k not in ("step", "epoch") and v != "":
+                        tb.add_scalar(f"train/{k}", float(v), state["step"])
+            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+            t_log, tokens_log, sums = now, 0, {}
+        if cfg.save_every and (state["step"] % cfg.save_every == 0 or done):
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(
+                    checkpoints,
+                    accelerator.unwrap_model(student),
+                    optimizer,
+                    scheduler,
+                    dict(state),
+                    cfg.keep_checkpoints,
+                )
+    bar.close()
+
+    # ---- save
+    accelerator.wait_for_everyone()
+    if main:
+        csv_file.close()
+        if tb is not None:
+            tb.close()
+        save_model_dir(accelerator.unwrap_model(student), models.tokenizer, output)
+        accelerator.print(
+            f"distill: done, {state['step']} steps, {state['tokens']} tokens, model in {output}"
+        )
+    return output
+
+
+def save_model_dir(model: torch.nn.Module, tokenizer: Any, output: Path) -> None:
+    """A normal model directory (config.json, model.safetensors, tokenizer), without transformers' bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(output)
+        tokenizer.save_pretrained(output)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _stop_on_nonfinite(output: Path, step: int, micro_step: int, loss, terms, ids, attention, batch) -> None:
+    """Save the offending batch and raise with the step number."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / f"nonfinite-batch-step-{step + 1:06d}.pt"
+    torch.save(
+        {
+            "step": step + 1,
+            "micro_step": micro_step,
+            "input_ids": ids.cpu(),
+            "attention_mask": attention.cpu(),
+            "masked_input_ids": batch.input_ids.cpu(),
+            "labels": batch.labels.cpu(),
+            "terms": {k: float(v.detach()) for k, v in terms.items()},
+        },
+        path,
+    )
+    parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+    raise NonFiniteLossError(
+        f"loss is {float(loss.detach())} at step {step + 1} (micro-batch {micro_step}; {parts}); "
+        f"the batch is saved in {path}. Lower --lr, or resume from the last checkpoint"
+    )
+
+
+def _tensorboard(output: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install 'distilkit[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(output / "tensorboard"))

@@ -1,0 +1,254 @@
+"""Distillation end to end on tiny models: CLI, exact resume, the output contract, NaN stop."""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import WORDS
+
+import distilkit
+from distilkit.cli.app import main
+from distilkit.config import DistillConfig
+from distilkit.train import distill as distill_module
+from distilkit.train.data import prepare_data
+from distilkit.train.student_init import init_student
+
+OUTPUT_FILES = [
+    "checkpoints",
+    "config.json",
+    "config.yaml",
+    "metrics.csv",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
+CHECKPOINT_FILES = ["model.safetensors", "trainer_state.json", "training_state.pt"]
+
+
+def _corpus(path, n=120, seed=0):
+    r = random.Random(seed)
+    path.write_text(
+        "\n".join(" ".join(r.choice(WORDS) for _ in range(r.randint(4, 30))) for _ in range(n)) + "\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    """(teacher dir, student dir, data dir) for a 4-layer BERT teacher and its 2-layer DistilBERT student."""
+    root = tmp_path_factory.mktemp("distill")
+    teacher = tiny_model("fill-mask", "bert", layers=4)
+    prepare_data(
+        str(teacher),
+        [_corpus(root / "corpus.txt")],
+        root / "data",
+        max_length=48,
+        min_tokens=3,
+        progress=False,
+    )
+    student = init_student(str(teacher), root / "student")
+    return teacher, student, root / "data"
+
+
+def _config(setup, output, **over):
+    teacher, student, data = setup
+    base = dict(
+        teacher=str(teacher),
+        student=str(student),
+        data=str(data),
+        output=str(output),
+        batch_size=4,
+        grad_accumulation=2,
+        max_steps=6,
+        save_every=3,
+        log_every=1,
+        precision="fp32",
+        progress=False,
+        seed=3,
+    )
+    return DistillConfig(**{**base, **over})
+
+
+def _losses(path):
+    with open(path, newline="") as f:
+        return [
+            (r["step"], r["lr"], r["loss"], r["loss_ce"], r["loss_mlm"], r["loss_cos"])
+            for r in csv.DictReader(f)
+        ]
+
+
+def test_interrupted_run_resumes_exactly(setup, tmp_path, monkeypatch):
+    straight = distill_module.distill(_config(setup, tmp_path / "straight"))
+
+    calls = {"n": 0}
+    real = distill_module.compute_losses
+
+    def crash_in_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # first micro-batch of step 5 (2 per step): the checkpoint at step 3 survives
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "compute_losses", crash_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        distill_module.distill(_config(setup, tmp_path / "resumed"))
+    monkeypatch.setattr(distill_module, "compute_losses", real)
+    resumed = distill_module.distill(_config(setup, tmp_path / "resumed", resume="auto"))
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(straight / "metrics.csv") == _losses(
+        resumed / "metrics.csv"
+    )  # same loss curve, no dup rows
+    before = load_file(setup[1] / "model.safetensors")
+    assert not torch.equal(before["vocab_transform.weight"], a["vocab_transform.weight"])  # it trained
+
+
+def test_output_dir_contract_and_pipeline(setup, tmp_path):
+    out = distill_module.distill(
+        _config(setup, tmp_path / "run", max_steps=2, save_every=0, precision="auto")
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUT_FILES) - {"checkpoints"})
+    fm = distilkit.pipeline("fill-mask", model=str(out))
+    result = fm("Paris is the [MASK] of France.", top_k=2)
+    assert len(result) == 2 and {"score", "token", "token_str", "sequence"} <= result[0].keys()
+    assert (out / "config.yaml").read_text().startswith("# distilkit distill --config config.yaml\n")
+
+
+def test_cli_runs_the_three_commands(tiny_model, tmp_path, monkeypatch, capsys):
+    teacher = tiny_model("fill-mask", "bert", layers=4)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["distilkit", *map(str, args)])
+        try:
+            main()
+        except SystemExit as done:
+            return done.code
+        return 0
+
+    assert (
+        run(
+            "prepare-data",
+            "--tokenizer",
+            teacher,
+            "--input",
+            _corpus(tmp_path / "c.txt", n=40),
+            "--output",
+            tmp_path / "data",
+            "--max-length",
+            48,
+            "--min-tokens",
+            3,
+            "--no-progress",
+        )
+        == 0
+    )
+    assert run("init-student", "--teacher", teacher, "--layers", "1,3", "--output", tmp_path / "student") == 0
+    (tmp_path / "c.yaml").write_text("alpha_cos: 2.0\nmax_steps: 3\nbatch_size: 4\n")
+    assert (
+        run(
+            "distill",
+            "--teacher",
+            teacher,
+            "--student",
+            tmp_path / "student",
+            "--data",
+            tmp_path / "data",
+            "--output",
+            tmp_path / "run",
+            "--config",
+            tmp_path / "c.yaml",
+            "--max-steps",
+            2,
+            "--grad-accumulation",
+            1,
+            "--save-every",
+            1,
+            "--keep-checkpoints",
+            1,
+            "--no-progress",
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == OUTPUT_FILES
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+    assert (
+        sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "step-000002").iterdir())
+        == CHECKPOINT_FILES
+    )
+    resolved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "alpha_cos: 2.0" in resolved and "max_steps: 2" in resolved
+    capsys.readouterr()
+    assert (
+        run(
+            "distill",
+            "--teacher",
+            teacher,
+            "--student",
+            tmp_path / "student",
+            "--data",
+            tmp_path / "data",
+            "--output",
+            tmp_path / "bad",
+            "--alpha-ce",
+            "-1",
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.strip() == "error: --alpha-ce must be >= 0, got -1.0"
+
+
+def test_nonfinite_loss_stops_with_the_step_and_saves_the_batch(setup, tmp_path, monkeypatch):
+    real = distill_module.losses.cosine_embedding_loss
+    calls = {"n": 0}
+
+    def nan_at_step_2(*args):
+        calls["n"] += 1
+        value = real(*args)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(distill_module.losses, "cosine_embedding_loss", nan_at_step_2)
+    with pytest.raises(distill_module.NonFiniteLossError, match="at step 2 .*nonfinite-batch-step-000002.pt"):
+        distill_module.distill(_config(setup, tmp_path / "nan"))
+    saved = torch.load(tmp_path / "nan" / "nonfinite-batch-step-000002.pt")
+    assert saved["step"] == 2 and saved["input_ids"].shape == saved["attention_mask"].shape
+
+
+def test_roberta_teacher_to_roberta_student(tiny_model, tmp_path):
+    teacher = tiny_model("fill-mask", "roberta", layers=4)
+    prepare_data(
+        str(teacher),
+        [_corpus(tmp_path / "c.txt", n=40)],
+        tmp_path / "data",
+        max_length=48,
+        min_tokens=3,
+        progress=False,
+    )
+    student = init_student(str(teacher), tmp_path / "student")
+    cfg = DistillConfig(
+        teacher=str(teacher),
+        student=str(student),
+        data=str(tmp_path / "data"),
+        output=str(tmp_path / "run"),
+        batch_size=4,
+        grad_accumulation=1,
+        max_steps=2,
+        save_every=0,
+        progress=False,
+        restrict_ce_to_mask=True,
+    )
+    out = distill_module.distill(cfg)
+    result = distilkit.pipeline("fill-mask", model=str(out))("Paris is the <mask> of France.")
+    assert len(result) == 5
+
+
+def test_mismatched_data_tokenizer_is_refused(setup, tiny_model, tmp_path):
+    teacher = tiny_model("fill-mask", "roberta", layers=4)
+    cfg = _config(setup, tmp_path / "x", teacher=str(teacher), student=str(teacher))
+    with pytest.raises(ValueError, match="rerun prepare-data"):
+        distill_module.distill(cfg)

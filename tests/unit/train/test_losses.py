@@ -1,0 +1,117 @@
+"""Each distillation loss against a hand computation; empty selections give 0, not NaN."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distilkit.train import losses
+
+
+def _softmax(xs):
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+def test_kl_matches_hand_computation_with_t_squared():
+    s = [[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]]
+    t = [[2.0, 1.0, 0.0], [1.0, -1.0, 0.5]]
+    T = 2.0
+    expected = 0.0
+    for srow, trow in zip(s, t):
+        ps, pt = _softmax([x / T for x in srow]), _softmax([x / T for x in trow])
+        expected += sum(q * math.log(q / p) for p, q in zip(ps, pt))
+    expected = expected / 2 * T**2
+    got = losses.distillation_kl_loss(
+        torch.tensor([s]), torch.tensor([t]), torch.ones(1, 2, dtype=torch.bool), T
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # same as torch's KLDivLoss(batchmean) over the selected rows, the HF distiller's formulation
+    ref = (
+        torch.nn.KLDivLoss(reduction="batchmean")(
+            torch.log_softmax(torch.tensor(s) / T, -1), torch.softmax(torch.tensor(t) / T, -1)
+        )
+        * T**2
+    )
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_kl_ignores_unselected_positions_and_is_zero_for_equal_logits():
+    torch.manual_seed(0)
+    s = torch.randn(2, 4, 7)
+    t = s.clone()
+    t[0, 3, 0] += 100.0  # garbage at an unselected (pad) position
+    positions = torch.ones(2, 4, dtype=torch.bool)
+    positions[0, 3] = False
+    assert losses.distillation_kl_loss(s, t, positions, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.distillation_kl_loss(s, t, torch.ones_like(positions), 2.0).item() > 0.1  # the garbage counts
+
+
+def test_masked_lm_loss_is_cross_entropy_at_labelled_positions():
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 5.0, 0.0], [2.0, 2.0, 2.0]]])  # (1, 3, 3)
+    labels = torch.tensor([[2, -100, 0]])
+    expected = (-math.log(_softmax([1.0, 2.0, 3.0])[2]) - math.log(1 / 3)) / 2
+    assert losses.masked_lm_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cosine_matches_torch_cosine_embedding_loss_over_real_positions():
+    h_s, h_t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    real = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    h_s[0, 3:] = 1e6  # pad positions must not count
+    got = losses.cosine_embedding_loss(h_s, h_t, real)
+    ref = torch.nn.CosineEmbeddingLoss()(h_s[real], h_t[real], torch.ones(int(real.sum())))
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    a = torch.tensor([[[1.0, 0.0]]])
+    b = torch.tensor([[[1.0, 1.0]]])
+    assert losses.cosine_embedding_loss(a, b, torch.ones(1, 1, dtype=torch.bool)).item() == pytest.approx(
+        1 - 1 / math.sqrt(2), rel=1e-6
+    )
+
+
+def test_mse_is_summed_over_vocab_and_averaged_over_positions():
+    s = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])
+    t = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    assert losses.logits_mse_loss(s, t, torch.ones(1, 2, dtype=torch.bool)).item() == pytest.approx(
+        (5 + 2) / 2
+    )
+
+
+def test_causal_lm_loss_predicts_the_next_real_token():
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = 2.0
+    ids = torch.tensor([[1, 2, 3]])
+    attention = torch.tensor([[1, 1, 0]])  # only position 0 -> token 2 counts
+    expected = -math.log(_softmax([0.0, 0.0, 2.0, 0.0])[2])
+    assert losses.causal_lm_loss(logits, ids, attention).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["kl", "mlm", "cos", "mse", "clm"])
+def test_nothing_selected_gives_zero_with_finite_gradient(name):
+    s = torch.randn(2, 3, 5, requires_grad=True)
+    t = torch.randn(2, 3, 5)
+    none = torch.zeros(2, 3, dtype=torch.bool)
+    value = {
+        "kl": lambda: losses.distillation_kl_loss(s, t, none, 2.0),
+        "mlm": lambda: losses.masked_lm_loss(s, torch.full((2, 3), -100)),
+        "cos": lambda: losses.cosine_embedding_loss(s, t, none),
+        "mse": lambda: losses.logits_mse_loss(s, t, none),
+        "clm": lambda: losses.causal_lm_loss(s, torch.zeros(2, 3, dtype=torch.long), none.long()),
+    }[name]()
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.isfinite(s.grad).all() and (s.grad == 0).all()
+
+
+def test_bf16_inputs_give_an_fp32_loss():
+    s, t = torch.randn(1, 2, 6).bfloat16(), torch.randn(1, 2, 6).bfloat16()
+    out = losses.distillation_kl_loss(s, t, torch.ones(1, 2, dtype=torch.bool), 2.0)
+    assert out.dtype == torch.float32
+
+
+def test_weighted_sum():
+    terms = {"ce": torch.tensor(1.0), "mlm": torch.tensor(2.0), "cos": torch.tensor(3.0)}
+    alphas = {"ce": 5.0, "mlm": 2.0, "cos": 1.0, "mse": 0.0}
+    assert losses.weighted_sum(terms, alphas).item() == pytest.approx(5 + 4 + 3)

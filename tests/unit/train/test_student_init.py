@@ -1,0 +1,121 @@
+"""Student init: layer map, BERT->DistilBERT name mapping tensor for tensor, RoBERTa->RoBERTa."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from distilkit.models import load_model
+from distilkit.train.student_init import (
+    BERT_TO_DISTILBERT_LAYER,
+    build_student,
+    default_layer_map,
+    init_student,
+    parse_layers,
+)
+
+
+def test_default_layer_map_is_the_published_pattern_scaled():
+    assert default_layer_map(12) == [0, 2, 4, 7, 9, 11]
+    assert default_layer_map(24) == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
+    assert default_layer_map(4) == [0, 3]
+    assert default_layer_map(1) == [0]
+
+
+def test_parse_layers():
+    assert parse_layers("0, 2,4") == [0, 2, 4]
+    with pytest.raises(ValueError, match="--layers"):
+        parse_layers("0,two")
+
+
+@pytest.fixture(scope="module")
+def bert_teacher(tiny_model):
+    return load_model(tiny_model("fill-mask", "bert", layers=4), "fill-mask").model
+
+
+def test_bert_to_distilbert_layer_i_equals_teacher_layer_map_i(bert_teacher):
+    layers = [3, 0, 2]
+    student, used = build_student(bert_teacher, layers)
+    assert used == layers and isinstance(student, transformers.DistilBertForMaskedLM)
+    assert student.config.n_layers == 3 and student.config.dim == bert_teacher.config.hidden_size
+    t, s = bert_teacher.state_dict(), student.state_dict()
+    for i, j in enumerate(layers):
+        for bert_name, distil_name in BERT_TO_DISTILBERT_LAYER.items():
+            for leaf in ("weight", "bias"):
+                assert torch.equal(
+                    s[f"distilbert.transformer.layer.{i}.{distil_name}.{leaf}"],
+                    t[f"bert.encoder.layer.{j}.{bert_name}.{leaf}"],
+                )
+    pairs = {
+        "distilbert.embeddings.word_embeddings.weight": "bert.embeddings.word_embeddings.weight",
+        "distilbert.embeddings.LayerNorm.weight": "bert.embeddings.LayerNorm.weight",
+        "distilbert.embeddings.LayerNorm.bias": "bert.embeddings.LayerNorm.bias",
+        "vocab_transform.weight": "cls.predictions.transform.dense.weight",
+        "vocab_transform.bias": "cls.predictions.transform.dense.bias",
+        "vocab_layer_norm.weight": "cls.predictions.transform.LayerNorm.weight",
+        "vocab_layer_norm.bias": "cls.predictions.transform.LayerNorm.bias",
+        "vocab_projector.weight": "cls.predictions.decoder.weight",
+        "vocab_projector.bias": "cls.predictions.bias",
+    }
+    for s_name, t_name in pairs.items():
+        assert torch.equal(s[s_name], t[t_name]), s_name
+    # token-type row 0 folded into the positions: same embedding output for single-segment input
+    assert torch.equal(
+        s["distilbert.embeddings.position_embeddings.weight"],
+        t["bert.embeddings.position_embeddings.weight"]
+        + t["bert.embeddings.token_type_embeddings.weight"][0],
+    )
+    assert not any("token_type" in name for name in s)
+    assert (
+        student.vocab_projector.weight.data_ptr()
+        == student.distilbert.embeddings.word_embeddings.weight.data_ptr()
+    )
+
+
+def test_all_layers_copied_gives_the_teachers_predictions(bert_teacher):
+    student, _ = build_student(bert_teacher, [0, 1, 2, 3])
+    ids = torch.randint(5, bert_teacher.config.vocab_size, (2, 9))
+    attention = torch.ones_like(ids)
+    attention[1, 6:] = 0
+    with torch.no_grad():
+        expected = bert_teacher(input_ids=ids, attention_mask=attention).logits
+        got = student(input_ids=ids, attention_mask=attention).logits
+    assert torch.allclose(got[attention.bool()], expected[attention.bool()], atol=1e-4)
+
+
+def test_roberta_to_roberta(tiny_model):
+    teacher = load_model(tiny_model("fill-mask", "roberta", layers=4), "fill-mask").model
+    student, layers = build_student(teacher)
+    assert layers == [0, 3] and isinstance(student, transformers.RobertaForMaskedLM)
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for name, tensor in s.items():
+        source = name
+        if ".encoder.layer." in name:
+            i = int(name.split(".")[3])
+            source = name.replace(f".layer.{i}.", f".layer.{layers[i]}.")
+        assert torch.equal(tensor, t[source]), name
+
+
+def test_bad_layers_name_the_flag(bert_teacher):
+    with pytest.raises(ValueError, match=r"--layers \[4\] out of range"):
+        build_student(bert_teacher, [0, 4])
+
+
+def test_init_student_writes_a_loadable_model_dir(tmp_path, tiny_model):
+    out = init_student(str(tiny_model("fill-mask", "bert", layers=4)), tmp_path / "student")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "student_init.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert json.loads((out / "student_init.json").read_text())["layers"] == [0, 3]
+    loaded = load_model(out, "fill-mask")
+    assert loaded.config.model_type == "distilbert" and loaded.config.n_layers == 2
+    with pytest.raises(ValueError, match="not empty"):
+        init_student(str(tiny_model("fill-mask", "bert", layers=4)), out)
