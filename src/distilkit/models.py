@@ -67,8 +67,26 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
+def _registry_source(text: str) -> str | None:
+    """The verified artifact directory of a registry reference (``N@V``, ``N:alias``, or ``N`` when registered).
+
+    A bare name that the registry does not hold returns None, so hub ids keep working.
+    """
+    from distilkit.registry.refs import parse_ref
+
+    ref = parse_ref(text)
+    if ref is None:
+        return None
+    from distilkit.registry.store import Registry
+
+    registry = Registry()
+    if not ref.explicit and not (registry.exists() and registry.list(ref.name)):
+        return None
+    return registry.resolve(ref).path
+
+
 def resolve_source(ref: str | os.PathLike) -> str:
-    """Return a local directory for ``ref``: the directory itself, or the hub snapshot in the HF cache.
+    """Return a local directory for ``ref``: the directory itself, a registry artifact, or the hub snapshot.
 
     Raises:
         ModelNotFoundError: when ``ref`` is neither a model directory nor downloadable/cached.
@@ -79,6 +97,9 @@ def resolve_source(ref: str | os.PathLike) -> str:
             raise ModelNotFoundError(f"{path} is a directory but has no config.json; is it a model directory?")
         return str(path)
     text = str(ref)
+    registered = _registry_source(text)
+    if registered is not None:
+        return registered
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise ModelNotFoundError(f"model directory {text!r} does not exist")
     from huggingface_hub import snapshot_download
