@@ -1,0 +1,144 @@
+"""``distilkit evaluate``: score a model on a data file (or the GLUE tasks of a folder) into metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+GLUE = "glue"
+
+
+def _progress_bar(console: Any, description: str):
+    """A rich progress bar and its ``(advance, total)`` callback for the evaluation library."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True)
+    task_id = bar.add_task(description, total=None)
+
+    def advance(n: int, total: int) -> None:
+        bar.update(task_id, advance=n, total=total)
+
+    return bar, advance
+
+
+def _print_metrics(console: Any, title: str, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in _flat(summary["metrics"]):
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("examples", str(summary["examples"]))
+    table.add_row("examples/s", str(summary["examples_per_second"]))
+    console.print(table)
+
+
+def _flat(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            rows.extend(_flat(value, f"{prefix}{key}."))
+        else:
+            rows.append((prefix + key, value))
+    return rows
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def evaluate(
+    task: str = typer.Argument(..., help="question-answering | token-classification | text-classification | "
+                                         "fill-mask | glue"),
+    model: str = typer.Option(..., "--model", "-m", envvar="DISTILKIT_MODEL",
+                              help="Model directory or hub id (glue: or a folder of per-task models)."),
+    data: Path = typer.Option(None, "--data", "-d",
+                              help="SQuAD JSON | CoNLL columns | labelled text (.jsonl/.csv/.tsv/.parquet, "
+                                   "text;label .txt) | plain text."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="glue: folder holding GLUE task TSVs."),
+    glue_task: str = typer.Option(None, "--glue-task", help="text-classification: read --data as this GLUE "
+                                                            "task's TSV and report its metrics (e.g. MRPC)."),
+    split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
+    output: Path = typer.Option(Path("metrics.json"), "--output", "-o", help="Where to write the metrics."),
+    predictions: Path = typer.Option(None, "--predictions", help="Also write one JSON line per example."),
+    top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
+    dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
+    device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
+) -> None:
+    """Evaluate --model on --data for TASK (or every GLUE task in --data-dir), write metrics.json."""
+    from rich.console import Console
+
+    from distilkit.evaluation import evaluate as ev
+    from distilkit.inference.predictor import Predictor
+    from distilkit.models import canonical_task
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    console = Console(stderr=True)  # progress and notes; the summary tables go to stdout
+    out = Console()
+
+    def load(ref: str, name: str) -> Predictor:
+        return Predictor.from_ref(ref, name, dummy_weights=dummy_weights, dtype=dtype, device=device)
+
+    if task == GLUE:
+        if data_dir is None or data is not None:
+            raise ValueError("evaluate glue takes --data-dir DIR (not --data)")
+        bar, advance = _progress_bar(console, "GLUE")
+        with bar:
+            done, failed = ev.evaluate_glue(lambda t: load(ev.glue_model(model, t), "text-classification"),
+                                            data_dir, split=split, limit=limit, progress=advance)
+        scores = {t: r.metrics["score"] for t, r in done.items()}
+        names, row = ev.glue_table(scores)
+        per_task = {t: r.summary() for t, r in done.items()}
+        _write_json(output, {"model": model, "split": split, "glue": per_task,
+                             "table": dict(zip(names, row, strict=True)), "errors": failed})
+        if predictions is not None:
+            _write_jsonl(predictions, [{"glue_task": t, **p} for t, r in done.items() for p in r.predictions])
+        _print_glue(out, names, row, failed)
+        console.print(f"metrics written to {output}")
+        return
+
+    task = canonical_task(task)
+    if data is None or data_dir is not None:
+        raise ValueError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
+    if glue_task is not None and task != "text-classification":
+        raise ValueError("--glue-task is for text-classification")
+    predictor = load(model, task)
+    bar, advance = _progress_bar(console, f"{task} {data.name}")
+    with bar:
+        result = ev.evaluate(predictor, data, limit=limit, glue_task=glue_task, top_k=top_k, progress=advance)
+    summary = {"model": model, "data": str(data), **result.summary()}
+    _write_json(output, summary)
+    if predictions is not None:
+        _write_jsonl(predictions, result.predictions)
+    _print_metrics(out, f"{task} on {data.name}", summary)
+    console.print(f"metrics written to {output}" + (f", predictions to {predictions}" if predictions else ""))
+
+
+def _print_glue(console: Any, names: list[str], row: list[str], failed: dict[str, str]) -> None:
+    from rich.table import Table
+
+    table = Table(title="GLUE")
+    for name in ["Task", *names]:
+        table.add_column(name, justify="right")
+    table.add_row("score", *row)
+    console.print(table)
+    for task, message in failed.items():
+        console.print(f"[yellow]{task} not evaluated:[/] {message}")
