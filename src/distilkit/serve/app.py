@@ -96,8 +96,8 @@ class ModelServer:
             raise ApiError(404, f"no model named {name!r}; served: {sorted(self.predictors)}", "model_not_found")
         return name, self.predictors[name]
 
-    async def predict(self, request: Request, name: str | None, parse: Callable[[str, Any], ScoreRequest]) -> Any:
-        """Body -> items -> batched prediction -> response body, with every limit applied."""
+    async def predict(self, request: Request, name: str | None, parse: Callable[[str, Any], ScoreRequest]) -> Response:
+        """Body -> items -> batched prediction -> JSON response, with every limit applied."""
         name, predictor = self.model(name)
         payload = await read_json(request, self.settings.max_body_bytes)
         try:
@@ -123,7 +123,8 @@ class ModelServer:
         self.metrics.queue_depth.labels(name).set(batcher.queued)
         outputs = await wait_for_outputs(request, job, self.settings.timeout_s)
         results = await run_in_threadpool(predictor.finish, prepared, outputs)
-        return parsed.respond(results)
+        # Results are plain JSON types already: skip FastAPI's recursive re-encoding.
+        return JSONResponse(parsed.respond(results))
 
 
 async def read_json(request: Request, limit: int) -> Any:
