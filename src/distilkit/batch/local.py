@@ -114,19 +114,29 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     summary = BatchSummary(done, errors, done, 0.0, str(config.output))
     with progress_bar(show, source.count_rows() if show else None, done) as advance:
         for chunk in chunks(rows, config.batch_size):
-            results = predict_rows(predictor, chunk, params, columns)
-            out.write(results)
-            summary.rows += len(results)
-            summary.errors += sum(r["error"] is not None for r in results)
-            summary.seconds = time.perf_counter() - start
-            advance(len(results))
-            if config.max_errors is not None and summary.errors > config.max_errors:
-                out.close()
-                summary.status = "max_errors_exceeded"
-                raise MaxErrorsExceeded(summary, config.max_errors)
+            record_chunk(out, summary, predict_rows(predictor, chunk, params, columns), start, advance,
+                         config.max_errors)
     out.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def record_chunk(out: Any, summary: BatchSummary, results: list[dict], start: float,
+                 advance: Any, max_errors: int | None) -> None:
+    """Write one chunk of output rows and account for it; past ``max_errors`` stop the run.
+
+    Raises:
+        MaxErrorsExceeded: the run's error count passed ``max_errors`` (the output stays valid).
+    """
+    out.write(results)
+    summary.rows += len(results)
+    summary.errors += sum(r["error"] is not None for r in results)
+    summary.seconds = time.perf_counter() - start
+    advance(len(results))
+    if max_errors is not None and summary.errors > max_errors:
+        out.close()
+        summary.status = "max_errors_exceeded"
+        raise MaxErrorsExceeded(summary, max_errors)
 
 
 def check_resumed(last_id: Any, input_id: Any, config: BatchConfig) -> None:

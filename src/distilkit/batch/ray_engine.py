@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.batch.config import BatchConfig
-from distilkit.batch.local import BatchSummary, MaxErrorsExceeded, parquet_id_type, progress_bar
+from distilkit.batch.local import BatchSummary, parquet_id_type, progress_bar, record_chunk
 from distilkit.batch.readers import InputFile, parse_jsonl_line
 from distilkit.batch.rows import Columns, InputRow, predict_rows
 from distilkit.batch.writers import open_output
@@ -120,15 +120,7 @@ def run_ray(config: BatchConfig) -> BatchSummary:
                 for i, (rid, pred, err) in enumerate(zip(*(batch.column(c).to_pylist() for c in
                                                            ("id", "prediction", "error")), strict=True))
             ]
-            out.write(rows)
-            summary.rows += len(rows)
-            summary.errors += sum(r["error"] is not None for r in rows)
-            summary.seconds = time.perf_counter() - start
-            advance(len(rows))
-            if config.max_errors is not None and summary.errors > config.max_errors:
-                out.close()
-                summary.status = "max_errors_exceeded"
-                raise MaxErrorsExceeded(summary, config.max_errors)
+            record_chunk(out, summary, rows, start, advance, config.max_errors)
     out.close()
     summary.seconds = time.perf_counter() - start
     return summary
