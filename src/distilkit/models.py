@@ -142,6 +142,7 @@ def load_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    backend: str | None = None,
 ) -> LoadedModel:
     """Load model + tokenizer for ``task`` (inferred from the config when None).
 
@@ -152,6 +153,9 @@ def load_model(
         seed: seed for dummy weights (same seed -> same weights).
         dtype: parameter dtype after loading.
         device: where the weights live.
+        backend: ``torch`` | ``onnx`` | None (detected: ``onnx`` for a ``distilkit export onnx``
+            directory, which runs on the CPU in its exported precision; dtype and dummy_weights
+            do not apply to it).
 
     Raises:
         ModelNotFoundError: unknown/unreachable reference or missing weights.
@@ -161,6 +165,12 @@ def load_model(
     from transformers import AutoConfig, AutoTokenizer
 
     source = resolve_source(ref)
+    if backend not in (None, "torch", "onnx"):
+        raise ValueError(f"backend must be torch or onnx, got {backend!r}")
+    from distilkit.inference.onnx_backend import is_exported_dir, load_exported
+
+    if backend == "onnx" or (backend is None and is_exported_dir(source)):
+        return load_exported(source, task, str(ref))
     config = AutoConfig.from_pretrained(source)
     task = canonical_task(task) if task else infer_task(config)
     auto_cls = getattr(transformers, TASK_AUTO_CLASSES[task])

@@ -34,6 +34,7 @@ def predict(
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder (pays off on large inputs)."),
+    backend: str = typer.Option(None, "--backend", help="torch | onnx (default: onnx for an exported directory)."),
     input: str = typer.Option(None, "--input", "-i", help="Predict every row of this JSONL/CSV/Parquet file."),
     output: str = typer.Option(None, "--output", "-o", help="Output file (format from its extension)."),
     input_format: str = typer.Option(None, "--input-format", help="jsonl | csv | parquet (default: extension)."),
@@ -84,7 +85,8 @@ def predict(
 
     from distilkit.inference.predictor import Predictor
 
-    predictor = Predictor.from_ref(model, task, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile)
+    predictor = Predictor.from_ref(model, task, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile,
+                                 backend=backend)
     results = predictor.predict(items, params)
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
 

@@ -57,6 +57,7 @@ def pipeline(
     max_batch_size: int | None = None,
     compile: bool = False,
     seed: int = 0,
+    backend: str | None = None,
     **params: Any,
 ) -> Pipeline:
     """Build a pipeline for ``task`` on ``model`` (a model directory or hub id).
@@ -73,6 +74,7 @@ def pipeline(
         max_batch_tokens, max_batch_size: the length-aware batching budget.
         compile: torch.compile the encoder (faster after a ~20 s first batch; for long runs).
         seed: seed of dummy weights.
+        backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx`` directory).
         **params: default call parameters (e.g. ``top_k=3``), validated now.
 
     Raises:
@@ -88,6 +90,6 @@ def pipeline(
         batching["max_batch_size"] = max_batch_size
     predictor = Predictor.from_ref(
         model, task, dummy_weights=dummy_weights, seed=seed, dtype=dtype, device=device,
-        num_threads=num_threads, **batching,
+        num_threads=num_threads, backend=backend, **batching,
     )
     return Pipeline(predictor, params)

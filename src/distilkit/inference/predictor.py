@@ -66,12 +66,15 @@ class Predictor:
         accepted = inspect.signature(self.model.forward).parameters
         self._uses_token_types = "token_type_ids" in accepted
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.device = next(self.model.parameters()).device
-        self.dtype = next(self.model.parameters()).dtype
+        first = next(self.model.parameters(), None)  # None: an ONNX Runtime model (weights in its session)
+        self.device = first.device if first is not None else getattr(self.model, "device", torch.device("cpu"))
+        self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
         # Fast tokenizers are not safe to call from several threads at once (truncation state is
         # shared): servers encode/decode requests concurrently, so those stages take this lock.
         self._tokenizer_lock = threading.Lock()
         if compile:
+            if first is None:
+                raise ValueError("--compile needs the torch backend; an ONNX model is already a compiled graph")
             runtime.compile_encoder(self.model)
 
     @classmethod
@@ -85,14 +88,19 @@ class Predictor:
         dtype: str | torch.dtype = "auto",
         device: str | int | torch.device | None = None,
         num_threads: int | None = None,
+        backend: str | None = None,
         **batching: Any,
     ) -> Predictor:
-        """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied."""
+        """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied.
+
+        ``backend`` is ``torch``, ``onnx`` or None (``onnx`` for a ``distilkit export onnx`` directory).
+        """
         dev = runtime.resolve_device(device)
         torch_dtype = runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
-        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype, device=dev)
+        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype, device=dev,
+                            backend=backend)
         return cls(loaded, **batching)
 
     # --- the three stages ------------------------------------------------------------------------
