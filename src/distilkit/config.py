@@ -202,3 +202,149 @@ def save_config(config: Any, path: str | Path, command: str) -> None:
 
     body = yaml.safe_dump(config.to_dict(), sort_keys=False)
     Path(path).write_text(f"# {command} --config {Path(path).name}\n{body}")
+
+
+FINETUNE_TASKS = ("text-classification", "token-classification", "question-answering")
+PROBLEM_TYPES = ("auto", "single_label_classification", "multi_label_classification", "regression")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``distilkit finetune``: fine-tuning, optionally task-distilled from a teacher (DESIGN §7-8).
+
+    Each field is the flag of the same name."""
+
+    task: str = ""
+    """text-classification | token-classification | question-answering (aliases: ner, sentiment-analysis)."""
+    model: str = ""
+    """Model directory, hub id or registry reference to start from (its tokenizer is used)."""
+    train: str = ""
+    """Training file: .jsonl/.csv/.tsv/.parquet, emotion text;label .txt, CoNLL columns, or SQuAD JSON."""
+    validation: str | None = None
+    """Evaluated through the Predictor at the end: metrics.json and the card's results table."""
+    output: str = ""
+    """Run directory: the fine-tuned model, config.yaml, metrics.csv/json, README.md, checkpoints/."""
+    glue_task: str | None = None
+    """Read the files as this GLUE task's TSV (e.g. MRPC, STS-B) and report its GLUE metrics."""
+    problem_type: str = "auto"
+    """text-classification: auto (lists -> multi-label, fractional numbers or STS-B -> regression) |
+    single_label_classification | multi_label_classification | regression."""
+    init: str = "pretrained"
+    """pretrained (load the model's weights) | scratch (random init from its config)."""
+    num_layers: int | None = None
+    """Scratch students: number of transformer layers (default: the config's)."""
+    hidden_size: int | None = None
+    """Scratch students: hidden size, a multiple of 64 (heads of 64, feed-forward 4x)."""
+    teacher: str | None = None
+    """Fine-tuned teacher for the same task and labels: adds alpha_ce * KL(teacher/T || student/T) * T²."""
+    alpha_ce: float | None = None
+    """Weight of the distillation term on the task logits (default 0.5; needs --teacher)."""
+    alpha_task: float | None = None
+    """Weight of the task loss (default 0.5 with --teacher, else 1.0)."""
+    temperature: float = 2.0
+    """Softmax temperature T of the distillation term (scaled by T²)."""
+    max_seq_len: int | None = None
+    """Longest input in tokens (default: 384 for question-answering, else the model's limit)."""
+    doc_stride: int | None = None
+    """question-answering: overlap between windows (default: min(max_seq_len / 2, 128), as at inference)."""
+    lr: float = 5e-5
+    """Peak learning rate (linear warmup, then linear decay to 0)."""
+    warmup: float = 0.1
+    """Warmup as a fraction of all optimizer steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables clipping)."""
+    batch_size: int = 32
+    """Examples (QA: windows) per micro-batch per process."""
+    grad_accumulation: int = 1
+    """Micro-batches per optimizer step."""
+    epochs: int = 3
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    seed: int = 42
+    """Seed for data order, dropout and random init."""
+    precision: str = "auto"
+    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    cpu: bool = False
+    """Train on CPU even when CUDA is present."""
+    log_every: int = 50
+    """Log losses, lr and examples/s every N optimizer steps."""
+    save_every: int = 0
+    """Checkpoint every N optimizer steps (0 = no checkpoints)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep."""
+    resume: str | None = None
+    """Checkpoint directory to resume from, or 'auto' for the latest one in output/checkpoints."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("task", "model", "train", "output"):
+            if not getattr(self, name):
+                what = "TASK is required" if name == "task" else f"--{name} is required"
+                raise ValueError(f"{what} (or key {name!r} in --config)")
+        from distilkit.models import canonical_task
+
+        task = canonical_task(self.task)
+        if task not in FINETUNE_TASKS:
+            raise ValueError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")
+        object.__setattr__(self, "task", task)
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(
+                f"--problem-type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}"
+            )
+        if self.problem_type != "auto" and task != "text-classification":
+            raise ValueError("--problem-type is for text-classification")
+        if self.glue_task is not None and task != "text-classification":
+            raise ValueError("--glue-task is for text-classification")
+        if self.init not in ("pretrained", "scratch"):
+            raise ValueError(f"--init must be pretrained or scratch, got {self.init!r}")
+        if self.init == "pretrained" and (self.num_layers is not None or self.hidden_size is not None):
+            raise ValueError("--num-layers/--hidden-size change the architecture: add --init scratch "
+                             "(or build a student from a teacher with distilkit init-student)")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"--num-layers must be >= 1, got {self.num_layers}")
+        if self.hidden_size is not None and (self.hidden_size < 64 or self.hidden_size % 64):
+            raise ValueError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
+        if self.teacher is None and self.alpha_ce is not None:
+            raise ValueError("--alpha-ce weighs the distillation term: it needs --teacher")
+        for name in ("alpha_ce", "alpha_task"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.loss_weights() == (0.0, 0.0):
+            raise ValueError("--alpha-ce and --alpha-task are both 0: nothing to train")
+        for name in ("temperature", "lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.doc_stride is not None and self.doc_stride < 0:
+            raise ValueError(f"--doc-stride must be >= 0, got {self.doc_stride}")
+        for name in ("weight_decay", "max_grad_norm", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "grad_accumulation", "epochs", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_seq_len"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        if None not in (self.max_seq_len, self.doc_stride) and self.doc_stride >= self.max_seq_len:
+            raise ValueError(
+                f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+
+    def loss_weights(self) -> tuple[float, float]:
+        """(alpha_ce, alpha_task) after defaults: 0.5/0.5 with a teacher, 0/1 without."""
+        if self.teacher is None:
+            return 0.0, 1.0 if self.alpha_task is None else self.alpha_task
+        ce = 0.5 if self.alpha_ce is None else self.alpha_ce
+        return ce, 0.5 if self.alpha_task is None else self.alpha_task
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration (what config.yaml holds)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

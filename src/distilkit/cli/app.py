@@ -10,6 +10,7 @@ from distilkit import __version__
 from distilkit.cli.distill import distill, init_student, prepare_data
 from distilkit.cli.evaluate import evaluate
 from distilkit.cli.export import app as export_app
+from distilkit.cli.finetune import finetune
 from distilkit.cli.predict import predict
 from distilkit.cli.registry import app as registry_app
 from distilkit.cli.serve import serve
@@ -26,6 +27,7 @@ app.command("prepare-data", no_args_is_help=True)(prepare_data)
 app.command("init-student", no_args_is_help=True)(init_student)
 app.command(no_args_is_help=True)(distill)
 app.command(no_args_is_help=True)(evaluate)
+app.command(no_args_is_help=True)(finetune)
 app.add_typer(registry_app, name="registry")
 app.add_typer(export_app, name="export")
 app.command()(serve)

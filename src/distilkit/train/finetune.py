@@ -1,0 +1,396 @@
+"""``distilkit finetune``: one readable loop, setup -> loop -> save -> evaluate, for the cards' tasks.
+
+Same conventions as ``distill``: accelerate (bf16 autocast where fast), AdamW with linear warmup
+and decay, checkpoints that resume exactly (data order is a pure function of (seed, epoch); the
+checkpoint restores weights, optimizer, scheduler and RNG states), a progress bar and a CSV log.
+With ``--teacher`` the loss is α_ce·KL(teacher/T ‖ student/T)·T² on the task logits plus
+α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``. At the end the
+model directory is evaluated on ``--validation`` through the Predictor (metrics.json) and gets a
+model card (README.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from distilkit.config import FinetuneConfig, save_config
+from distilkit.train import finetune_report, losses, task_data
+from distilkit.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from distilkit.train.data import length_grouped_batches
+from distilkit.train.distill import (
+    NonFiniteLossError,
+    _mixed_precision,
+    get_lr_factor,
+    save_model_dir,
+)
+
+CSV_FIELDS = (
+    "step",
+    "epoch",
+    "lr",
+    "loss",
+    "loss_task",
+    "loss_ce",
+    "grad_norm",
+    "examples_per_s",
+    "elapsed_s",
+)
+MASKED_LOGIT = -1e4  # QA logits at padding: no probability in either distribution
+
+
+# --- setup ---------------------------------------------------------------------------------------
+def build_config(cfg: FinetuneConfig, source: str, space: task_data.LabelSpace) -> Any:
+    """The student's config: the model's, with the discovered labels and any size overrides."""
+    from transformers import AutoConfig
+
+    from distilkit.models import TASK_AUTO_CLASSES
+
+    config = AutoConfig.from_pretrained(source)
+    if space.labels:
+        config.num_labels = len(space.labels)
+        for key, value in space.config_fields().items():
+            setattr(config, key, value)
+    if cfg.num_layers is not None:
+        config.num_hidden_layers = cfg.num_layers  # DistilBERT maps these names onto n_layers/dim/n_heads
+    if cfg.hidden_size is not None:
+        config.hidden_size = cfg.hidden_size
+        config.num_attention_heads = cfg.hidden_size // 64
+        for name in ("hidden_dim", "intermediate_size"):  # DistilBERT | BERT/RoBERTa feed-forward size
+            if hasattr(config, name):
+                setattr(config, name, 4 * cfg.hidden_size)
+    family = type(config).__name__.removesuffix("Config")
+    config.architectures = [family + TASK_AUTO_CLASSES[cfg.task].removeprefix("AutoModel")]
+    return config
+
+
+def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Module:
+    """Random init from ``config`` (``--init scratch``) or the model's weights with a new task head.
+
+    Raises:
+        ValueError: ``--init pretrained`` on a directory without weights.
+    """
+    import transformers
+
+    from distilkit.models import TASK_AUTO_CLASSES, _has_weights
+
+    auto_cls = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
+    if cfg.init == "scratch":
+        torch.manual_seed(cfg.seed)
+        return auto_cls.from_config(config)
+    if not _has_weights(source):
+        raise ValueError(
+            f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
+        )
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized head" is the point of fine-tuning, not news
+    try:
+        return auto_cls.from_pretrained(source, config=config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> Any:
+    """The frozen task teacher (bf16 where fast) or None.
+
+    Raises:
+        ValueError: a teacher with another tokenizer vocabulary.
+    """
+    if cfg.teacher is None:
+        return None
+    from distilkit.inference.runtime import resolve_dtype
+    from distilkit.models import load_model
+
+    teacher = load_model(cfg.teacher, cfg.task, dtype=resolve_dtype("auto", device), device=device)
+    if teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(
+            f"--teacher {cfg.teacher} has another tokenizer than --model {cfg.model}; "
+            "task distillation needs the same vocabulary"
+        )
+    for p in teacher.model.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.LabelSpace:
+    """The student takes the teacher's label order, so their logits line up.
+
+    Raises:
+        ValueError: the data has labels the teacher does not, or another problem type.
+    """
+    if not space.labels:
+        return space
+    names = tuple(teacher.config.id2label[i] for i in range(teacher.config.num_labels))
+    problem = getattr(teacher.config, "problem_type", None) or space.problem_type
+    if space.problem_type is not None and problem != space.problem_type:
+        raise ValueError(f"--teacher is a {problem} model; the data is {space.problem_type}")
+    if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
+        raise ValueError(
+            f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
+        )
+    return task_data.LabelSpace(
+        names if space.problem_type != task_data.REGRESSION else space.labels, space.problem_type
+    )
+
+
+# --- losses --------------------------------------------------------------------------------------
+def task_distillation_loss(
+    task: str,
+    problem_type: str | None,
+    student: Any,
+    teacher: Any,
+    attention: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """α_ce's term on the task logits: KL(softmax(t/T) ‖ softmax(s/T))·T².
+
+    Sequence classification: over the labels; token classification: per non-pad token; QA: over
+    the positions of the start and of the end distribution (padding excluded), averaged.
+    Regression: squared error to the teacher's prediction; multi-label: binary cross-entropy to
+    sigmoid(t/T), ·T² (the KL up to a constant).
+
+    Args:
+        attention: (B, T) 1 for real tokens.
+    """
+    real = attention.bool()  # (B, T)
+    if task == "question-answering":
+        one = torch.ones(real.shape[0], 1, dtype=torch.bool, device=real.device)  # (B, 1)
+        terms = []
+        for s, t in ((student.start_logits, teacher.start_logits), (student.end_logits, teacher.end_logits)):
+            s = s.float().masked_fill(~real, MASKED_LOGIT)[:, None]  # (B, 1, T)
+            t = t.float().masked_fill(~real, MASKED_LOGIT)[:, None]
+            terms.append(losses.distillation_kl_loss(s, t, one, temperature))
+        return (terms[0] + terms[1]) / 2
+    s, t = student.logits.float(), teacher.logits.float()
+    if task == "token-classification":
+        return losses.distillation_kl_loss(s, t, real, temperature)  # (B, T, L)
+    if problem_type == task_data.REGRESSION:
+        return F.mse_loss(s, t)
+    if problem_type == task_data.MULTI:
+        return (
+            F.binary_cross_entropy_with_logits(s / temperature, torch.sigmoid(t / temperature))
+            * temperature**2
+        )
+    one = torch.ones(s.shape[0], 1, dtype=torch.bool, device=s.device)
+    return losses.distillation_kl_loss(s[:, None], t[:, None], one, temperature)  # (B, 1, L)
+
+
+def compute_losses(
+    cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict
+) -> dict[str, torch.Tensor]:
+    """The task loss (the model's own head loss) and, with a teacher, the distillation term."""
+    out = student(**batch)
+    terms = {"task": out.loss}
+    if teacher is not None:
+        accepted = set(inspect.signature(teacher.forward).parameters) - {
+            "labels",
+            "start_positions",
+            "end_positions",
+        }
+        inputs = {k: v for k, v in batch.items() if k in accepted}
+        with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
+            t_out = teacher(**inputs)
+        terms["ce"] = task_distillation_loss(
+            cfg.task, problem_type, out, t_out, batch["attention_mask"], cfg.temperature
+        )
+    return terms
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Fine-tune ``cfg.model`` on ``cfg.train`` for ``cfg.task``; return the output model directory.
+
+    Raises:
+        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from distilkit.inference import runtime
+    from distilkit.models import resolve_source
+
+    # ---- setup
+    AcceleratorState._reset_state()  # one precision per process otherwise (see distill)
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_mixed_precision(cfg))
+    if accelerator.device.type == "cpu":
+        runtime.set_threads()
+    set_seed(cfg.seed + accelerator.process_index)
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    output, source = Path(cfg.output), resolve_source(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    examples = task_data.read_examples(cfg.task, cfg.train, cfg.glue_task)
+    space = task_data.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
+    teacher = load_teacher(cfg, tokenizer, accelerator.device)
+    if teacher is not None:
+        space = teacher_labels(teacher, space)
+    if cfg.validation is not None:  # unknown validation labels fail now, not after training
+        task_data.check_known_labels(
+            space, cfg.task, task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
+        )
+    config = build_config(cfg, source, space)
+    student = load_student(cfg, source, config).float().to(accelerator.device).train()
+    max_seq_len = cfg.max_seq_len or min(
+        _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
+    )
+    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride)
+    lengths, pad_id = data.lengths, tokenizer.pad_token_id or 0
+    per_epoch = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)) // world
+    if per_epoch == 0:
+        raise ValueError(
+            f"--train has {len(data)} rows: fewer batches of --batch-size {cfg.batch_size} than processes"
+        )
+    total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accumulation)
+    warmup_steps = math.ceil(cfg.warmup * total_steps)
+    accepted = set(inspect.signature(student.forward).parameters)
+    decay = [p for n, p in student.named_parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
+    rest = [p for n, p in student.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: get_lr_factor(s, warmup_steps, total_steps)
+    )
+    student, optimizer = accelerator.prepare(student, optimizer)
+    t_model = None if teacher is None else teacher.model.eval()
+    alpha_ce, alpha_task = cfg.loss_weights()
+    checkpoints = output / "checkpoints"
+    state = {"step": 0, "epoch": 0, "micro_step": 0, "examples": 0}
+    resume_from = resolve_resume(cfg.resume, checkpoints)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator.unwrap_model(student), optimizer, scheduler)
+    if main:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output / "config.yaml", "distilkit finetune")
+        csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
+    accelerator.print(
+        f"finetune {cfg.task}: {data.examples} examples -> {len(data)} rows, "
+        + (f"{len(space.labels)} labels ({space.problem_type or 'tags'}), " if space.labels else "")
+        + f"{per_epoch} batches/epoch/process, {total_steps} steps, precision {accelerator.mixed_precision}"
+        + (f", teacher {cfg.teacher}" if teacher else "")
+        + (f", resumed from {resume_from}" if resume_from else "")
+    )
+
+    # ---- loop
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="finetune")
+    t_log = t_start = time.perf_counter()
+    examples_log, sums, epoch, batches = 0, {}, -1, []
+    for step in range(state["step"], total_steps):
+        for micro in range(cfg.grad_accumulation):
+            e, i = divmod(state["micro_step"], per_epoch)
+            if e != epoch:
+                epoch, batches = e, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, e)
+            rows = batches[i * world + accelerator.process_index]
+            batch = task_data.collate(data, rows, pad_id, cfg.task, space.problem_type)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items() if k in accepted}
+            sync = micro == cfg.grad_accumulation - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(student):
+                terms = compute_losses(cfg, space.problem_type, student, t_model, batch)
+                loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce})
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {float(loss)} at step {step + 1} (micro-batch "
+                        f"{state['micro_step']}); lower --lr or resume from a checkpoint"
+                    )
+                accelerator.backward(loss / cfg.grad_accumulation)
+            for name, value in [("loss", loss), *terms.items()]:
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / cfg.grad_accumulation
+            examples_log += len(rows) * world
+            state["micro_step"] += 1
+            state["epoch"] = epoch
+        grad_norm = (
+            accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
+            if cfg.max_grad_norm > 0
+            else torch.tensor(float("nan"))
+        )
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["examples"] += examples_log
+        bar.update(1)
+        done = state["step"] == total_steps
+        if main and (state["step"] % cfg.log_every == 0 or done):
+            now = time.perf_counter()
+            n = cfg.log_every if state["step"] % cfg.log_every == 0 else state["step"] % cfg.log_every
+            row = {
+                "step": state["step"],
+                "epoch": epoch,
+                "lr": f"{lr:.6g}",
+                "grad_norm": f"{float(grad_norm):.4g}",
+                "examples_per_s": f"{examples_log / (now - t_log):.1f}",
+                "elapsed_s": f"{now - t_start:.1f}",
+                **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
+            }
+            csv_writer.writerow(row)
+            csv_file.flush()
+            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+            t_log, examples_log, sums = now, 0, {}
+        if cfg.save_every and (state["step"] % cfg.save_every == 0 or done):
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(
+                    checkpoints,
+                    accelerator.unwrap_model(student),
+                    optimizer,
+                    scheduler,
+                    dict(state),
+                    cfg.keep_checkpoints,
+                )
+    bar.close()
+
+    # ---- save, evaluate, card
+    accelerator.wait_for_everyone()
+    if main:
+        csv_file.close()
+        save_model_dir(accelerator.unwrap_model(student), tokenizer, output)
+        summary = None
+        if cfg.validation is not None:
+            summary = finetune_report.evaluate_output(cfg, output, space)
+            _write_json(output / "metrics.json", summary)
+        (output / "README.md").write_text(
+            finetune_report.render_card(cfg, config, space, data, state, summary), encoding="utf-8"
+        )
+        accelerator.print(
+            f"finetune: done, {state['step']} steps, model in {output}"
+            + (f"; validation {finetune_report.headline(summary)}" if summary else "")
+        )
+    return output
+
+
+def _model_limit(config: Any, tokenizer: Any) -> int:
+    from distilkit.tasks.base import TaskHandler
+
+    return TaskHandler(tokenizer, config).max_length
+
+
+def _open_csv(path: Path, resumed_step: int) -> tuple[Any, Any]:
+    """metrics.csv for appending; on resume, rows past the checkpoint (a crashed tail) are dropped."""
+    rows = []
+    if resumed_step and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+    f = open(path, "w", newline="")  # noqa: SIM115  (closed at the end of the loop)
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return f, writer
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,145 @@
+"""What a fine-tuning run reports: the validation metrics (through the Predictor) and the model card."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from distilkit.config import FinetuneConfig
+from distilkit.train import task_data
+
+
+def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpace) -> dict[str, Any]:
+    """Evaluate the saved model directory on ``--validation`` through the Predictor (what serving runs)."""
+    from distilkit.evaluation import evaluate as ev
+    from distilkit.inference.predictor import Predictor
+
+    dtype = "float32" if cfg.precision == "fp32" else "auto"
+    predictor = Predictor.from_ref(str(output), cfg.task, dtype=dtype, device="cpu" if cfg.cpu else None)
+    start = time.perf_counter()
+    if space.problem_type == task_data.MULTI:
+        result = evaluate_multi_label(
+            predictor, task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
+        )
+    else:
+        result = ev.evaluate(predictor, cfg.validation, glue_task=cfg.glue_task)
+    result.seconds = time.perf_counter() - start
+    return {"model": str(output), "data": str(cfg.validation), **result.summary()}
+
+
+def evaluate_multi_label(predictor: Any, examples: list[Any], threshold: float = 0.5) -> Any:
+    """Subset accuracy and micro P/R/F1 of the labels whose sigmoid score reaches ``threshold``."""
+    from distilkit.evaluation import evaluate as ev
+
+    items = [
+        ex.text if ex.text_pair is None else {"text": ex.text, "text_pair": ex.text_pair} for ex in examples
+    ]
+    results = ev.predict_all(predictor, items, {"top_k": None, "function_to_apply": "sigmoid"})
+    predicted = [sorted(r["label"] for r in res if r["score"] >= threshold) for res in results]
+    gold = [sorted(task_data.parse_multi_label(ex.label)) for ex in examples]
+    hits = sum(len(set(g) & set(p)) for g, p in zip(gold, predicted, strict=True))
+    n_pred, n_gold = sum(map(len, predicted)), sum(map(len, gold))
+    precision, recall = hits / n_pred if n_pred else 0.0, hits / n_gold if n_gold else 0.0
+    scores = {
+        "subset_accuracy": sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold),
+        "micro_precision": precision,
+        "micro_recall": recall,
+        "micro_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+    records = [
+        {"text": ex.text, "gold": g, "predicted": p}
+        for ex, g, p in zip(examples, gold, predicted, strict=True)
+    ]
+    return ev.Evaluation("text-classification", scores, records, examples=len(examples))
+
+
+def headline(summary: dict[str, Any]) -> str:
+    m = summary["metrics"]
+    keys = ("score", "accuracy", "f1", "exact_match", "exact", "pearson", "micro_f1")
+    return ", ".join(f"{k}={m[k]:.4f}" for k in keys if isinstance(m.get(k), float)) or "see metrics.json"
+
+
+def render_card(
+    cfg: FinetuneConfig,
+    config: Any,
+    space: task_data.LabelSpace,
+    data: task_data.TrainData,
+    state: dict[str, Any],
+    summary: dict[str, Any] | None,
+) -> str:
+    """The run's model card: what was trained how, the results table (the registry cards' layout)."""
+    from distilkit.registry.card import _metric_rows
+
+    arch = config.architectures[0]
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    init = "random init, `--init scratch`" if cfg.init == "scratch" else "its pretrained weights"
+    alpha_ce, alpha_task = cfg.loss_weights()
+    out = [
+        f"# {Path(cfg.output).name}",
+        "",
+        f"A {cfg.task} model ({arch}, {layers} layers x {hidden}) fine-tuned with `distilkit finetune` "
+        f"from `{cfg.model}` ({init}) on `{Path(cfg.train).name}`"
+        + (f", distilled from the task teacher `{cfg.teacher}`." if cfg.teacher else "."),
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| task | {cfg.task} |",
+        f"| architecture | {arch} |",
+        f"| base model | {cfg.model} |",
+        f"| training data | {cfg.train} ({data.examples} examples, {len(data)} rows) |",
+    ]
+    if space.labels:
+        out.append(f"| labels | {', '.join(f'`{x}`' for x in space.labels)} |")
+    if space.problem_type:
+        out.append(f"| problem type | {space.problem_type} |")
+    out += [
+        "",
+        "## Training procedure",
+        "",
+        f"{state['step']} optimizer steps of {cfg.batch_size * cfg.grad_accumulation} rows, "
+        f"AdamW lr {cfg.lr} "
+        f"(warmup {cfg.warmup:.0%}, linear decay), weight decay {cfg.weight_decay}, seed {cfg.seed}; "
+        + (
+            f"loss {alpha_ce}·KL(teacher/T ‖ student/T)·T² (T={cfg.temperature}) "
+            f"+ {alpha_task}·task loss."
+            if cfg.teacher
+            else "task loss."
+        )
+        + " The resolved options are in `config.yaml`, the loss curve in `metrics.csv`.",
+        "",
+        "## Evaluation results",
+        "",
+    ]
+    if summary is None:
+        out.append("Not evaluated (no `--validation` file was given).")
+    else:
+        out += [
+            f"On `{cfg.validation}` ({summary['examples']} examples), through the distilkit Predictor:",
+            "",
+            "| dataset | metric | value |",
+            "|---|---|---|",
+            *(
+                f"| {d} | {m} | {v} |"
+                for d, m, v in _metric_rows(summary["metrics"], Path(cfg.validation).name + "/")
+            ),
+        ]
+        if cfg.glue_task and isinstance(summary["metrics"].get("score"), float):
+            out += [
+                "",
+                f"| Task | {cfg.glue_task} |",
+                "|---|---|",
+                f"| score | {summary['metrics']['score']:.1f} |",
+            ]
+    out += [
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "import distilkit",
+        "",
+        f'model = distilkit.pipeline("{cfg.task}", model="{cfg.output}")',
+        "```",
+        "",
+    ]
+    return "\n".join(out)

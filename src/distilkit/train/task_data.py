@@ -1,0 +1,406 @@
+"""Fine-tuning data: read a training file, discover its labels, tokenize it exactly as inference does.
+
+Inputs are tokenized with the same calls as the task handlers (``distilkit.tasks``), so a model
+sees at training time what the Predictor shows it later:
+
+- text-classification: ``tokenizer(text[, pair], truncation)``; targets are label ids, multi-hot
+  rows (multi-label) or numbers (regression).
+- token-classification: the words joined by single spaces (as ``distilkit evaluate`` does); each
+  word's tag goes to its first sub-token (the token starting at the word's first character), every
+  other token gets -100.
+- question-answering: the handler's own windows (``max_seq_len``, ``doc_stride``); the target is
+  the answer's first and last token when the answer lies inside the window, else the CLS token
+  (also for unanswerable SQuAD v2.0 questions).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distilkit.evaluation import datasets
+from distilkit.evaluation.evaluate import GLUE_LABELS, word_spans
+
+IGNORE_INDEX = -100
+SINGLE, MULTI, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+
+
+@dataclass(frozen=True)
+class QATrainExample:
+    """One SQuAD question with its first gold answer (None: unanswerable) and its character start."""
+
+    question: str
+    context: str
+    answer: str | None
+    start: int | None
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The labels a model is fine-tuned on, in id order, and the text-classification problem type."""
+
+    labels: tuple[str, ...]
+    problem_type: str | None = None
+
+    def config_fields(self) -> dict[str, Any]:
+        """What goes into the model config (``id2label``, ``label2id``, ``num_labels``, ``problem_type``)."""
+        if not self.labels:
+            return {}
+        fields: dict[str, Any] = {
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {name: i for i, name in enumerate(self.labels)},
+        }
+        if self.problem_type is not None:
+            fields["problem_type"] = self.problem_type
+        return fields
+
+
+@dataclass
+class TrainData:
+    """Tokenized training rows (one per example; QA: one per window) and their targets."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    targets: list[Any]
+    examples: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+
+
+# --- reading --------------------------------------------------------------------------------------
+def read_squad_train(path: str | Path) -> list[QATrainExample]:
+    """SQuAD JSON v1.1/v2.0 with answer offsets (``answer_start``; the text's first occurrence when
+    the offset is missing or does not point at the text).
+
+    Raises:
+        ValueError: not SQuAD JSON, or an answer that does not occur in its context.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--train {path}: no such file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        examples = []
+        for article in doc["data"]:
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    if qa.get("is_impossible") or not qa["answers"]:
+                        examples.append(QATrainExample(qa["question"], context, None, None))
+                        continue
+                    text, start = qa["answers"][0]["text"], qa["answers"][0].get("answer_start")
+                    if start is None or context[start : start + len(text)] != text:
+                        start = context.find(text)
+                    if start < 0:
+                        raise ValueError(
+                            f"{path}: question {qa.get('id')!r}: answer {text!r} is not in its context"
+                        )
+                    examples.append(QATrainExample(qa["question"], context, text, start))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not SQuAD JSON (data/paragraphs/qas/answers): {err}") from None
+    return examples
+
+
+def read_examples(
+    task: str, path: str | Path, glue_task: str | None = None, flag: str = "--train"
+) -> list[Any]:
+    """The examples of a training or validation file in the format of ``task``.
+
+    Raises:
+        ValueError: a missing or unreadable file, or one without examples (named by ``flag``).
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+    if task == "question-answering":
+        examples: list[Any] = read_squad_train(path)
+    elif task == "token-classification":
+        examples = datasets.read_conll(path)
+    else:
+        examples = datasets.read_labelled(path, glue_task)
+    if not examples:
+        raise ValueError(f"{flag} {path}: no examples found")
+    return examples
+
+
+def parse_multi_label(label: str) -> list[str]:
+    """Labels of one multi-label example: a list literal (``["a", "b"]``, as JSONL/Parquet lists are
+    read) or comma-separated names; ``[]`` or an empty string is no label."""
+    text = label.strip()
+    if text.startswith("["):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"label {label!r} is not a list of labels") from None
+        return [str(v).strip() for v in value]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _label_key(label: str) -> tuple[int, float | str]:
+    return (0, float(label)) if _is_number(label) else (1, label)
+
+
+def _tag_key(tag: str) -> tuple[int, str, str]:
+    """O first, then by entity type, B- before I- (E-/S- after)."""
+    if tag == "O":
+        return (0, "", "")
+    prefix, _, kind = tag.partition("-")
+    return (1, kind or prefix, prefix)
+
+
+def discover_labels(
+    task: str, examples: list[Any], problem_type: str = "auto", glue_task: str | None = None
+) -> LabelSpace:
+    """The label set of the training examples and the text-classification problem type.
+
+    ``auto`` picks regression for STS-B or numeric labels with a fraction, multi-label when labels
+    are lists, else single-label. Labels are ordered GLUE's way for GLUE tasks, numbers numerically,
+    names alphabetically; NER tags O first.
+
+    Raises:
+        ValueError: a regression file with non-numeric labels, or fewer than 2 classes.
+    """
+    if task == "question-answering":
+        return LabelSpace(())
+    if task == "token-classification":
+        return LabelSpace(tuple(sorted({t for ex in examples for t in ex.tags}, key=_tag_key)))
+    raw = [ex.label for ex in examples]
+    if problem_type == "auto":
+        if glue_task == "STS-B" or (
+            all(map(_is_number, raw)) and any(not float(r).is_integer() for r in raw)
+        ):
+            problem_type = REGRESSION
+        elif any(r.strip().startswith("[") for r in raw):
+            problem_type = MULTI
+        else:
+            problem_type = SINGLE
+    if problem_type == REGRESSION:
+        bad = next((r for r in raw if not _is_number(r)), None)
+        if bad is not None:
+            raise ValueError(f"--problem-type regression needs numeric labels, got {bad!r}")
+        return LabelSpace(("LABEL_0",), REGRESSION)
+    names = {n for r in raw for n in parse_multi_label(r)} if problem_type == MULTI else set(raw)
+    known = GLUE_LABELS.get(glue_task or "")
+    labels = (
+        [n for n in known if n in names] + sorted(names - set(known), key=_label_key)
+        if known
+        else sorted(names, key=_label_key)
+    )
+    if len(labels) < 2 and problem_type == SINGLE:
+        raise ValueError(f"the training data has one label ({labels}); classification needs at least 2")
+    return LabelSpace(tuple(labels), problem_type)
+
+
+def check_known_labels(space: LabelSpace, task: str, examples: list[Any], flag: str = "--validation") -> None:
+    """Refuse examples whose labels the model will not have (before training, not after).
+
+    Raises:
+        ValueError: naming the unknown labels.
+    """
+    if task == "question-answering" or space.problem_type == REGRESSION:
+        return
+    if task == "token-classification":
+        seen = {t for ex in examples for t in ex.tags}
+    elif space.problem_type == MULTI:
+        seen = {n for ex in examples for n in parse_multi_label(ex.label)}
+    else:
+        seen = {ex.label for ex in examples}
+    unknown = sorted(seen - set(space.labels))
+    if unknown:
+        raise ValueError(
+            f"{flag} has labels {unknown[:10]} that the training data does not have "
+            f"(known: {list(space.labels)[:20]})"
+        )
+
+
+# --- pure alignment ---------------------------------------------------------------------------------
+def first_subtoken_labels(
+    offsets: list[tuple[int, int]], special: list[int], spans: list[tuple[int, int]], word_labels: list[int]
+) -> list[int]:
+    """Per-token targets: a word's label on the token that starts at the word's first character,
+    -100 on every other token (later sub-tokens, special tokens).
+
+    Args:
+        offsets: (start, end) character offsets of each token in the joined text.
+        special: 1 for special tokens.
+        spans: (start, end) of each word in the joined text.
+        word_labels: label id of each word.
+    """
+    starts = {start: i for i, (start, _) in enumerate(spans)}
+    out = []
+    for (start, _), is_special in zip(offsets, special, strict=True):
+        word = None if is_special else starts.get(start)
+        out.append(IGNORE_INDEX if word is None else word_labels[word])
+        if word is not None:
+            starts.pop(start)  # a word starts at one token only
+    return out
+
+
+def answer_positions(
+    offsets: np.ndarray,
+    seq: np.ndarray,
+    answer_seq: int,
+    start_char: int | None,
+    end_char: int | None,
+    cls_index: int = 0,
+) -> tuple[int, int]:
+    """Token (start, end) of the answer characters [start_char, end_char) in one window.
+
+    Args:
+        offsets: (T, 2) character offsets of the window's tokens.
+        seq: (T,) sequence id per token (-1 for special tokens).
+        answer_seq: the sequence id of the context.
+        cls_index: target when the answer is not inside the window or there is none.
+    """
+    context = np.flatnonzero(seq == answer_seq)
+    if start_char is None or end_char is None or len(context) == 0:
+        return cls_index, cls_index
+    if offsets[context[0], 0] > start_char or offsets[context[-1], 1] < end_char:
+        return cls_index, cls_index
+    first = context[offsets[context, 0] <= start_char][-1]
+    last = context[offsets[context, 1] >= end_char][0]
+    return int(first), int(last)
+
+
+# --- tokenizing -----------------------------------------------------------------------------------
+def _types(encoded: Any, tokenizer: Any) -> list[list[int]] | None:
+    return encoded.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
+
+
+def build_features(
+    task: str,
+    examples: list[Any],
+    tokenizer: Any,
+    config: Any,
+    space: LabelSpace,
+    max_seq_len: int,
+    doc_stride: int | None = None,
+) -> TrainData:
+    """Tokenize ``examples`` for training (see the module docstring for each task).
+
+    Raises:
+        ValueError: a file that mixes single texts and pairs; a QA question too long for a window.
+    """
+    if task == "question-answering":
+        return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride)
+    if task == "token-classification":
+        ids = {name: i for i, name in enumerate(space.labels)}
+        joined = [word_spans(ex.words) for ex in examples]
+        enc = tokenizer(
+            [text for text, _ in joined],
+            truncation=True,
+            max_length=max_seq_len,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            return_special_tokens_mask=True,
+            return_offsets_mapping=True,
+        )
+        targets = [
+            first_subtoken_labels(
+                enc["offset_mapping"][i], enc["special_tokens_mask"][i], spans, [ids[t] for t in ex.tags]
+            )
+            for i, (ex, (_, spans)) in enumerate(zip(examples, joined, strict=True))
+        ]
+        return TrainData(enc["input_ids"], None, targets, len(examples))
+    pairs = [ex.text_pair for ex in examples]
+    if any(p is None for p in pairs) and any(p is not None for p in pairs):
+        raise ValueError("the data mixes single texts and text pairs; use one kind per file")
+    enc = tokenizer(
+        [ex.text for ex in examples],
+        None if pairs[0] is None else pairs,
+        truncation=True,
+        max_length=max_seq_len,
+        return_attention_mask=False,
+    )
+    return TrainData(enc["input_ids"], _types(enc, tokenizer), _class_targets(examples, space), len(examples))
+
+
+def _class_targets(examples: list[Any], space: LabelSpace) -> list[Any]:
+    if space.problem_type == REGRESSION:
+        return [float(ex.label) for ex in examples]
+    ids = {name: i for i, name in enumerate(space.labels)}
+    if space.problem_type == MULTI:
+        rows = []
+        for ex in examples:
+            row = [0.0] * len(ids)
+            for name in parse_multi_label(ex.label):
+                row[ids[name]] = 1.0
+            rows.append(row)
+        return rows
+    return [ids[ex.label] for ex in examples]
+
+
+def _qa_features(
+    examples: list[QATrainExample], tokenizer: Any, config: Any, max_seq_len: int, doc_stride: int | None
+) -> TrainData:
+    from distilkit.tasks.question_answering import QAItem, QuestionAnsweringHandler
+
+    handler = QuestionAnsweringHandler(tokenizer, config)
+    params = handler.check_params({"max_seq_len": max_seq_len, "doc_stride": doc_stride})
+    features = handler.encode([QAItem(ex.question, ex.context) for ex in examples], params)
+    cls_id = tokenizer.cls_token_id
+    targets = []
+    for f in features:
+        ex = examples[f.item]
+        cls_index = f.input_ids.index(cls_id) if cls_id in f.input_ids else 0
+        end = None if ex.start is None else ex.start + len(ex.answer)
+        targets.append(
+            answer_positions(f.data["offsets"], f.data["seq"], handler.answer_seq, ex.start, end, cls_index)
+        )
+    types = [f.token_type_ids for f in features] if handler.send_token_types else None
+    return TrainData([f.input_ids for f in features], types, targets, len(examples))
+
+
+def collate(
+    data: TrainData,
+    rows: np.ndarray | list[int],
+    pad_id: int,
+    task: str,
+    problem_type: str | None,
+    pad_to_multiple_of: int = 8,
+) -> dict[str, torch.Tensor]:
+    """One padded batch: input_ids/attention_mask (B, T), token_type_ids, and the task's targets
+    (labels (B,) | (B, L) | (B, T), or start_positions/end_positions (B,))."""
+    seqs = [data.input_ids[r] for r in rows]
+    width = -(-max(map(len, seqs)) // pad_to_multiple_of) * pad_to_multiple_of
+    batch = {
+        "input_ids": torch.full((len(seqs), width), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(seqs), width), dtype=torch.long),
+    }
+    if data.token_type_ids is not None:
+        batch["token_type_ids"] = torch.zeros((len(seqs), width), dtype=torch.long)
+    if task == "token-classification":
+        batch["labels"] = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
+    for b, (r, seq) in enumerate(zip(rows, seqs, strict=True)):
+        batch["input_ids"][b, : len(seq)] = torch.tensor(seq)
+        batch["attention_mask"][b, : len(seq)] = 1
+        if data.token_type_ids is not None:
+            batch["token_type_ids"][b, : len(seq)] = torch.tensor(data.token_type_ids[r])
+        if task == "token-classification":
+            batch["labels"][b, : len(seq)] = torch.tensor(data.targets[r])
+    targets = [data.targets[r] for r in rows]
+    if task == "question-answering":
+        batch["start_positions"] = torch.tensor([s for s, _ in targets], dtype=torch.long)
+        batch["end_positions"] = torch.tensor([e for _, e in targets], dtype=torch.long)
+    elif task == "text-classification":
+        dtype = torch.long if problem_type == SINGLE else torch.float
+        batch["labels"] = torch.tensor(targets, dtype=dtype)
+    return batch

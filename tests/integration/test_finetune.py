@@ -1,0 +1,328 @@
+"""Fine-tuning end to end on tiny models: every task learns, the output contract, resume, teacher, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import distilkit
+from distilkit.config import FinetuneConfig
+from distilkit.train import finetune as finetune_module
+
+OUTPUT_FILES = [
+    "README.md",
+    "config.json",
+    "config.yaml",
+    "metrics.csv",
+    "metrics.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
+
+# Both labels at every length: length-grouped batches stay mixed.
+TEXTS = [
+    ("the good day", "joy"),
+    ("a great game today", "joy"),
+    ("my good team won it", "joy"),
+    ("great music and a good day", "joy"),
+    ("not the river", "sadness"),
+    ("she had not won", "sadness"),
+    ("the band was not good", "sadness"),
+    ("he was not at the game", "sadness"),
+]
+SENTENCES = [
+    (("John", "live", "in", "London"), ("B-PER", "O", "O", "B-LOC")),
+    (("she", "played", "in", "Berlin"), ("O", "O", "O", "B-LOC")),
+    (("Microsoft", "won", "the", "game"), ("B-ORG", "O", "O", "O")),
+    (("my", "name", "is", "John"), ("O", "O", "O", "B-PER")),
+]
+QAS = [
+    ("What is my name?", "My name is John and I live in Seattle.", "John"),
+    ("Where do I live?", "My name is John and I live in Seattle.", "Seattle"),
+    ("What is the capital?", "Paris is the capital of France and a great city.", "Paris"),
+    ("Who won?", "Apple won the game of the season.", "Apple"),
+]
+
+
+def write_texts(path, rows=TEXTS, repeat=1):
+    path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows * repeat))
+    return path
+
+
+def write_conll(path, repeat=1):
+    blocks = [
+        "\n".join(f"{w} NN O {t}" for w, t in zip(words, tags, strict=True)) for words, tags in SENTENCES
+    ]
+    path.write_text("-DOCSTART- -X- -X- O\n\n" + "\n\n".join(blocks * repeat) + "\n")
+    return path
+
+
+def write_squad(path, repeat=1, impossible=False):
+    items = [(q, c, [{"text": a, "answer_start": c.index(a)}]) for q, c, a in QAS * repeat]
+    if impossible:
+        items.append(("Who is the king?", QAS[0][1], []))
+    data = [
+        {
+            "title": "t",
+            "paragraphs": [
+                {
+                    "context": c,
+                    "qas": [
+                        {
+                            "id": str(i),
+                            "question": q,
+                            "answers": answers,
+                            **({} if answers else {"is_impossible": True}),
+                        }
+                    ],
+                }
+            ],
+        }
+        for i, (q, c, answers) in enumerate(items)
+    ]
+    path.write_text(json.dumps({"version": "v2.0" if impossible else "1.1", "data": data}))
+    return path
+
+
+def config(model, train, output, task="text-classification", **over):
+    base = {
+        "task": task,
+        "model": str(model),
+        "train": str(train),
+        "output": str(output),
+        "batch_size": 8,
+        "lr": 1e-2,
+        "warmup": 0.0,
+        "max_steps": 30,
+        "log_every": 1,
+        "precision": "fp32",
+        "progress": False,
+        "seed": 3,
+    }
+    return FinetuneConfig(**{**base, **over})
+
+
+def losses(path, column="loss"):
+    with open(path, newline="") as f:
+        return [float(r[column]) for r in csv.DictReader(f)]
+
+
+def data_for(task, tmp_path, repeat=4):
+    if task == "text-classification":
+        return write_texts(tmp_path / "train.jsonl", repeat=repeat)
+    if task == "token-classification":
+        return write_conll(tmp_path / "train.txt", repeat=repeat)
+    return write_squad(tmp_path / "train.json", repeat=repeat)
+
+
+@pytest.mark.parametrize("task", ["text-classification", "token-classification", "question-answering"])
+def test_each_task_learns_a_tiny_repeated_dataset(task, tiny_model, tmp_path):
+    train = data_for(task, tmp_path)
+    out = finetune_module.finetune(config(tiny_model("fill-mask"), train, tmp_path / "run", task))
+    curve = losses(out / "metrics.csv")
+    assert len(curve) == 30
+    assert sum(curve[-3:]) / 3 < 0.7 * sum(curve[:3]) / 3, curve
+    assert distilkit.pipeline(task, model=str(out)).task == task
+
+
+def test_output_dir_contract_metrics_card_and_pipeline(tiny_model, tmp_path):
+    train = write_texts(tmp_path / "train.jsonl", repeat=4)
+    dev = write_texts(tmp_path / "dev.jsonl")
+    out = finetune_module.finetune(
+        config(tiny_model("fill-mask"), train, tmp_path / "run", validation=str(dev))
+    )
+    assert sorted(p.name for p in out.iterdir()) == OUTPUT_FILES
+    cfg = json.loads((out / "config.json").read_text())
+    assert (
+        cfg["id2label"] == {"0": "joy", "1": "sadness"}
+        and cfg["problem_type"] == "single_label_classification"
+    )
+    assert cfg["architectures"] == ["DistilBertForSequenceClassification"]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["task"] == "text-classification" and summary["examples"] == 8
+    assert summary["metrics"]["accuracy"] == 1.0  # 30 steps on 4 copies of the dev set itself
+    card = (out / "README.md").read_text()
+    assert "## Evaluation results" in card and "| dev.jsonl | accuracy | 1 |" in card
+    assert (out / "config.yaml").read_text().startswith("# distilkit finetune --config config.yaml\n")
+    result = distilkit.pipeline("text-classification", model=str(out))("the good day")
+    assert result[0]["label"] == "joy"
+
+
+def test_ner_and_squad_v2_are_evaluated_with_their_metrics(tiny_model, tmp_path):
+    conll = write_conll(tmp_path / "train.txt", repeat=4)
+    out = finetune_module.finetune(
+        config(
+            tiny_model("fill-mask"),
+            conll,
+            tmp_path / "ner",
+            "token-classification",
+            validation=str(conll),
+            max_steps=4,
+        )
+    )
+    assert {"precision", "recall", "f1"} <= set(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "O"
+    squad = write_squad(tmp_path / "train.json", repeat=2, impossible=True)
+    out = finetune_module.finetune(
+        config(
+            tiny_model("fill-mask"),
+            squad,
+            tmp_path / "qa",
+            "question-answering",
+            validation=str(squad),
+            max_steps=2,
+        )
+    )
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["squad_version"] == "2.0" and "best_f1" in metrics
+
+
+def test_regression_pairs_and_multi_label(tiny_model, tmp_path):
+    pairs = tmp_path / "sts.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"sentence1": a, "sentence2": b, "label": s}) + "\n"
+            for a, b, s in [
+                ("the good day", "a good day", 4.5),
+                ("the river", "a game", 0.5),
+                ("my team won", "the team won", 3.8),
+                ("music", "Paris", 1.2),
+            ]
+        )
+    )
+    out = finetune_module.finetune(
+        config(tiny_model("fill-mask", "bert"), pairs, tmp_path / "sts", validation=str(pairs), max_steps=3)
+    )
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "regression"
+    assert {"pearson", "spearman"} <= set(json.loads((out / "metrics.json").read_text())["metrics"])
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text(
+        "".join(
+            json.dumps({"text": t, "labels": labs}) + "\n"
+            for t, labs in [
+                ("the good day", ["joy", "love"]),
+                ("not good", ["anger"]),
+                ("great music", ["joy"]),
+                ("the river", []),
+            ]
+        )
+    )
+    out = finetune_module.finetune(
+        config(tiny_model("fill-mask"), multi, tmp_path / "multi", validation=str(multi), max_steps=3)
+    )
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["problem_type"] == "multi_label_classification" and len(cfg["id2label"]) == 3
+    assert "micro_f1" in json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+def test_scratch_init_with_size_overrides(tiny_model, tmp_path):
+    train = write_texts(tmp_path / "train.jsonl")
+    out = finetune_module.finetune(
+        config(
+            tiny_model("fill-mask"),
+            train,
+            tmp_path / "run",
+            init="scratch",
+            num_layers=1,
+            hidden_size=64,
+            max_steps=2,
+        )
+    )
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["n_layers"], cfg["dim"], cfg["n_heads"], cfg["hidden_dim"]) == (1, 64, 1, 256)
+
+
+def test_interrupted_run_resumes_exactly(tiny_model, tmp_path, monkeypatch):
+    train = write_texts(tmp_path / "train.jsonl", repeat=4)
+    model = tiny_model("fill-mask")
+    over = {"max_steps": 6, "save_every": 3, "grad_accumulation": 2, "batch_size": 4}
+    straight = finetune_module.finetune(config(model, train, tmp_path / "straight", **over))
+
+    calls = {"n": 0}
+    real = finetune_module.compute_losses
+
+    def crash_in_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # first micro-batch of step 5: the checkpoint at step 3 survives
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "compute_losses", crash_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_module.finetune(config(model, train, tmp_path / "resumed", **over))
+    monkeypatch.setattr(finetune_module, "compute_losses", real)
+    resumed = finetune_module.finetune(config(model, train, tmp_path / "resumed", resume="auto", **over))
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(straight / "metrics.csv") == losses(resumed / "metrics.csv")
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-000003", "step-000006"]
+
+
+@pytest.mark.parametrize("task", ["text-classification", "question-answering"])
+def test_teacher_adds_the_distillation_term(task, tiny_model, tmp_path):
+    train = data_for(task, tmp_path, repeat=1)
+    labels = {"id2label": ["sadness", "joy"]} if task == "text-classification" else {}
+    teacher = tiny_model(task, "distilbert", seed=7, **labels)
+    out = finetune_module.finetune(
+        config(
+            tiny_model("fill-mask"),
+            train,
+            tmp_path / "run",
+            task,
+            teacher=str(teacher),
+            max_steps=3,
+            alpha_ce=2.0,
+        )
+    )
+    ce = losses(out / "metrics.csv", "loss_ce")
+    assert len(ce) == 3 and all(v > 0 for v in ce)
+    if labels:  # the student adopts the teacher's label order so that the logits line up
+        assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "sadness", "1": "joy"}
+
+
+def run_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "distilkit", "finetune", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+
+
+def test_cli_trains_and_bad_flags_exit_2_with_one_line(tiny_model, tmp_path):
+    train = write_texts(tmp_path / "train.jsonl")
+    model = str(tiny_model("fill-mask"))
+    common = ["text-classification", "--model", model, "--train", str(train), "--output", str(tmp_path / "o")]
+    ok = run_cli(*common, "--max-steps", "2", "--no-progress", "--precision", "fp32")
+    assert ok.returncode == 0, ok.stderr
+    assert "finetune: done, 2 steps" in ok.stdout
+    again = run_cli("--config", str(tmp_path / "o" / "config.yaml"), "--output", str(tmp_path / "o2"),
+                    "--max-steps", "1")  # config.yaml reruns the command; flags win
+    assert again.returncode == 0 and "finetune: done, 1 steps" in again.stdout, again.stderr
+    dev = write_texts(tmp_path / "dev.jsonl", rows=[("the good day", "fear")])
+    for extra, message in [
+        (["--alpha-ce", "1"], "--alpha-ce"),
+        (["--num-layers", "2"], "--init scratch"),
+        (["--validation", str(dev)], "--validation has labels ['fear']"),
+        (["--warmup", "1.5"], "--warmup"),
+    ]:
+        bad = run_cli(*common, *extra)
+        assert bad.returncode == 2, (extra, bad.stderr)
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], bad.stderr
+    missing = run_cli(
+        "ner", "--model", model, "--train", str(tmp_path / "nope.txt"), "--output", str(tmp_path / "x")
+    )
+    assert missing.returncode == 2 and "no such file" in missing.stderr
