@@ -1,6 +1,6 @@
 """Serving: distilkit serve vs a plain FastAPI + transformers.pipeline endpoint, loopback only.
 
-    python benchmarks/serve.py            # 1/8/32 clients, <= 400 requests or 40 s per level (~6 min)
+    python benchmarks/serve.py            # 1/8/32 clients, <= 400 requests or 40 s per level (~2 min)
     python benchmarks/serve.py --quick    # a smoke check
 
 Both servers run distilbert-base-cased fill-mask (real config and tokenizer from ../shared,
