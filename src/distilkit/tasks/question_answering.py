@@ -103,7 +103,9 @@ def window_spans(
     end = softmax_masked(end_logits, allowed)  # (T,)
     null_score = float(start[0] * end[0])
     start[0] = end[0] = 0.0  # [CLS] is never an answer span, only the null score
-    candidates = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)  # (T, T): end >= start, short
+    # A span never outgrows its window: clamping keeps any larger max_answer_len exact and finite.
+    longest = min(max_answer_len, len(start))
+    candidates = np.tril(np.triu(np.outer(start, end)), longest - 1)  # (T, T): end >= start, short
     flat = candidates.ravel()
     if top_k == 1:
         order = np.array([np.argmax(flat)])

@@ -291,3 +291,12 @@ def test_segment_ids_are_sent_only_when_the_tokenizer_lists_them(handler):
     (feature,) = handler.encode(items, handler.check_params({}))
     assert ("token_type_ids" in handler.tokenizer.model_input_names) == (feature.token_type_ids is not None)
     assert feature.token_type_ids is None
+
+
+def test_a_max_answer_len_far_beyond_the_window_acts_as_no_limit():
+    start = np.array([0.0, 1.0, 5.0, 0.5, 0.2], dtype=np.float32)
+    end = np.array([0.0, 0.3, 0.1, 0.2, 6.0], dtype=np.float32)
+    allowed = np.array([True, True, True, True, True])
+    huge = window_spans(start, end, allowed, top_k=3, max_answer_len=2**63)
+    window = window_spans(start, end, allowed, top_k=3, max_answer_len=5)
+    assert [a.tolist() for a in huge[:3]] == [a.tolist() for a in window[:3]]
