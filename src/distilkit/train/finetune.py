@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.train import finetune_report, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from distilkit.train.loop import log_row, optimizer_step
 from distilkit.train.data import length_grouped_batches
 from distilkit.train.distill import (
     NonFiniteLossError,
@@ -312,15 +313,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             examples_log += len(rows) * world
             state["micro_step"] += 1
             state["epoch"] = epoch
-        grad_norm = (
-            accelerator.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
-            if cfg.max_grad_norm > 0
-            else torch.tensor(float("nan"))
-        )
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
         state["step"] = step + 1
         state["examples"] += examples_log
         bar.update(1)
@@ -328,15 +321,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
         if main and (state["step"] % cfg.log_every == 0 or done):
             now = time.perf_counter()
             n = cfg.log_every if state["step"] % cfg.log_every == 0 else state["step"] % cfg.log_every
-            row = {
-                "step": state["step"],
-                "epoch": epoch,
-                "lr": f"{lr:.6g}",
-                "grad_norm": f"{float(grad_norm):.4g}",
-                "examples_per_s": f"{examples_log / (now - t_log):.1f}",
-                "elapsed_s": f"{now - t_start:.1f}",
-                **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
-            }
+            row = log_row(state["step"], epoch, lr, grad_norm, "examples_per_s", examples_log / (now - t_log),
+                          now - t_start, sums, n)
             csv_writer.writerow(row)
             csv_file.flush()
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))

@@ -1,0 +1,37 @@
+"""Pieces shared by the distillation and fine-tuning loops (each loop stays readable on its own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def optimizer_step(accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                   max_grad_norm: float) -> tuple[float, float]:
+    """Clip (when ``max_grad_norm`` > 0), step optimizer and scheduler, zero grads.
+
+    Returns:
+        (grad norm before clipping or NaN when not clipped, learning rate used for this step)
+    """
+    grad_norm = (accelerator.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0
+                 else torch.tensor(float("nan")))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm), lr
+
+
+def log_row(step: int, epoch: int, lr: float, grad_norm: float, rate_name: str, rate: float, elapsed: float,
+            sums: dict[str, float], n: int) -> dict[str, Any]:
+    """One metrics.csv row: step, lr, grad norm, throughput and each loss term averaged over ``n`` steps."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        "lr": f"{lr:.6g}",
+        "grad_norm": f"{grad_norm:.4g}",
+        rate_name: f"{rate:.1f}",
+        "elapsed_s": f"{elapsed:.1f}",
+        **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
+    }
