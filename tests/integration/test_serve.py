@@ -247,3 +247,14 @@ def test_no_model_and_no_cache_is_a_one_paragraph_error(tmp_path):
     assert out.returncode == 2
     assert "--model DIR" in out.stderr and "--dummy-weights" in out.stderr
     assert out.stderr.strip().count("\n") == 0
+
+
+def test_a_client_that_disconnects_is_dropped_from_the_queue(models):
+    # Inputs wait up to 1.5 s for company; the first client gives up after 0.3 s.
+    with server("--model", f"bert={models['bert']}", "--max-wait-ms", "1500") as (_, url):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/score", json={"input_data": ["a [MASK]"]}, timeout=0.3)
+        assert post(url, "/score", {"input_data": ["the [MASK]"]}).status_code == 200
+        metrics = httpx.get(url + "/metrics").text
+        rows = [line for line in metrics.splitlines() if line.startswith("distilkit_batch_size_sum")]
+        assert rows == ['distilkit_batch_size_sum{model="bert"} 1.0']  # only the second client's row ran

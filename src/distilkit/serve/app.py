@@ -127,6 +127,51 @@ class ModelServer:
         return JSONResponse(parsed.respond(results))
 
 
+class Guard:
+    """Pure ASGI middleware: API-key check, JSON 500 for server bugs, request metrics per route.
+
+    (Not ``@app.middleware``: Starlette's BaseHTTPMiddleware wraps ``receive`` in a way that hides
+    client disconnects from the endpoint, and costs time on every request.)
+    """
+
+    def __init__(self, app: Any, settings: ServeSettings, metrics: ServerMetrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+        self.authorization = f"Bearer {settings.api_key}".encode() if settings.api_key else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+        started = False
+
+        async def send_and_watch(message: dict) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            if self.authorization and not self._open(scope["path"]) and \
+                    dict(scope["headers"]).get(b"authorization") != self.authorization:
+                response = error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+                await response(scope, receive, send_and_watch)
+            else:
+                await self.app(scope, receive, send_and_watch)
+        except Exception:  # a server bug: answer 500 with the error format and keep serving
+            log.exception("unhandled error on %s", scope["path"])
+            if not started:
+                await error_response(500, "internal error; see the server log")(scope, receive, send_and_watch)
+        finally:
+            label = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(label, str(status)).inc()
+            self.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
+
+    @staticmethod
+    def _open(path: str) -> bool:
+        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json"))
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """Read the body within ``limit`` bytes (413 past it) and parse it as JSON (400 if it is not)."""
     declared = request.headers.get("content-length")
@@ -182,27 +227,7 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
                   description="Real-time inference for the DistilBERT model family (the model cards' formats).")
     app.state.server = server
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        if settings.api_key and request.url.path not in OPEN_PATHS and not request.url.path.startswith(
-                ("/docs", "/openapi.json")):
-            if request.headers.get("authorization") != f"Bearer {settings.api_key}":
-                response = error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-                return _count(request, response, start)
-        try:
-            response = await call_next(request)
-        except Exception:  # a server bug: answer 500 with the error format and keep serving
-            log.exception("unhandled error on %s", request.url.path)
-            response = error_response(500, "internal error; see the server log")
-        return _count(request, response, start)
-
-    def _count(request: Request, response: Response, start: float) -> Response:
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        metrics.requests.labels(label, str(response.status_code)).inc()
-        metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:
