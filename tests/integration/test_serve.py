@@ -144,7 +144,8 @@ def test_health_ready_models_docs_and_metrics(base):
         "bert": "fill-mask", "squad": "question-answering", "roberta": "fill-mask"}
     assert httpx.get(base + "/docs").status_code == 200
     spec = httpx.get(base + "/openapi.json").json()
-    assert "input_data" in json.dumps(spec["paths"]["/score"])  # the card examples are documented
+    score = json.dumps(spec["paths"]["/score"])
+    assert "input_data" in score and '"answer": "John"' in score  # card requests and responses documented
     post(base, "/score?model=bert", {"input_data": ["a [MASK]"]})
     metrics = httpx.get(base + "/metrics").text
     for family in ("distilkit_requests_total", "distilkit_queue_depth", "distilkit_batch_size_bucket",

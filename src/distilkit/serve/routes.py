@@ -21,6 +21,17 @@ CARD_EXAMPLES = {
         "inputs": {"input_string": ["Paris is the <mask> of France.", "Today is a <mask> day!"]},
         "parameters": {"top_k": 2}},
 }
+# The responses the cards show for those requests (shapes; values from a real model).
+CARD_RESPONSES = {
+    "fill-mask (input_data)": ["part"],
+    "question-answering": [{"score": 0.99, "start": 11, "end": 15, "answer": "John"},
+                           {"score": 0.98, "start": 11, "end": 15, "answer": "Ravi"}],
+    "fill-mask with top_k (input_string)": [
+        [{"score": 0.62, "token": 812, "token_str": " capital", "sequence": "Paris is the capital of France."},
+         {"score": 0.05, "token": 1867, "token_str": " birthplace", "sequence": "Paris is the birthplace of France."}],
+        [{"score": 0.31, "token": 205, "token_str": " good", "sequence": "Today is a good day!"},
+         {"score": 0.12, "token": 372, "token_str": " great", "sequence": "Today is a great day!"}]],
+}
 ANY_JSON = {"type": "object", "additionalProperties": True}
 
 
@@ -69,7 +80,10 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
                 "outputs": [{"name": "output", "datatype": "BYTES", "shape": [-1]}]}
 
     @app.post("/score", tags=["model cards"], summary="Score with the model cards' request formats",
-              openapi_extra=body_doc(CARD_EXAMPLES, "One of the three card formats"))
+              openapi_extra=body_doc(CARD_EXAMPLES, "One of the three card formats"),
+              responses={200: {"description": "The card's response shape for the request's format",
+                               "content": {"application/json": {"examples": {
+                                   k: {"value": v} for k, v in CARD_RESPONSES.items()}}}}})
     async def score(
         request: Request,
         model: str | None = Query(None, description="Model name when several are served"),
