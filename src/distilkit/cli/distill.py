@@ -119,10 +119,19 @@ def distill(
     resume: str = typer.Option(None, "--resume", help=_help("resume")),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help=_help("tensorboard")),
     progress: bool = typer.Option(None, "--progress/--no-progress", help=_help("progress")),
+    register: str = typer.Option(None, "--register", help="After the run, register the output model as NAME "
+                                 "(with its config, datasets and metrics)."),
+    register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
 ) -> None:
     """Distil a student from a teacher with the DistilBERT loss (α_ce·KL + α_mlm·MLM + α_cos·cosine)."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "register", "register_alias")}
     from distilkit.config import load_config
+    from distilkit.registry.record import check_register, is_main_process, register_run
     from distilkit.train.distill import distill as run
 
-    flags = {k: v for k, v in locals().items() if k not in ("config", "load_config", "run")}
-    run(load_config(DistillConfig, config, flags))
+    check_register(register, register_alias)
+    cfg = load_config(DistillConfig, config, flags)
+    output = run(cfg)
+    if register and is_main_process():
+        ref = register_run(output, register, command="distill", datasets=[cfg.data], alias=register_alias)
+        typer.echo(f"registered {ref}")

@@ -79,6 +79,9 @@ def evaluate(
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
+    register: str = typer.Option(None, "--register", help="Register the --model directory as NAME with these "
+                                                          "metrics attached (a new version)."),
+    register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
 ) -> None:
     """Evaluate --model on --data for TASK (or every GLUE task in --data-dir), write metrics.json."""
     from rich.console import Console
@@ -86,7 +89,12 @@ def evaluate(
     from distilkit.evaluation import evaluate as ev
     from distilkit.inference.predictor import Predictor
     from distilkit.models import canonical_task
+    from distilkit.registry.record import check_register, register_run
 
+    check_register(register, register_alias)
+    if register is not None and not (Path(model).expanduser() / "config.json").is_file():
+        raise ValueError(f"--register needs --model to be a local model directory (with config.json), got {model!r}"
+                         + (" (a registry reference is already registered)" if "@" in model or ":" in model else ""))
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     if top_k < 1:
@@ -113,6 +121,10 @@ def evaluate(
             _write_jsonl(predictions, [{"glue_task": t, **p} for t, r in done.items() for p in r.predictions])
         _print_glue(out, names, row, failed)
         console.print(f"metrics written to {output}")
+        if register:
+            ref = register_run(model, register, command="evaluate", datasets=[str(data_dir)], alias=register_alias,
+                               metrics=json.loads(output.read_text(encoding="utf-8")))
+            typer.echo(f"registered {ref}")
         return
 
     task = canonical_task(task)
@@ -130,6 +142,10 @@ def evaluate(
         _write_jsonl(predictions, result.predictions)
     _print_metrics(out, f"{task} on {data.name}", summary)
     console.print(f"metrics written to {output}" + (f", predictions to {predictions}" if predictions else ""))
+    if register:
+        ref = register_run(model, register, command="evaluate", task=task, datasets=[str(data)], metrics=summary,
+                           alias=register_alias)
+        typer.echo(f"registered {ref}")
 
 
 def _print_glue(console: Any, names: list[str], row: list[str], failed: dict[str, str]) -> None:

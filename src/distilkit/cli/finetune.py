@@ -51,10 +51,20 @@ def finetune(
     keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", help=_help("keep_checkpoints")),
     resume: str = typer.Option(None, "--resume", help=_help("resume")),
     progress: bool = typer.Option(None, "--progress/--no-progress", help=_help("progress")),
+    register: str = typer.Option(None, "--register", help="After the run, register the output model as NAME "
+                                 "(with its config, datasets and metrics)."),
+    register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
 ) -> None:
     """Fine-tune a model for TASK on --train (optionally from a --teacher); evaluate it on --validation."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "register", "register_alias")}
     from distilkit.config import load_config
+    from distilkit.registry.record import check_register, is_main_process, register_run
     from distilkit.train.finetune import finetune as run
 
-    flags = {k: v for k, v in locals().items() if k not in ("config", "load_config", "run")}
-    run(load_config(FinetuneConfig, config, flags))
+    check_register(register, register_alias)
+    cfg = load_config(FinetuneConfig, config, flags)
+    output = run(cfg)
+    if register and is_main_process():
+        ref = register_run(output, register, command="finetune", datasets=[cfg.train, cfg.validation],
+                           alias=register_alias)
+        typer.echo(f"registered {ref}")
