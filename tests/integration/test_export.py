@@ -169,3 +169,15 @@ def test_serve_an_exported_model_end_to_end(exported):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def test_an_exported_directory_registers_and_loads_by_registry_reference(exported, tmp_path, monkeypatch):
+    from distilkit.registry.store import Registry
+
+    monkeypatch.setenv("DISTILKIT_HOME", str(tmp_path / "home"))
+    source, out, _ = exported["fill-mask"]
+    Registry().register(out, "tiny-onnx", aliases=["prod"])
+    by_ref = distilkit.pipeline("fill-mask", model="tiny-onnx:prod")
+    assert type(by_ref.model).__name__ == "OnnxModel"
+    reference = distilkit.pipeline("fill-mask", model=source, dtype="float32")
+    assert_close(by_ref("the [MASK] of France", top_k=3), reference("the [MASK] of France", top_k=3))
