@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics, dataset readers, and evaluate() through the Predictor."""
