@@ -22,8 +22,8 @@ import torch
 
 from distilkit.config import DistillConfig, save_config
 from distilkit.train import losses
-from distilkit.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from distilkit.train.loop import log_row, optimizer_step
+from distilkit.train.checkpoint import load_checkpoint, resolve_resume
+from distilkit.train.loop import log_row, optimizer_step, save_if_due
 from distilkit.train.data import TokenShards, collate, length_grouped_batches
 from distilkit.train.masking import mask_tokens, token_weights
 
@@ -315,17 +315,8 @@ def distill(cfg: DistillConfig) -> Path:
                         tb.add_scalar(f"train/{k}", float(v), state["step"])
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
             t_log, tokens_log, sums = now, 0, {}
-        if cfg.save_every and (state["step"] % cfg.save_every == 0 or done):
-            accelerator.wait_for_everyone()
-            if main:
-                save_checkpoint(
-                    checkpoints,
-                    accelerator.unwrap_model(student),
-                    optimizer,
-                    scheduler,
-                    dict(state),
-                    cfg.keep_checkpoints,
-                )
+        save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
+                    cfg.keep_checkpoints, done, main)
     bar.close()
 
     # ---- save

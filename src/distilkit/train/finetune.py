@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.train import finetune_report, losses, task_data
-from distilkit.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from distilkit.train.loop import log_row, optimizer_step
+from distilkit.train.checkpoint import load_checkpoint, resolve_resume
+from distilkit.train.loop import log_row, optimizer_step, save_if_due
 from distilkit.train.data import length_grouped_batches
 from distilkit.train.distill import (
     NonFiniteLossError,
@@ -327,17 +327,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
             csv_file.flush()
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
             t_log, examples_log, sums = now, 0, {}
-        if cfg.save_every and (state["step"] % cfg.save_every == 0 or done):
-            accelerator.wait_for_everyone()
-            if main:
-                save_checkpoint(
-                    checkpoints,
-                    accelerator.unwrap_model(student),
-                    optimizer,
-                    scheduler,
-                    dict(state),
-                    cfg.keep_checkpoints,
-                )
+        save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
+                    cfg.keep_checkpoints, done, main)
     bar.close()
 
     # ---- save, evaluate, card

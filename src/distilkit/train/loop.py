@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from distilkit.train.checkpoint import save_checkpoint
+
 
 def optimizer_step(accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any,
                    max_grad_norm: float) -> tuple[float, float]:
@@ -35,3 +37,13 @@ def log_row(step: int, epoch: int, lr: float, grad_norm: float, rate_name: str, 
         "elapsed_s": f"{elapsed:.1f}",
         **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
     }
+
+
+def save_if_due(accelerator: Any, checkpoints: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                state: dict[str, Any], save_every: int, keep: int, done: bool, main: bool) -> None:
+    """Checkpoint every ``save_every`` optimizer steps and at the last one (0 = never); rank 0 writes."""
+    if not save_every or (state["step"] % save_every and not done):
+        return
+    accelerator.wait_for_everyone()
+    if main:
+        save_checkpoint(checkpoints, accelerator.unwrap_model(model), optimizer, scheduler, dict(state), keep)
