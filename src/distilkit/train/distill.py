@@ -23,8 +23,8 @@ import torch
 from distilkit.config import DistillConfig, save_config
 from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
-from distilkit.train.loop import log_row, optimizer_step, save_if_due
 from distilkit.train.data import TokenShards, collate, length_grouped_batches
+from distilkit.train.loop import log_row, open_tensorboard, optimizer_step, save_if_due, tb_write
 from distilkit.train.masking import mask_tokens, token_weights
 
 LOSS_TERMS = ("ce", "mlm", "cos", "mse", "clm")
@@ -271,7 +271,7 @@ def distill(cfg: DistillConfig) -> Path:
         output.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output / "config.yaml", "distilkit distill")
         csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
-        tb = _tensorboard(output) if cfg.tensorboard else None
+        tb = open_tensorboard(output) if cfg.tensorboard else None
     accelerator.print(
         f"distill: {len(data)} sequences, {stream.per_epoch} micro-batches/epoch/process, "
         f"{accum} per step x {world} process(es), {total_steps} steps, precision "
@@ -309,10 +309,7 @@ def distill(cfg: DistillConfig) -> Path:
                           now - t_start, sums, n)
             csv_writer.writerow(row)
             csv_file.flush()
-            if tb is not None:
-                for k, v in row.items():
-                    if k not in ("step", "epoch") and v != "":
-                        tb.add_scalar(f"train/{k}", float(v), state["step"])
+            tb_write(tb, row, state["step"])
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
             t_log, tokens_log, sums = now, 0, {}
         save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
@@ -368,12 +365,3 @@ def _stop_on_nonfinite(output: Path, step: int, micro_step: int, loss, terms, id
         f"the batch is saved in {path}. Lower --lr, or resume from the last checkpoint"
     )
 
-
-def _tensorboard(output: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ValueError(
-            "--tensorboard needs the tensorboard package: pip install 'distilkit[tensorboard]'"
-        ) from None
-    return SummaryWriter(log_dir=str(output / "tensorboard"))

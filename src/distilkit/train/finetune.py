@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.train import finetune_report, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
-from distilkit.train.loop import log_row, optimizer_step, save_if_due
 from distilkit.train.data import length_grouped_batches
 from distilkit.train.distill import (
     NonFiniteLossError,
@@ -34,6 +33,7 @@ from distilkit.train.distill import (
     get_lr_factor,
     save_model_dir,
 )
+from distilkit.train.loop import log_row, optimizer_step, save_if_due
 
 CSV_FIELDS = (
     "step",

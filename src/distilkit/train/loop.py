@@ -47,3 +47,27 @@ def save_if_due(accelerator: Any, checkpoints: Any, model: torch.nn.Module, opti
     accelerator.wait_for_everyone()
     if main:
         save_checkpoint(checkpoints, accelerator.unwrap_model(model), optimizer, scheduler, dict(state), keep)
+
+
+def open_tensorboard(output: Any) -> Any:
+    """A SummaryWriter logging into ``output/tensorboard``.
+
+    Raises:
+        ValueError: the tensorboard package is not installed (names the extra to install).
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install 'distilkit[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(output / "tensorboard"))
+
+
+def tb_write(tb: Any, row: dict[str, Any], step: int, prefix: str = "train") -> None:
+    """Every numeric field of a metrics row as a scalar at ``step`` (no-op when ``tb`` is None)."""
+    if tb is None:
+        return
+    for key, value in row.items():
+        if key not in ("step", "epoch") and value != "":
+            tb.add_scalar(f"{prefix}/{key}", float(value), step)
