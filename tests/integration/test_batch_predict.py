@@ -1,4 +1,4 @@
-"""``distilkit predict --input/--output`` end to end: formats, order, ids, errors, max-errors, kill + resume."""
+"""``distilkit predict --input/--output`` end to end: formats, order, ids, errors, max-errors, URIs, kill + resume."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,10 +24,28 @@ ERRORS = {1: "text is empty", 3: "it has no mask token; this model's mask token 
           5: "it has <mask>, but this model's mask token is [MASK]"}
 
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DISTILKIT_NUM_THREADS": "1"}
+
+
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DISTILKIT_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=300,
-                          env=env, **kw)
+                          env=ENV, **kw)
+
+
+def kill_9_when(ready, *args: str, timeout: float = 120) -> None:
+    """Run ``distilkit ARGS`` and SIGKILL it as soon as ``ready()`` is true (mid-run: it must not have ended)."""
+    proc = subprocess.Popen([sys.executable, "-m", "distilkit", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed; make the input larger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:  # what it started in its session (a local Ray's helpers) goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def write_input(path, rows):
@@ -140,18 +159,9 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model, f
     args = ["predict", "fill-mask", "--model", model, "--input", str(src), "--dtype", "float32", "--batch-size", "100",
             "-p", "top_k=1"]
     killed = tmp_path / f"killed.{fmt}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DISTILKIT_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "distilkit", *args, "--output", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     progress = killed if fmt == "jsonl" else tmp_path / f"killed.{fmt}.partial"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and (progress.stat().st_size > 20000 if fmt == "jsonl" else len(os.listdir(progress)) > 2):
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed; make the input larger"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_when(lambda: progress.exists() and (progress.stat().st_size > 20000 if fmt == "jsonl"
+                                                else len(os.listdir(progress)) > 2), *args, "--output", str(killed))
     partial = len(killed.read_text().splitlines()) if fmt == "jsonl" else len(os.listdir(progress))
     resumed = cli(*args, "--output", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -164,3 +174,39 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model, f
     else:
         assert pq.read_table(killed).equals(pq.read_table(whole))
         assert not progress.exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_uris_and_other_pyarrow_filesystems_get_the_bytes_of_a_local_run(tmp_path, predictor, fmt):
+    src = tmp_path / f"in.{fmt}"
+    write_input(src, [{"id": f"r{i}", "text": TEXTS[i % len(TEXTS)]} for i in range(20)])
+    run = {"task": "fill-mask", "model": "unused", "params": {"top_k": 2}, "batch_size": 3}
+    predict_file(BatchConfig(input=src, output=tmp_path / f"local.{fmt}", **run), predictor)
+    local = (tmp_path / f"local.{fmt}").read_bytes()
+    predict_file(BatchConfig(input=f"file://{src}", output=f"file://{tmp_path}/uri.{fmt}", **run), predictor)
+    assert (tmp_path / f"uri.{fmt}").read_bytes() == local
+    memory = pytest.importorskip("fsspec.implementations.memory")
+    for fs in (pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()),
+               pafs.PyFileSystem(pafs.FSSpecHandler(memory.MemoryFileSystem()))):
+        fs.create_dir(tmp_path.name)
+        with fs.open_output_stream(f"{tmp_path.name}/in.{fmt}") as f:
+            f.write(src.read_bytes())
+        out = f"{tmp_path.name}/other.{fmt}"
+        summary = predict_file(BatchConfig(input=f"{tmp_path.name}/in.{fmt}", output=out, filesystem=fs, **run),
+                               predictor)
+        with fs.open_input_stream(out) as f:
+            assert f.read() == local and summary.rows == 20
+        assert fs.get_file_info(out + ".partial").type == pafs.FileType.NotFound
+
+
+def test_cli_refuses_a_uri_it_cannot_open_in_one_line_with_exit_2(tmp_path, tiny_model):
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"text": "a [MASK]"}])
+    model = str(tiny_model("fill-mask"))
+    unknown = cli("predict", "fill-mask", "--model", model, "--input", "nope://bucket/in.jsonl", "--output", "o.jsonl")
+    unreachable = "s3://bucket/out.jsonl?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+    down = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", unreachable)
+    for done, flag, reason in ((unknown, "--input nope://", "Unrecognized filesystem"),
+                               (down, f"--output {unreachable}", "Could not connect")):
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith(f"error: {flag}") and reason in done.stderr

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilkit.batch.storage import is_uri, ref_path
+
 FORMATS = ("jsonl", "csv", "parquet")
 ENGINES = ("local", "ray")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -13,8 +15,8 @@ EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "
 
 
 def format_from_path(path: str | Path) -> str | None:
-    """The format a file name implies (``data.csv`` -> ``csv``), or None for an unknown extension."""
-    return EXTENSIONS.get(Path(str(path).rstrip("/")).suffix.lower())
+    """The format a file name or URI implies (``data.csv`` -> ``csv``), or None for an unknown extension."""
+    return EXTENSIONS.get(Path(ref_path(path).rstrip("/")).suffix.lower())
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class BatchConfig:
     model: str
     """Model directory or hub id (``--model``)."""
     input: str | Path
-    """Input file (``--input``): JSONL, CSV or Parquet."""
+    """Input file (``--input``): JSONL, CSV or Parquet; a local path or a URI (``s3://``, ``gs://``, ``file://``...)."""
     output: str | Path
-    """Output file (``--output``); its format follows its extension, else the input's."""
+    """Output file (``--output``), a path or URI like ``input``; its format follows its extension, else the input's."""
     input_format: str | None = None
     """``--input-format``; None reads it from the input's extension."""
     output_format: str | None = None
@@ -69,6 +71,9 @@ class BatchConfig:
     """``--compile``: torch.compile the encoder."""
     progress: bool | None = None
     """Show a progress bar; None shows it when stderr is a terminal."""
+    filesystem: Any = None
+    """A ``pyarrow.fs.FileSystem`` that ``input`` and ``output`` are paths on (Python API only; the CLI takes
+    URIs). With ``--engine ray`` the Ray workers read the input through it, so it must reach the same files."""
 
     def __post_init__(self) -> None:
         if self.input_format is not None and self.input_format not in FORMATS:
@@ -85,10 +90,11 @@ class BatchConfig:
             raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
-        if Path(self.input).resolve() == Path(self.output).resolve():
-            raise ValueError("--output must differ from --input")
-        if self.engine == "local" and not Path(self.input).is_file():
-            raise ValueError(f"--input {self.input}: no such file")
+        if self.filesystem is None and not is_uri(self.input):  # URIs are checked when they are opened
+            if not is_uri(self.output) and Path(self.input).resolve() == Path(self.output).resolve():
+                raise ValueError("--output must differ from --input")
+            if not Path(self.input).is_file():
+                raise ValueError(f"--input {self.input}: no such file")
         if self.resolved_input_format() is None:
             raise ValueError(f"cannot tell the format of --input {self.input} from its extension; "
                              f"pass --input-format {'|'.join(FORMATS)}")

@@ -13,6 +13,7 @@ from typing import Any
 from distilkit.batch.config import BatchConfig
 from distilkit.batch.readers import InputFile
 from distilkit.batch.rows import Columns, InputRow, predict_rows
+from distilkit.batch.storage import resolve_files
 from distilkit.batch.writers import open_output
 
 
@@ -88,18 +89,14 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     """Predict every row of ``config.input`` into ``config.output`` in this process.
 
     Raises:
-        ValueError: a bad flag, parameter, column or existing output (before any row is predicted).
+        ValueError: a bad flag, parameter, column, URI or existing output (before any row is predicted).
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.inference.predictor import Predictor
     from distilkit.models import canonical_task
 
     task = canonical_task(config.task)
-    source = InputFile(config.input, config.resolved_input_format())  # type: ignore[arg-type]
-    columns = Columns.from_config(config, task).check_header(source.header)
-    out_format = config.resolved_output_format()
-    id_type = parquet_id_type(source, columns) if out_format == "parquet" else None
-    out = open_output(config.output, out_format, resume=config.resume, overwrite=config.overwrite, id_type=id_type)
+    source, columns, out = open_files(config, task)
     if predictor is None:
         predictor = Predictor.from_ref(config.model, task, dummy_weights=config.dummy_weights, dtype=config.dtype,
                                        device=config.device, compile=config.compile)
@@ -119,6 +116,21 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     out.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def open_files(config: BatchConfig, task: str) -> tuple[InputFile, Columns, Any]:
+    """The run's input file, resolved columns and output writer (both engines): every check that needs no model.
+
+    Raises:
+        ValueError: a URI that cannot be opened, a missing column, an output that exists.
+    """
+    source_at, out_at = resolve_files(config)
+    source = InputFile(source_at, config.resolved_input_format())  # type: ignore[arg-type]
+    columns = Columns.from_config(config, task).check_header(source.header)
+    out_format = config.resolved_output_format()
+    id_type = parquet_id_type(source, columns) if out_format == "parquet" else None
+    out = open_output(out_at, out_format, resume=config.resume, overwrite=config.overwrite, id_type=id_type)
+    return source, columns, out
 
 
 def record_chunk(out: Any, summary: BatchSummary, results: list[dict], start: float,

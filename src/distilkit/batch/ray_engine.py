@@ -1,27 +1,34 @@
 """The Ray engine: the same Predictor in a Ray Data actor pool (``map_batches``, one model per actor).
 
-Ray reads the input (local paths or any filesystem Ray supports), the actors validate and
-predict rows with ``predict_rows`` exactly as the local engine does, and the driver streams the
-results, in input order, into the same atomic per-chunk writers. Ray is optional
+The driver cuts the input into spans of whole chunks (``InputFile.spans``: first row, byte
+offset, row count, found with the local engine's reader). Each actor reads the spans it is given
+straight from the input's filesystem with that same reader, so blank lines, malformed JSON or CSV
+rows and row numbers are exactly the local engine's, and predicts them chunk by chunk with
+``predict_rows``. The driver writes the results, in input order, with the same atomic writers.
+Chunks start at the same rows as the local engine's (also after ``--resume``, which starts the
+spans after the kept rows), so both engines write the same file. Ray is optional
 (``pip install 'distilkit[ray]'``) and imported only here.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from distilkit.batch.config import BatchConfig
-from distilkit.batch.local import BatchSummary, parquet_id_type, progress_bar, record_chunk
-from distilkit.batch.readers import InputFile, parse_jsonl_line
-from distilkit.batch.rows import Columns, InputRow, predict_rows
-from distilkit.batch.writers import open_output
+from distilkit.batch.local import BatchSummary, check_resumed, chunks, open_files, progress_bar, record_chunk
+from distilkit.batch.readers import InputFile
+from distilkit.batch.rows import Columns, predict_rows
+from distilkit.batch.storage import Location
 
-NO_ID = None  # the actors do not know global row numbers; the driver fills them in
+# Chunks per Ray task: enough to amortise a task, few enough that every actor gets several tasks.
+MAX_SPAN_CHUNKS = 16
+# Output rows cross the Ray object store pickled: each value keeps its exact Python type (an id
+# stays an int or a str), where an Arrow column would force one type on every row.
 
 
 def import_ray() -> Any:
@@ -35,92 +42,91 @@ def import_ray() -> Any:
 
 
 class PredictActor:
-    """One Ray actor: loads the model once, then predicts batches of rows into output columns."""
+    """One Ray actor: loads the model once, then reads spans of the input and predicts them chunk by chunk."""
 
-    def __init__(self, config: BatchConfig, task: str, columns: Columns, num_threads: int):
+    def __init__(self, model: dict[str, Any], params: dict[str, Any], columns: Columns, source: Location,
+                 fmt: str, chunk: int):
         from distilkit.inference.predictor import Predictor
 
-        self.predictor = Predictor.from_ref(config.model, task, dummy_weights=config.dummy_weights, dtype=config.dtype,
-                                            device=config.device, compile=config.compile, num_threads=num_threads)
-        self.params = dict(config.params)
+        self.predictor = Predictor.from_ref(**model)
+        self.params = params
         self.columns = columns
-        self.jsonl = config.resolved_input_format() == "jsonl"
+        self.source = InputFile(source, fmt)
+        self.chunk = chunk
 
-    def __call__(self, batch: Any) -> dict[str, list]:
-        if self.jsonl:  # read_text gives raw lines: parse them here, so a malformed line is one error row
-            lines = batch.column("text").to_pylist()
-            rows = [parse_jsonl_line(NO_ID, line) for line in lines]  # type: ignore[arg-type]
-        else:
-            rows = [InputRow(NO_ID, data) for data in batch.to_pylist()]  # type: ignore[arg-type]
-        results = predict_rows(self.predictor, rows, self.params, self.columns)
-        return {
-            "id": [None if r["id"] is NO_ID else json.dumps(r["id"]) for r in results],
-            "prediction": [None if r["prediction"] is None else json.dumps(r["prediction"]) for r in results],
-            "error": [r["error"] for r in results],
-        }
+    def __call__(self, batch: Any) -> Iterator[Any]:
+        import pyarrow as pa
+
+        for first, offset, count in zip(*(batch.column(c).to_pylist() for c in ("first", "offset", "rows")),
+                                        strict=True):
+            for rows in chunks(self.source.rows(first, offset, first + count), self.chunk):
+                results = predict_rows(self.predictor, rows, self.params, self.columns)
+                yield pa.table({"index": pa.array([r.index for r in rows], pa.int64()),
+                                "result": pa.array([pickle.dumps(r) for r in results], pa.binary())})
 
 
-def read_dataset(ray: Any, config: BatchConfig, source: InputFile | None) -> Any:
-    """The input as a Ray dataset (JSONL as raw lines, CSV with every column as a string)."""
-    fmt, path = config.resolved_input_format(), str(config.input)
-    if fmt == "jsonl":
-        return ray.data.read_text(path)
-    if fmt == "parquet":
-        return ray.data.read_parquet(path)
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def start_ray(ray: Any, workers: int) -> None:
+    """Connect to ``RAY_ADDRESS``, or start a local Ray with one CPU per actor (and one to spare)."""
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        cpus = None if address else max(os.cpu_count() or 1, workers + 1)
+        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # output rows in input order
+    ctx.enable_progress_bars = False
 
-    header = source.header if source is not None else []
-    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header or []},
-                                   strings_can_be_null=False)
-    return ray.data.read_csv(path, convert_options=convert)
+
+def predicted_rows(ray: Any, config: BatchConfig, source: InputFile, columns: Columns, task: str,
+                   spans: list[tuple[int, int | None, int]]) -> Any:
+    """The Ray dataset of output rows (``index``, pickled ``result``) for ``spans`` of the input, in order."""
+    threads = int(os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers))
+    ref = os.path.abspath(config.model) if os.path.isdir(config.model) else config.model  # actors' cwd may differ
+    model = {"model": ref, "task": task, "dummy_weights": config.dummy_weights, "dtype": config.dtype,
+             "device": config.device, "compile": config.compile, "num_threads": threads}
+    items = [{"first": first, "offset": offset, "rows": rows} for first, offset, rows in spans]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        PredictActor, batch_size=1, batch_format="pyarrow", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=config.num_workers),
+        fn_constructor_kwargs={"model": model, "params": dict(config.params), "columns": columns,
+                               "source": source.location, "fmt": source.format, "chunk": config.batch_size},
+    )
 
 
 def run_ray(config: BatchConfig) -> BatchSummary:
     """Predict every row of ``config.input`` into ``config.output`` on a Ray actor pool.
 
+    The input must be readable from every Ray node: a URI, or a path on a filesystem they share.
+
     Raises:
-        ValueError: Ray is missing, ``--resume`` was given, or a bad flag/column/existing output.
+        ValueError: Ray is missing, or a bad flag, URI, column or existing output.
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.models import canonical_task
 
-    if config.resume:
-        raise ValueError("--resume works with --engine local only; rerun with --engine local --resume")
     ray = import_ray()
     task = canonical_task(config.task)
-    source = InputFile(config.input, config.resolved_input_format()) if Path(config.input).is_file() else None  # type: ignore[arg-type]
-    columns = Columns.from_config(config, task).check_header(None if source is None else source.header)
-    out_format = config.resolved_output_format()
-    id_type = parquet_id_type(source, columns) if out_format == "parquet" and source is not None else None
-    out = open_output(config.output, out_format, resume=False, overwrite=config.overwrite, id_type=id_type)
-    out.resume(config.batch_size)
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        # A local Ray needs a CPU beyond the actors' for its read tasks, or reading waits forever.
-        cpus = None if address else max(os.cpu_count() or 1, config.num_workers + 1)
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    source, columns, out = open_files(config, task)
+    done, errors = out.resume(config.batch_size)
+    if done:
+        check_resumed(out.last_id, columns.row_id(next(source.rows(done - 1))), config)
+    chunk_spans = source.spans(done, config.batch_size)
+    group = max(1, min(MAX_SPAN_CHUNKS, len(chunk_spans) // (4 * config.num_workers)))
+    spans = [(part[0][0], part[0][1], sum(rows for _, _, rows in part))
+             for part in (chunk_spans[i:i + group] for i in range(0, len(chunk_spans), group))]
     show = sys.stderr.isatty() if config.progress is None else config.progress
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # output rows in input order
-    ctx.enable_progress_bars = False
-    threads = int(os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers))
-    predicted = read_dataset(ray, config, source).map_batches(
-        PredictActor, fn_constructor_kwargs={"config": config, "task": task, "columns": columns,
-                                             "num_threads": threads},
-        batch_size=config.batch_size, batch_format="pyarrow", concurrency=config.num_workers, num_cpus=1,
-    )
-    start, summary = time.perf_counter(), BatchSummary(0, 0, 0, 0.0, str(config.output))
-    with progress_bar(show, source.count_rows() if show and source else None, 0) as advance:
-        for batch in predicted.iter_batches(batch_size=config.batch_size, batch_format="pyarrow"):
-            rows = [
-                {"id": summary.rows + i if rid is None else json.loads(rid),
-                 "prediction": None if pred is None else json.loads(pred), "error": err}
-                for i, (rid, pred, err) in enumerate(zip(*(batch.column(c).to_pylist() for c in
-                                                           ("id", "prediction", "error")), strict=True))
-            ]
-            record_chunk(out, summary, rows, start, advance, config.max_errors)
+    start, summary = time.perf_counter(), BatchSummary(done, errors, done, 0.0, str(config.output))
+    with progress_bar(show, done + sum(rows for _, _, rows in spans), done) as advance:
+        if spans:  # else every row is already in the output
+            start_ray(ray, config.num_workers)
+            predicted = predicted_rows(ray, config, source, columns, task, spans)
+            for batch in predicted.iter_batches(batch_size=config.batch_size, batch_format="pyarrow"):
+                index = batch.column("index").to_pylist()
+                if index != list(range(summary.rows, summary.rows + len(index))):
+                    raise RuntimeError(f"Ray returned rows {index[0]}..{index[-1]} where row {summary.rows} was "
+                                       f"due; the output holds rows 0..{summary.rows - 1}: rerun with --resume")
+                rows = [pickle.loads(r) for r in batch.column("result").to_pylist()]
+                record_chunk(out, summary, rows, start, advance, config.max_errors)
     out.close()
     summary.seconds = time.perf_counter() - start
     return summary

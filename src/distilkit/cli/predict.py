@@ -35,8 +35,10 @@ def predict(
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder (pays off on large inputs)."),
     backend: str = typer.Option(None, "--backend", help="torch | onnx (default: onnx for an exported directory)."),
-    input: str = typer.Option(None, "--input", "-i", help="Predict every row of this JSONL/CSV/Parquet file."),
-    output: str = typer.Option(None, "--output", "-o", help="Output file (format from its extension)."),
+    input: str = typer.Option(None, "--input", "-i", help="Predict every row of this JSONL/CSV/Parquet file: a path "
+                              "or a URI (s3://bucket/in.jsonl, gs://..., hdfs://..., file:///abs/in.csv)."),
+    output: str = typer.Option(None, "--output", "-o", help="Output file, a path or a URI like --input (format from "
+                               "its extension); written chunk by chunk, each chunk whole or absent."),
     input_format: str = typer.Option(None, "--input-format", help="jsonl | csv | parquet (default: extension)."),
     text_column: str = typer.Option(None, "--text-column", help="Text column (default: text, else input_string)."),
     question_column: str = typer.Option("question", "--question-column", help="QA question column."),
@@ -44,9 +46,11 @@ def predict(
     id_column: str = typer.Option("id", "--id-column", help="Id column copied to the output (else row number)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Rows predicted and written per chunk."),
     max_errors: int = typer.Option(None, "--max-errors", help="Stop with exit 1 once more rows than this failed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output after its last chunk."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted --output after its last complete "
+                                "chunk (either engine); the result equals an uninterrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
-    engine: str = typer.Option("local", "--engine", help="local | ray (Ray Data actor pool)."),
+    engine: str = typer.Option("local", "--engine", help="local | ray (Ray Data actor pool; every Ray node must "
+                               "read --input: a URI or a shared path). Both write the same output."),
     num_workers: int = typer.Option(2, "--num-workers", help="Ray actors, one model each (--engine ray)."),
 ) -> None:
     """Predict TASK on TEXT... (prints a JSON list) or on every row of --input into --output."""

@@ -1,15 +1,20 @@
-"""Readers and writers without a model: error rows, torn tails, chunk-aligned resume, Parquet parts."""
+"""Readers and writers without a model: error rows, spans, torn tails, chunk-aligned resume, parts."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from distilkit.batch.config import BatchConfig
 from distilkit.batch.readers import InputFile
+from distilkit.batch.storage import Location
 from distilkit.batch.writers import open_output
 
 
@@ -100,7 +105,7 @@ def test_parquet_parts_are_joined_on_close_and_resumed_from(tmp_path):
     rows = rows_of(10)
     out.write(rows[:4])
     out.write(rows[4:8])
-    (out.parts / "part-000002.tmp").write_bytes(b"half a part")  # a write the kill interrupted
+    Path(out.parts.path, "part-000002.tmp").write_bytes(b"half a part")  # a write the kill interrupted
     out = open_output(path, "parquet", resume=True, overwrite=False, id_type=pa.int64())
     assert out.resume(4) == (8, 3) and out.last_id == 7
     out.write(rows[8:])
@@ -124,3 +129,84 @@ def test_config_names_the_flag_of_a_bad_value(tmp_path):
         BatchConfig("fill-mask", "m", src, tmp_path / "o.jsonl", engine="spark")
     assert BatchConfig("fill-mask", "m", src, tmp_path / "o.csv").resolved_output_format() == "csv"
     assert BatchConfig("fill-mask", "m", src, tmp_path / "o.out").resolved_output_format() == "jsonl"
+
+
+# Pieces of JSONL and CSV files, good and bad: blank lines, CRLF, a bare CR, quoted newlines,
+# wrong field counts, bytes that are not UTF-8, a NUL (csv.Error), an unterminated quote.
+JSONL_PIECES = [b'{"text": "a"}\n', b"\n", b"  \r\n", b"{oops\n", b'"str"\n', b"\xff\xfe\n", b'{"text": "b"}\r\n',
+                b'{"text": "caf\xc3\xa9"}\n', b'{"text": "no end"}']
+CSV_PIECES = [b"1,a\n", b"2,b\r\n", b"\n", b'3,"two\nlines"\n', b"4,a,b\n", b"5\n", b"6,\xff\n", b"7,\x00\n",
+              b'8,"x""y"\n', b"9,c\r", b'10,"open\n', b"11,last"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["jsonl", "csv"]), picks=st.lists(st.integers(0, 11), max_size=14),
+       start=st.integers(0, 15), size=st.integers(1, 6))
+def test_spans_read_on_their_own_give_exactly_the_rows_of_a_whole_read(tmp_path, fmt, picks, start, size):
+    pieces = JSONL_PIECES if fmt == "jsonl" else CSV_PIECES
+    path = tmp_path / f"in.{fmt}"
+    path.write_bytes((b"" if fmt == "jsonl" else b"id,text\n") + b"".join(pieces[i % len(pieces)] for i in picks))
+    source = InputFile(path, fmt)
+    whole = list(source.rows())
+    spans = source.spans(start, size)
+    assert all(rows == size for _, _, rows in spans[:-1]) and sum(rows for _, _, rows in spans) == len(whole[start:])
+    assert [row for first, offset, rows in spans for row in source.rows(first, offset, first + rows)] == whole[start:]
+
+
+def test_parquet_spans_need_no_offsets_and_stop_where_asked(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(10)]}), path, row_group_size=3)
+    source = InputFile(path, "parquet")
+    assert source.spans(2, 4) == [(2, None, 4), (6, None, 4)]
+    assert [r.index for r in source.rows(6, None, 8)] == [6, 7]
+
+
+def other_filesystems(tmp_path):
+    """A pyarrow filesystem that is not the local one (a sub-tree), and fsspec's in-memory one if installed."""
+    (tmp_path / "sub").mkdir()
+    yield pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
+    memory = pytest.importorskip("fsspec.implementations.memory")
+    yield pafs.PyFileSystem(pafs.FSSpecHandler(memory.MemoryFileSystem()))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_outputs_on_other_filesystems_join_their_parts_into_the_local_bytes(tmp_path, fmt):
+    rows = rows_of(10)
+    local = open_output(tmp_path / f"local.{fmt}", fmt, resume=False, overwrite=False)
+    local.resume(4)
+    for start in (0, 4, 8):
+        local.write(rows[start:start + 4])
+    local.close()
+    run = tmp_path.name  # fsspec's memory filesystem is one store for the whole process
+    for fs in other_filesystems(tmp_path):
+        where = Location(fs, f"{run}/out.{fmt}", f"out.{fmt}")
+        out = open_output(where, fmt, resume=False, overwrite=False)
+        out.resume(4)
+        out.write(rows[:4])
+        out.write(rows[4:8])  # then killed: no close, and a part half written
+        with fs.open_output_stream(f"{run}/out.{fmt}.partial/part-000002.tmp") as f:
+            f.write(b"half a part")
+        out = open_output(where, fmt, resume=True, overwrite=False)
+        assert out.resume(4) == (8, 3) and str(out.last_id) == "7"
+        out.write(rows[8:])
+        out.close()
+        assert where.read_bytes() == (tmp_path / f"local.{fmt}").read_bytes()
+        assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(run))] == [f"out.{fmt}"]  # no parts left
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resuming_a_finished_output_on_another_filesystem_keeps_its_whole_chunks(tmp_path, fmt):
+    rows = rows_of(10)
+    fs = next(other_filesystems(tmp_path))
+    where = Location(fs, f"out.{fmt}", f"out.{fmt}")
+    out = open_output(where, fmt, resume=False, overwrite=False)
+    out.resume(3)
+    for start in range(0, 10, 3):
+        out.write(rows[start:start + 3])
+    out.close()
+    finished = where.read_bytes()
+    out = open_output(where, fmt, resume=True, overwrite=False)
+    assert out.resume(4) == (8, 3)  # 10 rows read back as chunks of 4: two whole chunks
+    out.write(rows[8:])
+    out.close()
+    assert where.read_bytes() == finished
