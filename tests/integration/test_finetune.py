@@ -156,6 +156,28 @@ def test_output_dir_contract_metrics_card_and_pipeline(tiny_model, tmp_path):
     assert result[0]["label"] == "joy"
 
 
+def test_tensorboard_logs_the_train_rows_and_the_validation_metrics(tiny_model, tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install 'distilkit[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train = write_texts(tmp_path / "train.jsonl")
+    out = finetune_module.finetune(
+        config(tiny_model("fill-mask"), train, tmp_path / "run", validation=str(train), max_steps=3,
+               tensorboard=True)
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "tensorboard"])
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    train_tags = {"train/loss", "train/loss_task", "train/lr", "train/grad_norm", "train/examples_per_s"}
+    assert train_tags <= set(logged)
+    assert [step for step, _ in logged["train/loss"]] == [1, 2, 3]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert {tag for tag in logged if tag.startswith("eval/")} == {f"eval/{k}" for k in metrics}
+    assert logged["eval/accuracy"] == [(3, pytest.approx(metrics["accuracy"]))]
+
+
 def test_ner_and_squad_v2_are_evaluated_with_their_metrics(tiny_model, tmp_path):
     conll = write_conll(tmp_path / "train.txt", repeat=4)
     out = finetune_module.finetune(
@@ -305,9 +327,10 @@ def test_cli_trains_and_bad_flags_exit_2_with_one_line(tiny_model, tmp_path):
     train = write_texts(tmp_path / "train.jsonl")
     model = str(tiny_model("fill-mask"))
     common = ["text-classification", "--model", model, "--train", str(train), "--output", str(tmp_path / "o")]
-    ok = run_cli(*common, "--max-steps", "2", "--no-progress", "--precision", "fp32")
+    ok = run_cli(*common, "--max-steps", "2", "--no-progress", "--precision", "fp32", "--tensorboard")
     assert ok.returncode == 0, ok.stderr
     assert "finetune: done, 2 steps" in ok.stdout
+    assert list((tmp_path / "o" / "tensorboard").glob("events.out.tfevents.*"))
     again = run_cli("--config", str(tmp_path / "o" / "config.yaml"), "--output", str(tmp_path / "o2"),
                     "--max-steps", "1")  # config.yaml reruns the command; flags win
     assert again.returncode == 0 and "finetune: done, 1 steps" in again.stdout, again.stderr

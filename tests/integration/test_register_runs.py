@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_finetune_register_carries_config_datasets_and_metrics(tiny_model, tmp_p
 
 def test_evaluate_register_attaches_its_metrics(tiny_model, tmp_path):
     home, data = tmp_path / "home", write_texts(tmp_path / "dev.jsonl")
-    model = tiny_model("text-classification", id2label=["sadness", "joy"])
+    model = shutil.copytree(tiny_model("text-classification", id2label=["sadness", "joy"]), tmp_path / "model")
     out = run(home, "evaluate", "text-classification", "--model", str(model), "--data", str(data),
               "--dtype", "float32", "--output", str(tmp_path / "m.json"), "--register", "scored")
     assert out.returncode == 0, out.stderr
@@ -53,6 +54,7 @@ def test_evaluate_register_attaches_its_metrics(tiny_model, tmp_path):
     assert entry["registered_by"] == "evaluate" and entry["datasets"] == [str(data.resolve())]
     assert entry["metrics"] == json.loads((tmp_path / "m.json").read_text())
     assert entry["metrics"]["examples"] == 4
+    assert {"README.md", "metrics.json"} <= set(entry["files"])  # the evaluated dir's card went in with it
 
 
 def test_register_bad_use_exits_2_with_one_line(tiny_model, tmp_path):

@@ -1,4 +1,8 @@
-"""``distilkit evaluate``: score a model on a data file (or the GLUE tasks of a folder) into metrics.json."""
+"""``distilkit evaluate``: score a model on a data file (or the GLUE tasks of a folder) into metrics.json.
+
+A local model directory also keeps the results: merged into its own ``metrics.json`` and its
+``README.md`` card's results table (``distilkit.evaluation.results``); ``--no-update-model-dir`` opts out.
+"""
 
 from __future__ import annotations
 
@@ -82,11 +86,16 @@ def evaluate(
     register: str = typer.Option(None, "--register", help="Register the --model directory as NAME with these "
                                                           "metrics attached (a new version)."),
     register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
+    update_model_dir: bool = typer.Option(True, "--update-model-dir/--no-update-model-dir",
+                                          help="Also merge the results into a local --model directory's "
+                                               "metrics.json and README.md card (not registry references, "
+                                               "hub ids or --dummy-weights runs)."),
 ) -> None:
     """Evaluate --model on --data for TASK (or every GLUE task in --data-dir), write metrics.json."""
     from rich.console import Console
 
     from distilkit.evaluation import evaluate as ev
+    from distilkit.evaluation import glue, results
     from distilkit.inference.predictor import Predictor
     from distilkit.models import canonical_task
     from distilkit.registry.record import check_register, register_run
@@ -110,13 +119,18 @@ def evaluate(
             raise ValueError("evaluate glue takes --data-dir DIR (not --data)")
         bar, advance = _progress_bar(console, "GLUE")
         with bar:
-            done, failed = ev.evaluate_glue(lambda t: load(ev.glue_model(model, t), "text-classification"),
-                                            data_dir, split=split, limit=limit, progress=advance)
+            done, failed = glue.evaluate_glue(
+                lambda t: load(glue.glue_model(model, t), "text-classification"), data_dir, split=split,
+                limit=limit, progress=advance)
         scores = {t: r.metrics["score"] for t, r in done.items()}
-        names, row = ev.glue_table(scores)
+        names, row = glue.glue_table(scores)
         per_task = {t: r.summary() for t, r in done.items()}
-        _write_json(output, {"model": model, "split": split, "glue": per_task,
-                             "table": dict(zip(names, row, strict=True)), "errors": failed})
+        recorded = []
+        if update_model_dir:
+            recorded = _record_glue(console, model, data_dir, split, dummy_weights, per_task, failed)
+        if output.resolve() not in recorded:  # --output MODEL/metrics.json: the merged file is the output
+            _write_json(output, {"model": model, "split": split, "glue": per_task,
+                                 "table": dict(zip(names, row, strict=True)), "errors": failed})
         if predictions is not None:
             _write_jsonl(predictions, [{"glue_task": t, **p} for t, r in done.items() for p in r.predictions])
         _print_glue(out, names, row, failed)
@@ -136,8 +150,13 @@ def evaluate(
     bar, advance = _progress_bar(console, f"{task} {data.name}")
     with bar:
         result = ev.evaluate(predictor, data, limit=limit, glue_task=glue_task, top_k=top_k, progress=advance)
-    summary = {"model": model, "data": str(data), **result.summary()}
-    _write_json(output, summary)
+    summary = {"model": model, "data": str(data), **({"glue_task": glue_task} if glue_task else {}),
+               **result.summary()}
+    recorded = None
+    if update_model_dir:
+        recorded = _record(console, model, results.evaluation_key(data), task, dummy_weights, summary)
+    if output.resolve() != recorded:  # --output MODEL/metrics.json: the merged file is the output
+        _write_json(output, summary)
     if predictions is not None:
         _write_jsonl(predictions, result.predictions)
     _print_metrics(out, f"{task} on {data.name}", summary)
@@ -158,3 +177,48 @@ def _print_glue(console: Any, names: list[str], row: list[str], failed: dict[str
     console.print(table)
     for task, message in failed.items():
         console.print(f"[yellow]{task} not evaluated:[/] {message}")
+
+
+def _record_glue(console: Any, model: str, data_dir: Path, split: str, dummy_weights: bool,
+                 per_task: dict[str, Any], failed: dict[str, str]) -> list[Path]:
+    """Record a GLUE run in each model directory it used: MODEL, or each MODEL/<task> of a folder of
+    per-task models with its own tasks. Returns the metrics.json files written."""
+    from distilkit.evaluation.glue import glue_model
+    from distilkit.evaluation.results import glue_key
+
+    by_model: dict[str, list[str]] = {}
+    for task in [*per_task, *failed]:
+        by_model.setdefault(glue_model(model, task), []).append(task)
+    written = []
+    for ref, tasks in by_model.items():
+        if not any(t in per_task for t in tasks):  # every task of this model failed: nothing to record
+            continue
+        entry = {"model": ref, "data_dir": str(data_dir), "split": split,
+                 "glue": {t: per_task[t] for t in tasks if t in per_task},
+                 "errors": {t: failed[t] for t in tasks if t in failed}}
+        path = _record(console, ref, glue_key(split), "text-classification", dummy_weights, entry)
+        if path is not None:
+            written.append(path)
+    return written
+
+
+def _record(console: Any, ref: str, key: str, task: str, dummy_weights: bool, summary: dict[str, Any]
+            ) -> Path | None:
+    """Merge ``summary`` into the model directory's metrics.json and card (returns the metrics.json
+    path), or say in one line why not (returns None)."""
+    from distilkit.evaluation import results
+
+    directory, why = results.local_model_dir(ref)
+    if dummy_weights:
+        directory, why = None, "--dummy-weights scores random weights, not this model's"
+    if directory is not None:
+        try:
+            metrics_path, card_path = results.record_evaluation(directory, key, summary, task)
+        except (OSError, ValueError) as err:
+            why = str(err)
+        else:
+            console.print(f"results added to {metrics_path} and {card_path}", soft_wrap=True)
+            return metrics_path
+    console.print(f"[dim]{ref}: its metrics.json and README.md are left as they are ({why})[/]",
+                  soft_wrap=True)
+    return None

@@ -51,6 +51,7 @@ def finetune(
     keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", help=_help("keep_checkpoints")),
     resume: str = typer.Option(None, "--resume", help=_help("resume")),
     progress: bool = typer.Option(None, "--progress/--no-progress", help=_help("progress")),
+    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help=_help("tensorboard")),
     register: str = typer.Option(None, "--register", help="After the run, register the output model as NAME "
                                  "(with its config, datasets and metrics)."),
     register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),

@@ -37,6 +37,9 @@ GLUE_LAYOUTS: dict[str, tuple[int, int | None, int]] = {
     "RTE": (1, 2, -1),
 }
 GLUE_HEADER_WORDS = frozenset({"label", "quality", "index", "sentence", "text", "id", "gold_label", "score"})
+# GLUE label order of the tasks with named labels (a model's LABEL_k is the k-th); the others are 0/1.
+GLUE_LABELS = {"MNLI": ["entailment", "neutral", "contradiction"], "QNLI": ["entailment", "not_entailment"],
+               "RTE": ["entailment", "not_entailment"]}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 Predictions come from ``Predictor.predict`` (or its ``prepare``/``run``/``finish`` stages), the
 same path ``distilkit predict`` and the server use, so evaluation and serving cannot disagree.
+Every GLUE task of a folder at once: ``distilkit.evaluation.glue``.
 
 Conventions (documented in the README's Evaluation section):
 
@@ -20,7 +21,6 @@ Conventions (documented in the README's Evaluation section):
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from distilkit.evaluation import datasets, metrics
+from distilkit.evaluation.datasets import GLUE_LABELS
 from distilkit.tasks import Feature
 
 Progress = Callable[[int, int], None]  # (examples just finished, total examples of the run)
@@ -156,10 +157,6 @@ def evaluate_ner(predictor: Any, examples: list[datasets.NERExample], progress: 
 
 
 # --- text classification --------------------------------------------------------------------------
-GLUE_LABELS = {"MNLI": ["entailment", "neutral", "contradiction"], "QNLI": ["entailment", "not_entailment"],
-               "RTE": ["entailment", "not_entailment"]}
-
-
 def label_mapping(model_labels: list[str], data_labels: list[str]) -> dict[str, str]:
     """Model label -> data label: by name (case-insensitive), else ``LABEL_k`` -> the k-th data label.
 
@@ -361,52 +358,3 @@ def evaluate(predictor: Any, data: str | Path, *, limit: int | None = None, glue
     result.examples = len(examples)
     result.seconds = time.perf_counter() - start
     return result
-
-
-def glue_table(scores: dict[str, float | None]) -> tuple[list[str], list[str]]:
-    """The cards' GLUE row: task names in card order and each score (x100, one decimal) or ``-``."""
-    names = list(metrics.GLUE_TASKS)
-    cells = ["-" if scores.get(n) is None or math.isnan(scores[n]) else f"{scores[n]:.1f}" for n in names]
-    return names, cells
-
-
-def glue_model(ref: str | Path, task: str) -> str:
-    """The model for one GLUE task: ``REF/<task>`` when REF holds per-task model directories
-    (any case and punctuation: ``sst2``, ``SST-2``), else REF itself for every task."""
-    root = Path(ref)
-    if root.is_dir() and not (root / "config.json").is_file():
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and datasets.normalize_name(child.name) == datasets.normalize_name(task):
-                return str(child)
-    return str(ref)
-
-
-def evaluate_glue(make_predictor: Callable[[str], Any], data_dir: str | Path, *, split: str = "dev",
-                  limit: int | None = None, progress: Progress | None = None
-                  ) -> tuple[dict[str, Evaluation], dict[str, str]]:
-    """Evaluate every GLUE task whose ``split`` TSV is under ``data_dir``.
-
-    Args:
-        make_predictor: GLUE task name -> the Predictor to evaluate on it.
-
-    Returns:
-        (task -> Evaluation, task -> error message for tasks that could not be evaluated).
-
-    Raises:
-        ValueError: when no GLUE task file is found, or every task failed.
-    """
-    files = datasets.find_glue_files(data_dir, split)
-    if not files:
-        raise ValueError(
-            f"--data-dir {data_dir}: no GLUE {split} files (e.g. SST-2/{split}.tsv or MRPC_{split}.tsv)"
-        )
-    done: dict[str, Evaluation] = {}
-    failed: dict[str, str] = {}
-    for task, path in files.items():
-        try:
-            done[task] = evaluate(make_predictor(task), path, limit=limit, glue_task=task, progress=progress)
-        except ValueError as err:  # one task's mismatch (labels, regression head) must not hide the others
-            failed[task] = str(err)
-    if not done:
-        raise ValueError("; ".join(f"{t}: {m}" for t, m in failed.items()))
-    return done, failed

@@ -102,12 +102,22 @@ def _samples(task: str, meta: dict[str, Any]) -> tuple[Any, Any]:
             [[{"entity_group": group, "score": 0.99, "word": "John", "start": 11, "end": 15}]])
 
 
-def _metric_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dataset/split, metric, value) rows of a flat or nested ``metrics.json``."""
+def metric_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """The cards' results rows, ``(dataset/split, metric, value)``, of a flat or nested ``metrics.json``.
+
+    Shared by the registry card, the fine-tuning card and ``distilkit evaluate``'s model-directory card.
+
+    Args:
+        metrics: metric name -> number or string; a nested dict's key joins the dataset path.
+        prefix: dataset path of the top level (``"dev.jsonl/"``); ``-`` when it is empty.
+
+    Returns:
+        One row per number or string, floats to 4 decimals without trailing zeros; booleans are left out.
+    """
     rows = []
     for key, value in metrics.items():
         if isinstance(value, dict):
-            rows += _metric_rows(value, f"{prefix}{key}/")
+            rows += metric_rows(value, f"{prefix}{key}/")
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
             shown = f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
             rows.append((prefix.rstrip("/") or "-", key, shown))
@@ -144,7 +154,7 @@ def render_card(entry: dict[str, Any]) -> str:
     if entry.get("labels"):
         out.append(f"Labels: {', '.join(f'`{l}`' for l in entry['labels'])}.")
     out += ["", "## Evaluation results", ""]
-    rows = _metric_rows(entry.get("metrics") or {})
+    rows = metric_rows(entry.get("metrics") or {})
     if rows:
         out += ["| dataset | metric | value |", "|---|---|---|", *(f"| {d} | {m} | {v} |" for d, m, v in rows)]
     else:

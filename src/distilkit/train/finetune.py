@@ -2,7 +2,8 @@
 
 Same conventions as ``distill``: accelerate (bf16 autocast where fast), AdamW with linear warmup
 and decay, checkpoints that resume exactly (data order is a pure function of (seed, epoch); the
-checkpoint restores weights, optimizer, scheduler and RNG states), a progress bar and a CSV log.
+checkpoint restores weights, optimizer, scheduler and RNG states), a progress bar, a CSV log
+(and TensorBoard events with ``--tensorboard``).
 With ``--teacher`` the loss is α_ce·KL(teacher/T ‖ student/T)·T² on the task logits plus
 α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``. At the end the
 model directory is evaluated on ``--validation`` through the Predictor (metrics.json) and gets a
@@ -33,7 +34,14 @@ from distilkit.train.distill import (
     get_lr_factor,
     save_model_dir,
 )
-from distilkit.train.loop import log_row, optimizer_step, save_if_due
+from distilkit.train.loop import (
+    log_row,
+    make_accelerator,
+    open_tensorboard,
+    optimizer_step,
+    save_if_due,
+    tb_write,
+)
 
 CSV_FIELDS = (
     "step",
@@ -215,8 +223,6 @@ def finetune(cfg: FinetuneConfig) -> Path:
     Raises:
         ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -225,8 +231,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from distilkit.models import resolve_source
 
     # ---- setup
-    AcceleratorState._reset_state()  # one precision per process otherwise (see distill)
-    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_mixed_precision(cfg))
+    accelerator = make_accelerator(cfg.cpu, _mixed_precision(cfg))
     if accelerator.device.type == "cpu":
         runtime.set_threads()
     set_seed(cfg.seed + accelerator.process_index)
@@ -278,6 +283,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         output.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output / "config.yaml", "distilkit finetune")
         csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
+        tb = open_tensorboard(output) if cfg.tensorboard else None
     accelerator.print(
         f"finetune {cfg.task}: {data.examples} examples -> {len(data)} rows, "
         + (f"{len(space.labels)} labels ({space.problem_type or 'tags'}), " if space.labels else "")
@@ -325,6 +331,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                           now - t_start, sums, n)
             csv_writer.writerow(row)
             csv_file.flush()
+            tb_write(tb, row, state["step"])
             bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
             t_log, examples_log, sums = now, 0, {}
         save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
@@ -340,6 +347,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
         if cfg.validation is not None:
             summary = finetune_report.evaluate_output(cfg, output, space)
             _write_json(output / "metrics.json", summary)
+            tb_write(tb, finetune_report.scalar_metrics(summary["metrics"]), state["step"], prefix="eval")
+        else:  # results of an earlier model in this directory would describe the wrong weights
+            (output / "metrics.json").unlink(missing_ok=True)
+        if tb is not None:
+            tb.close()
         (output / "README.md").write_text(
             finetune_report.render_card(cfg, config, space, data, state, summary), encoding="utf-8"
         )

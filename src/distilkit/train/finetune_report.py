@@ -25,7 +25,8 @@ def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpa
     else:
         result = ev.evaluate(predictor, cfg.validation, glue_task=cfg.glue_task)
     result.seconds = time.perf_counter() - start
-    return {"model": str(output), "data": str(cfg.validation), **result.summary()}
+    glue = {"glue_task": cfg.glue_task} if cfg.glue_task else {}
+    return {"model": str(output), "data": str(cfg.validation), **glue, **result.summary()}
 
 
 def evaluate_multi_label(predictor: Any, examples: list[Any], threshold: float = 0.5) -> Any:
@@ -54,6 +55,17 @@ def evaluate_multi_label(predictor: Any, examples: list[Any], threshold: float =
     return ev.Evaluation("text-classification", scores, records, examples=len(examples))
 
 
+def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a (nested) metrics dict by ``/``-joined name, for TensorBoard (strings dropped)."""
+    scalars: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            scalars.update(scalar_metrics(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            scalars[prefix + key] = float(value)
+    return scalars
+
+
 def headline(summary: dict[str, Any]) -> str:
     m = summary["metrics"]
     keys = ("score", "accuracy", "f1", "exact_match", "exact", "pearson", "micro_f1")
@@ -68,8 +80,12 @@ def render_card(
     state: dict[str, Any],
     summary: dict[str, Any] | None,
 ) -> str:
-    """The run's model card: what was trained how, the results table (the registry cards' layout)."""
-    from distilkit.registry.card import _metric_rows
+    """The run's model card: what was trained how, the results table (the registry cards' layout).
+
+    The results section is ``evaluation.results.results_section`` of the run's metrics.json, the
+    section ``distilkit evaluate`` rewrites when it adds results to this directory.
+    """
+    from distilkit.evaluation.results import results_section
 
     arch = config.architectures[0]
     layers, hidden = config.num_hidden_layers, config.hidden_size
@@ -108,31 +124,7 @@ def render_card(
         )
         + " The resolved options are in `config.yaml`, the loss curve in `metrics.csv`.",
         "",
-        "## Evaluation results",
-        "",
-    ]
-    if summary is None:
-        out.append("Not evaluated (no `--validation` file was given).")
-    else:
-        out += [
-            f"On `{cfg.validation}` ({summary['examples']} examples), through the distilkit Predictor:",
-            "",
-            "| dataset | metric | value |",
-            "|---|---|---|",
-            *(
-                f"| {d} | {m} | {v} |"
-                for d, m, v in _metric_rows(summary["metrics"], Path(cfg.validation).name + "/")
-            ),
-        ]
-        if cfg.glue_task and isinstance(summary["metrics"].get("score"), float):
-            out += [
-                "",
-                f"| Task | {cfg.glue_task} |",
-                "|---|---|",
-                f"| score | {summary['metrics']['score']:.1f} |",
-            ]
-    out += [
-        "",
+        *results_section(summary or {}),
         "## How to use",
         "",
         "```python",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distilkit.registry.card import render_card
+from distilkit.registry.card import metric_rows, render_card
 
 EXPECTED = Path(__file__).with_name("expected_card.md")
 
@@ -59,3 +59,12 @@ def test_card_without_metrics_or_datasets_says_so(registry, make_dir):
     card = render_card(registry.get("plain").to_dict())
     assert "No `metrics.json` was registered with this version." in card
     assert "Not recorded; pass `--dataset NAME` when registering." in card
+
+
+def test_metric_rows_flatten_nested_metrics_into_dataset_metric_value():
+    rows = metric_rows({"squad_v1.1_dev": {"exact_match": 77.7, "f1": 85.8123456}, "eval_samples": 10570,
+                        "flag": True, "per_type": {"PER": {"f1": 0.5}}}, "dev.json/")
+    assert rows == [("dev.json/squad_v1.1_dev", "exact_match", "77.7"),
+                    ("dev.json/squad_v1.1_dev", "f1", "85.8123"),
+                    ("dev.json", "eval_samples", "10570"),
+                    ("dev.json/per_type/PER", "f1", "0.5")]
