@@ -17,7 +17,7 @@ class DistillConfig:
     """``distilkit distill``: the DistilBERT recipe (DESIGN §7). Each field is the flag of the same name."""
 
     teacher: str = ""
-    """Teacher model directory or hub id (a *ForMaskedLM)."""
+    """Teacher model directory or hub id (a *ForMaskedLM); may be omitted when only MLM/CLM terms are on."""
     student: str = ""
     """Student model dir (e.g. from init-student), or a config.json or weightless dir for random init."""
     data: str = ""
@@ -92,9 +92,14 @@ class DistillConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("teacher", "student", "data", "output"):
+        for name in ("student", "data", "output"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required (flag or key {name!r} in --config)")
+        if not self.teacher and self.uses_teacher:
+            raise ValueError(
+                "--teacher is required for --alpha-ce/--alpha-cos/--alpha-mse (set them to 0 to train "
+                "the student with MLM/CLM only)"
+            )
         for name in (
             "alpha_ce",
             "alpha_mlm",
@@ -136,6 +141,11 @@ class DistillConfig:
             raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether a loss term reads the teacher's outputs (otherwise: plain MLM/CLM pre-training)."""
+        return self.alpha_ce > 0 or self.alpha_cos > 0 or self.alpha_mse > 0
 
     def accumulation(self, num_processes: int = 1) -> int:
         """Micro-batches per optimizer step."""
@@ -223,7 +233,8 @@ class FinetuneConfig:
     validation: str | None = None
     """Evaluated through the Predictor at the end: metrics.json and the card's results table."""
     output: str = ""
-    """Run directory: the fine-tuned model, config.yaml, metrics.csv/json, README.md, checkpoints/."""
+    """Run directory: the fine-tuned model, config.yaml, metrics.csv/json, README.md, checkpoints/,
+    tensorboard/."""
     glue_task: str | None = None
     """Read the files as this GLUE task's TSV (e.g. MRPC, STS-B) and report its GLUE metrics."""
     problem_type: str = "auto"
@@ -279,6 +290,8 @@ class FinetuneConfig:
     """Checkpoint directory to resume from, or 'auto' for the latest one in output/checkpoints."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = False
+    """Also log the training rows and the validation metrics to output/tensorboard (needs tensorboard)."""
 
     def __post_init__(self) -> None:
         for name in ("task", "model", "train", "output"):

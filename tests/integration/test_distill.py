@@ -252,3 +252,114 @@ def test_mismatched_data_tokenizer_is_refused(setup, tiny_model, tmp_path):
     cfg = _config(setup, tmp_path / "x", teacher=str(teacher), student=str(teacher))
     with pytest.raises(ValueError, match="rerun prepare-data"):
         distill_module.distill(cfg)
+
+
+def test_mlm_only_training_needs_no_teacher(setup, tmp_path, monkeypatch):
+    loaded = []
+    real_load = distilkit.models.load_model
+    monkeypatch.setattr(distilkit.models, "load_model", lambda ref, *a, **k: loaded.append(ref) or real_load(ref, *a, **k))
+    out = distill_module.distill(
+        _config(setup, tmp_path / "mlm", teacher="", alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=1.0, save_every=0)
+    )
+    assert loaded == [str(setup[1])]  # the student only
+    rows = list(csv.DictReader(open(out / "metrics.csv", newline="")))
+    assert len(rows) == 6 and all(r["loss_ce"] == "" and float(r["loss_mlm"]) > 0 for r in rows)
+    before, after = load_file(setup[1] / "model.safetensors"), load_file(out / "model.safetensors")
+    assert not torch.equal(before["vocab_transform.weight"], after["vocab_transform.weight"])
+
+
+def test_teacher_terms_without_a_teacher_are_refused(setup, tmp_path):
+    with pytest.raises(ValueError, match="--teacher is required for --alpha-ce"):
+        _config(setup, tmp_path / "x", teacher="", alpha_cos=0.0)
+
+
+@pytest.mark.parametrize("over", [{"restrict_ce_to_mask": True}, {"teacher": "", "alpha_ce": 0.0, "alpha_cos": 0.0}])
+def test_logits_at_masked_positions_only_give_the_same_losses(setup, tmp_path, monkeypatch, over):
+    """When no term reads every position, the vocabulary projection runs on the masked rows only."""
+    cfg = _config(setup, tmp_path / "x", teacher_dtype="float32", **over)
+    assert not distill_module.logits_everywhere(cfg)
+    models = distill_module.load_models(cfg, torch.device("cpu"))
+    models.student.eval()  # no dropout: both paths see the same network
+    stream = distill_module.MicroBatches(distill_module.TokenShards(cfg.data), cfg, 0, 1, torch.device("cpu"))
+    _, ids, attention, batch = stream.get(0)
+    student = distill_module.StudentForward(models.student)
+    fast = distill_module.compute_losses(cfg, student, models.teacher, ids, attention, batch)
+    monkeypatch.setattr(distill_module, "logits_everywhere", lambda cfg: True)
+    full = distill_module.compute_losses(cfg, student, models.teacher, ids, attention, batch)
+    assert fast.keys() == full.keys() and "mlm" in fast
+    for name in fast:
+        assert torch.allclose(fast[name], full[name], rtol=1e-5, atol=1e-6), name
+
+
+def test_checkpoints_hold_the_students_own_parameter_names(setup, tmp_path):
+    out = distill_module.distill(_config(setup, tmp_path / "run", max_steps=3, save_every=3))
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    assert load_file(checkpoint / "model.safetensors").keys() == load_file(out / "model.safetensors").keys()
+
+
+def test_pairs_data_gives_a_bert_teacher_its_token_types(tiny_model, tmp_path):
+    from distilkit.train.data import segment_ids
+
+    ids = torch.tensor([[101, 7, 8, 102, 9, 102, 0], [101, 7, 102, 9, 9, 9, 102]])
+    attention = (ids != 0).long()
+    assert segment_ids(ids, attention, 102).tolist() == [[0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1]]
+
+    teacher = tiny_model("fill-mask", "bert", layers=4)
+    prepare_data(str(teacher), [_corpus(tmp_path / "c.txt")], tmp_path / "data", max_length=48, min_tokens=3,
+                 pairs=True, progress=False)
+    student = init_student(str(teacher), tmp_path / "student")
+    seen = []
+    real = distill_module.lm_outputs
+
+    def spy(model, input_ids, attention, at, hidden, token_types=None):
+        if model.config.model_type == "bert":
+            seen.append((input_ids, token_types))
+        return real(model, input_ids, attention, at, hidden, token_types)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(distill_module, "lm_outputs", spy):
+        distill_module.distill(_config((teacher, student, tmp_path / "data"), tmp_path / "run", max_steps=2))
+    sep = distilkit.models.load_model(teacher, "fill-mask").tokenizer.sep_token_id
+    assert seen and all(types is not None and types.max() == 1 for _, types in seen)
+    for input_ids, types in seen:  # type 1 starts right after the first separator of each row
+        first_sep = (input_ids == sep).int().argmax(dim=1)
+        starts = (types.cumsum(dim=1) == 1).int().argmax(dim=1)
+        assert torch.equal(starts, first_sep + 1)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_one_data_parallel_run(setup, tmp_path):
+    """Without CUDA, launched processes still form one group (not two runs into the same directory)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    teacher, student, data = setup
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "distilkit", "distill",
+         "--teacher", str(teacher), "--student", str(student), "--data", str(data), "--output", str(out),
+         "--batch-size", "4", "--grad-accumulation", "2", "--max-steps", "4", "--save-every", "2",
+         "--log-every", "1", "--precision", "fp32", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 per step x 2 process(es)" in done.stdout and done.stdout.count("distill: done") == 1
+    rows = _losses(out / "metrics.csv")
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    fm = distilkit.pipeline("fill-mask", model=str(out))
+    assert len(fm("a [MASK] b", top_k=3)) == 3
+
+
+def test_token_count_is_the_real_tokens_of_every_micro_batch(setup, tmp_path):
+    import json
+
+    cfg = _config(setup, tmp_path / "run", save_every=6)
+    out = distill_module.distill(cfg)
+    stream = distill_module.MicroBatches(distill_module.TokenShards(cfg.data), cfg, 0, 1, torch.device("cpu"))
+    expected = sum(int(stream.get(g)[2].sum()) for g in range(6 * 2))  # 6 steps x 2 micro-batches
+    (checkpoint,) = (out / "checkpoints").iterdir()
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["tokens"] == expected

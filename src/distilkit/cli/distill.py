@@ -65,12 +65,17 @@ def init_student(
         help="Teacher layers to copy, e.g. 0,2,4,7,9,11 "
         "[default: every other layer, the published pattern scaled to the teacher].",
     ),
+    dummy_weights: bool = typer.Option(
+        False, "--dummy-weights", help="Give the teacher seeded random weights (its architecture and "
+        "tokenizer only: for speed and pipeline checks where the weights are not available)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of --dummy-weights."),
 ) -> None:
     """Build a student of the teacher's width from some of its layers (BERT->DistilBERT, RoBERTa->RoBERTa)."""
     from distilkit.train.student_init import init_student as run
     from distilkit.train.student_init import parse_layers
 
-    path = run(teacher, output, parse_layers(layers) if layers else None)
+    path = run(teacher, output, parse_layers(layers) if layers else None, dummy_weights=dummy_weights, seed=seed)
     typer.echo(f"init-student: student saved to {path}")
 
 

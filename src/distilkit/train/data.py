@@ -311,3 +311,17 @@ def collate(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, tor
         ids[row, : len(seq)] = torch.from_numpy(seq)
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def segment_ids(ids: torch.Tensor, attention: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """BERT token types of ``[CLS] A [SEP] B [SEP]`` rows: 0 up to the first separator, 1 after it, 0 at pad.
+
+    Args:
+        ids: (B, T) token ids; attention: (B, T) 1 for real tokens; sep_id: the separator's id.
+
+    Returns:
+        (B, T) long.
+    """
+    is_sep = (ids == sep_id).long()
+    seps_before = is_sep.cumsum(dim=1) - is_sep  # separators strictly before each position
+    return ((seps_before > 0) & attention.bool()).long()

@@ -23,8 +23,15 @@ import torch
 from distilkit.config import DistillConfig, save_config
 from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
-from distilkit.train.data import TokenShards, collate, length_grouped_batches
-from distilkit.train.loop import log_row, open_tensorboard, optimizer_step, save_if_due, tb_write
+from distilkit.train.data import TokenShards, collate, length_grouped_batches, segment_ids
+from distilkit.train.loop import (
+    log_row,
+    make_accelerator,
+    open_tensorboard,
+    optimizer_step,
+    save_if_due,
+    tb_write,
+)
 from distilkit.train.masking import mask_tokens, token_weights
 
 LOSS_TERMS = ("ce", "mlm", "cos", "mse", "clm")
@@ -53,13 +60,14 @@ def get_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 @dataclass
 class Models:
-    teacher: torch.nn.Module
+    teacher: torch.nn.Module | None  # None: no loss term reads it (MLM/CLM pre-training)
     student: torch.nn.Module
     tokenizer: Any
 
 
 def load_models(cfg: DistillConfig, device: torch.device) -> Models:
-    """Teacher (frozen, eval, bf16 where fast) and student (fp32 master weights, train mode).
+    """Teacher (frozen, eval, bf16 where fast; None when no loss term needs it) and student (fp32 master
+    weights, train mode).
 
     Raises:
         ValueError: unloadable references, a student that is not a masked LM, mismatched sizes.
@@ -69,15 +77,22 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     from distilkit.inference.runtime import resolve_dtype
     from distilkit.models import load_model
 
-    teacher = load_model(
-        cfg.teacher, "fill-mask", dtype=resolve_dtype(cfg.teacher_dtype, device), device=device
-    )
-    for p in teacher.model.parameters():
-        p.requires_grad_(False)
-    tokenizer = teacher.tokenizer
+    teacher = tokenizer = None
+    if cfg.uses_teacher:
+        teacher = load_model(
+            cfg.teacher, "fill-mask", dtype=resolve_dtype(cfg.teacher_dtype, device), device=device
+        )
+        for p in teacher.model.parameters():
+            p.requires_grad_(False)
+        tokenizer = teacher.tokenizer
     path = Path(cfg.student)
     if path.is_file() and path.suffix == ".json":  # a bare config: random init
         fields = json.loads(path.read_text())
+        if teacher is None:
+            raise ValueError(
+                f"--student {path} is a bare config.json and there is no --teacher to take the tokenizer "
+                "from; pass a directory with config.json and the tokenizer files"
+            )
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         torch.manual_seed(cfg.seed)
         student = AutoModelForMaskedLM.from_config(config)
@@ -89,22 +104,25 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
             cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights, seed=cfg.seed
         )
         student, tokenizer = loaded.model, loaded.tokenizer
-    if student.config.vocab_size != teacher.config.vocab_size:
-        raise ValueError(
-            f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
-            f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
-        )
-    if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
-        raise ValueError(
-            f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
-            f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
-        )
+    if teacher is not None:
+        if student.config.vocab_size != teacher.config.vocab_size:
+            raise ValueError(
+                f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
+                f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
+            )
+        if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
+            raise ValueError(
+                f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
+                f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
+            )
     if cfg.alpha_clm > 0 and not getattr(student.config, "is_decoder", False):
         raise ValueError(
             "--alpha-clm needs a causal-LM student; this student is a masked LM (use --alpha-mlm)"
         )
     return Models(
-        teacher=teacher.model.eval(), student=student.float().to(device).train(), tokenizer=tokenizer
+        teacher=teacher.model.eval() if teacher is not None else None,
+        student=student.float().to(device).train(),
+        tokenizer=tokenizer,
     )
 
 
@@ -123,24 +141,82 @@ def _mixed_precision(cfg: DistillConfig) -> str:
     return "bf16" if cpu_has_fast_bf16() else "no"
 
 
-def compute_losses(cfg: DistillConfig, student, teacher, ids, attention, batch) -> dict[str, torch.Tensor]:
-    """The active loss terms for one micro-batch (only those with α > 0)."""
-    with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
-        t_out = teacher(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
-    s_out = student(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+def logits_everywhere(cfg: DistillConfig) -> bool:
+    """Whether a loss term reads the logits at every position (else only at the masked ones)."""
+    return (cfg.alpha_ce > 0 or cfg.alpha_mse > 0) and not cfg.restrict_ce_to_mask or cfg.alpha_clm > 0
+
+
+def lm_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, at: torch.Tensor | None,
+               hidden: bool, token_types: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(last hidden states (B, T, H) or None, logits): (B, T, V), or (N, V) at the ``at`` positions only.
+
+    The vocabulary projection is most of a small model's cost; when only the masked positions are
+    read (MLM-only training, ``--restrict-ce-to-mask``) it runs on those rows alone.
+    """
+    from distilkit.tasks.fill_mask import mlm_head
+
+    inputs = {"input_ids": input_ids, "attention_mask": attention}
+    if token_types is not None:
+        inputs["token_type_ids"] = token_types
+    head = mlm_head(model) if at is not None else None
+    if head is None:
+        out = model(**inputs, output_hidden_states=hidden)
+        logits = out.logits if at is None else out.logits[at]
+        return (out.hidden_states[-1] if hidden else None), logits
+    last = model.base_model(**inputs)[0]  # == hidden_states[-1]
+    return (last if hidden else None), head(last[at])
+
+
+class StudentForward(torch.nn.Module):
+    """The student behind ``lm_outputs``, as one module so that accelerate's autocast and DDP wrap it.
+
+    Its state dict is the student's own (no prefix): checkpoints stay loadable as the student.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention, at, hidden):
+        return lm_outputs(self.model, input_ids, attention, at, hidden)
+
+    def state_dict(self, *args, **kwargs):
+        return self.model.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def compute_losses(cfg: DistillConfig, student, teacher, ids, attention, batch,
+                   teacher_types: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The active loss terms for one micro-batch (only those with α > 0).
+
+    ``student`` is a (prepared) ``StudentForward``; ``teacher`` a masked LM or None; ``teacher_types``
+    the teacher's token types (BERT teachers on ``--pairs`` data; DistilBERT students have none).
+    """
+    at = None if logits_everywhere(cfg) else batch.chosen  # (B, T) bool: logits only where read
+    hidden = cfg.alpha_cos > 0
+    if teacher is not None:
+        with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
+            t_hidden, t_logits = lm_outputs(teacher, batch.input_ids, attention, at, hidden, teacher_types)
+    s_hidden, s_logits = student(batch.input_ids, attention, at, hidden)
     real = attention.bool()  # (B, T)
-    ce_at = batch.chosen if cfg.restrict_ce_to_mask else real
+    if at is None:
+        ce_at, labels = (batch.chosen if cfg.restrict_ce_to_mask else real), batch.labels
+    else:  # logits are the rows of the masked positions, in order
+        ce_at = torch.ones(s_logits.shape[0], dtype=torch.bool, device=s_logits.device)
+        labels = batch.labels[at]
     terms: dict[str, torch.Tensor] = {}
     if cfg.alpha_ce > 0:
-        terms["ce"] = losses.distillation_kl_loss(s_out.logits, t_out.logits, ce_at, cfg.temperature)
+        terms["ce"] = losses.distillation_kl_loss(s_logits, t_logits, ce_at, cfg.temperature)
     if cfg.alpha_mlm > 0:
-        terms["mlm"] = losses.masked_lm_loss(s_out.logits, batch.labels)
+        terms["mlm"] = losses.masked_lm_loss(s_logits, labels)
     if cfg.alpha_cos > 0:
-        terms["cos"] = losses.cosine_embedding_loss(s_out.hidden_states[-1], t_out.hidden_states[-1], real)
+        terms["cos"] = losses.cosine_embedding_loss(s_hidden, t_hidden, real)
     if cfg.alpha_mse > 0:
-        terms["mse"] = losses.logits_mse_loss(s_out.logits, t_out.logits, ce_at)
+        terms["mse"] = losses.logits_mse_loss(s_logits, t_logits, ce_at)
     if cfg.alpha_clm > 0:
-        terms["clm"] = losses.causal_lm_loss(s_out.logits, ids, attention)
+        terms["clm"] = losses.causal_lm_loss(s_logits, ids, attention)
     return terms
 
 
@@ -222,16 +298,11 @@ def distill(cfg: DistillConfig) -> Path:
     Raises:
         ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     # ---- setup
-    # accelerate keeps one global precision per process; reset it (not the process group) so that
-    # several runs in one process (tests, notebooks, the wikitext example) may use different precisions
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_mixed_precision(cfg))
+    accelerator = make_accelerator(cfg.cpu, _mixed_precision(cfg))
     set_seed(cfg.seed + accelerator.process_index)  # dropout differs per rank, reproducible per run
     main, world = accelerator.is_main_process, accelerator.num_processes
     output = Path(cfg.output)
@@ -253,8 +324,12 @@ def distill(cfg: DistillConfig) -> Path:
         optimizer, lambda s: get_lr_factor(s, warmup_steps, total_steps)
     )
     # the scheduler stays unwrapped: accelerate would step it once per process
-    student, optimizer = accelerator.prepare(models.student, optimizer)
+    student, optimizer = accelerator.prepare(StudentForward(models.student), optimizer)
     teacher = models.teacher
+    # sentence-pair data: a teacher with token types (BERT) sees segment B as type 1, like in pre-training
+    pairs_with_types = (teacher is not None and data.manifest.get("pairs")
+                        and getattr(teacher.config, "type_vocab_size", 1) > 1)
+    sep_id = models.tokenizer.sep_token_id if pairs_with_types else None
     alphas = {
         "ce": cfg.alpha_ce,
         "mlm": cfg.alpha_mlm,
@@ -283,23 +358,26 @@ def distill(cfg: DistillConfig) -> Path:
     t_log, tokens_log, sums = time.perf_counter(), 0, {}
     t_start = t_log
     for step in range(state["step"], total_steps):
+        step_tokens = 0
         for micro in range(accum):
             epoch, ids, attention, batch = stream.get(state["micro_step"])
             sync = micro == accum - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(student):
-                terms = compute_losses(cfg, student, teacher, ids, attention, batch)
+                types = segment_ids(ids, attention, sep_id) if sep_id is not None else None
+                terms = compute_losses(cfg, student, teacher, ids, attention, batch, types)
                 loss = losses.weighted_sum(terms, alphas)
                 if not torch.isfinite(loss):
                     _stop_on_nonfinite(output, step, state["micro_step"], loss, terms, ids, attention, batch)
                 accelerator.backward(loss / accum)
             for name, value in [("loss", loss), *terms.items()]:
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
-            tokens_log += int(attention.sum()) * world
+            step_tokens += int(attention.sum()) * world
             state["micro_step"] += 1
             state["epoch"] = epoch
         grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
         state["step"] = step + 1
-        state["tokens"] += tokens_log
+        state["tokens"] += step_tokens
+        tokens_log += step_tokens
         bar.update(1)
         done = state["step"] == total_steps
         if main and (state["step"] % cfg.log_every == 0 or done):
@@ -322,7 +400,7 @@ def distill(cfg: DistillConfig) -> Path:
         csv_file.close()
         if tb is not None:
             tb.close()
-        save_model_dir(accelerator.unwrap_model(student), models.tokenizer, output)
+        save_model_dir(models.student, models.tokenizer, output)
         accelerator.print(
             f"distill: done, {state['step']} steps, {state['tokens']} tokens, model in {output}"
         )

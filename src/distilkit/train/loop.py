@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 
 from distilkit.train.checkpoint import save_checkpoint
+
+
+def make_accelerator(cpu: bool, mixed_precision: str) -> Any:
+    """An ``accelerate.Accelerator`` for one run, data parallel when launched by torchrun/accelerate launch.
+
+    accelerate keeps one global precision per process; its state is reset (not the process group) so
+    that several runs in one process (tests, notebooks, the wikitext example) may differ. Without
+    CUDA, accelerate forms a CPU process group only when told ``cpu=True``: several launched processes
+    would otherwise each train alone into the same directory, so that is set here, and a group that
+    still does not match ``WORLD_SIZE`` is an error.
+
+    Raises:
+        ValueError: the launcher's WORLD_SIZE differs from the process group accelerate formed.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(cpu=cpu or (world > 1 and not torch.cuda.is_available()),
+                              mixed_precision=mixed_precision)
+    if accelerator.num_processes != world:
+        raise ValueError(
+            f"launched as {world} processes (WORLD_SIZE) but accelerate formed a group of "
+            f"{accelerator.num_processes}; launch with `accelerate launch` or `torchrun` and check the setup"
+        )
+    return accelerator
 
 
 def optimizer_step(accelerator: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any,
@@ -34,7 +62,7 @@ def log_row(step: int, epoch: int, lr: float, grad_norm: float, rate_name: str, 
         "lr": f"{lr:.6g}",
         "grad_norm": f"{grad_norm:.4g}",
         rate_name: f"{rate:.1f}",
-        "elapsed_s": f"{elapsed:.1f}",
+        "elapsed_s": f"{elapsed:.3f}",
         **{("loss" if k == "loss" else f"loss_{k}"): f"{v / n:.6g}" for k, v in sums.items()},
     }
 

@@ -181,8 +181,12 @@ def build_student(
     return student.eval(), layers
 
 
-def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None = None) -> Path:
+def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None = None, *,
+                 dummy_weights: bool = False, seed: int = 0) -> Path:
     """Save a student initialised from ``teacher_ref`` into ``output`` (model dir + tokenizer + layer map).
+
+    ``dummy_weights``: the teacher gets seeded random weights (for architecture and speed work where
+    its weights are not available); the student copies them like real ones.
 
     Raises:
         ValueError: unsupported teacher, bad layers, or a non-empty output directory.
@@ -193,10 +197,11 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ValueError(f"--output {output} is not empty; choose a new directory")
-    teacher = load_model(teacher_ref, "fill-mask")
+    teacher = load_model(teacher_ref, "fill-mask", dummy_weights=dummy_weights, seed=seed)
     student, layers = build_student(teacher.model, layers)
     output.mkdir(parents=True, exist_ok=True)
     save_model_dir(student, teacher.tokenizer, output)
-    record = {"teacher": str(teacher_ref), "teacher_type": teacher.config.model_type, "layers": layers}
+    record = {"teacher": str(teacher_ref), "teacher_type": teacher.config.model_type, "layers": layers,
+              "teacher_dummy_weights": dummy_weights}
     (output / STUDENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return output

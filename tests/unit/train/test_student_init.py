@@ -119,3 +119,22 @@ def test_init_student_writes_a_loadable_model_dir(tmp_path, tiny_model):
     assert loaded.config.model_type == "distilbert" and loaded.config.n_layers == 2
     with pytest.raises(ValueError, match="not empty"):
         init_student(str(tiny_model("fill-mask", "bert", layers=4)), out)
+
+
+def test_dummy_weights_teacher_without_weights_gives_a_student_of_its_seeded_weights(tmp_path, tiny_model):
+    import shutil
+
+    from distilkit.models import ModelNotFoundError
+
+    weightless = tmp_path / "teacher"
+    shutil.copytree(tiny_model("fill-mask", "bert", layers=4), weightless)
+    (weightless / "model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match="--dummy-weights"):
+        init_student(str(weightless), tmp_path / "refused")
+
+    out = init_student(str(weightless), tmp_path / "student", dummy_weights=True, seed=7)
+    teacher = load_model(weightless, "fill-mask", dummy_weights=True, seed=7).model
+    student = load_model(out, "fill-mask").model
+    assert torch.equal(student.distilbert.embeddings.word_embeddings.weight,
+                       teacher.bert.embeddings.word_embeddings.weight)
+    assert json.loads((out / "student_init.json").read_text())["teacher_dummy_weights"] is True
