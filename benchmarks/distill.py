@@ -14,7 +14,9 @@ loss (α_ce 5 KL at T=2 over all real positions, α_mlm 2, α_cos 1) with AdamW 
   metrics.csv, one row per step;
 - ``naive``: the loop people write first: fp32 teacher and student, full forward with hidden
   states, ``log_softmax`` + ``KLDivLoss`` over all positions, ``CrossEntropyLoss``,
-  ``CosineEmbeddingLoss``.
+  ``CosineEmbeddingLoss``;
+- ``naive_bf16_autocast``: the same loop with the whole step under ``torch.autocast("cpu", bfloat16)``
+  (losses in fp32), the first thing one would try to speed it up; reported beside the target.
 
 The first ``--warmup`` steps of each are not timed. Prints JSON (also written to --output); target:
 distilkit >= 2x the naive loop's tokens/s.
@@ -60,8 +62,11 @@ def run_distilkit(cfg, warmup: int) -> dict:
             "first_step_loss": float(rows[0]["loss"])}
 
 
-def run_naive(cfg, warmup: int, steps: int) -> dict:
-    """The same micro-batches through a plain fp32 loop; tokens/s of the timed steps."""
+def run_naive(cfg, warmup: int, steps: int, autocast: bool = False) -> dict:
+    """The same micro-batches through a plain loop (fp32, or the whole step under bf16 autocast);
+    tokens/s of the timed steps."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForMaskedLM
@@ -81,17 +86,19 @@ def run_naive(cfg, warmup: int, steps: int) -> dict:
     for step in range(warmup + steps):
         _, _, attention, batch = stream.get(step)
         start = time.perf_counter()
-        with torch.no_grad():
-            t_out = teacher(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
-        s_out = student(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
-        real = attention.bool()
-        s_logits, t_logits = s_out.logits[real], t_out.logits[real]  # (N, V)
-        loss_ce = kl(F.log_softmax(s_logits / cfg.temperature, -1),
-                     F.softmax(t_logits / cfg.temperature, -1)) * cfg.temperature**2
-        loss_mlm = ce(s_out.logits.view(-1, s_out.logits.size(-1)), batch.labels.view(-1))
-        h_s, h_t = s_out.hidden_states[-1][real], t_out.hidden_states[-1][real]
-        loss_cos = cos(h_s, h_t, torch.ones(h_s.shape[0]))
-        loss = cfg.alpha_ce * loss_ce + cfg.alpha_mlm * loss_mlm + cfg.alpha_cos * loss_cos
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with amp:
+            with torch.no_grad():
+                t_out = teacher(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+            s_out = student(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+            real = attention.bool()
+            s_logits, t_logits = s_out.logits[real].float(), t_out.logits[real].float()  # (N, V)
+            loss_ce = kl(F.log_softmax(s_logits / cfg.temperature, -1),
+                         F.softmax(t_logits / cfg.temperature, -1)) * cfg.temperature**2
+            loss_mlm = ce(s_out.logits.view(-1, s_out.logits.size(-1)).float(), batch.labels.view(-1))
+            h_s, h_t = s_out.hidden_states[-1][real].float(), t_out.hidden_states[-1][real].float()
+            loss_cos = cos(h_s, h_t, torch.ones(h_s.shape[0]))
+            loss = cfg.alpha_ce * loss_ce + cfg.alpha_mlm * loss_mlm + cfg.alpha_cos * loss_cos
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -101,7 +108,8 @@ def run_naive(cfg, warmup: int, steps: int) -> dict:
         if step >= warmup:
             seconds += time.perf_counter() - start
             tokens += int(attention.sum())
-        print(f"naive step {step + 1}/{warmup + steps}: {time.perf_counter() - start:.2f} s", file=sys.stderr)
+        print(f"naive{' bf16' if autocast else ''} step {step + 1}/{warmup + steps}: "
+              f"{time.perf_counter() - start:.2f} s", file=sys.stderr)
     return {"tokens_per_s": round(tokens / seconds, 1), "seconds_per_step": round(seconds / steps, 3),
             "first_step_loss": round(first_loss, 4)}
 
@@ -135,13 +143,16 @@ def main() -> None:
         print(f"distilkit: {ours['tokens_per_s']} tokens/s", file=sys.stderr)
         naive = run_naive(cfg, args.warmup, args.steps)
         print(f"naive fp32: {naive['tokens_per_s']} tokens/s", file=sys.stderr)
+        naive_bf16 = run_naive(cfg, args.warmup, args.steps, autocast=True)
+        print(f"naive bf16 autocast: {naive_bf16['tokens_per_s']} tokens/s", file=sys.stderr)
     result = {
         "teacher": "bert-base-cased (dummy weights)", "student": "init-student: 6 layers x 768 DistilBERT",
         "batch_size": args.batch_size, "seq_len": args.seq_len, "timed_steps": args.steps,
         "threads": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
         "fast_bf16_cpu": cpu_has_fast_bf16(), "cuda": torch.cuda.is_available(),
-        "distilkit": ours, "naive_fp32": naive,
+        "distilkit": ours, "naive_fp32": naive, "naive_bf16_autocast": naive_bf16,
         "speedup": round(ours["tokens_per_s"] / naive["tokens_per_s"], 2),
+        "speedup_vs_naive_bf16_autocast": round(ours["tokens_per_s"] / naive_bf16["tokens_per_s"], 2),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
