@@ -289,6 +289,18 @@ def test_interrupted_run_resumes_exactly(tiny_model, tmp_path, monkeypatch):
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-000003", "step-000006"]
 
 
+def test_example_count_is_each_micro_batch_once_whatever_the_log_window(tiny_model, tmp_path):
+    train = write_texts(tmp_path / "train.jsonl", repeat=4)
+    over = {"max_steps": 6, "save_every": 6, "grad_accumulation": 2, "batch_size": 4}
+    counted = []
+    for log_every in (1, 5):
+        out = finetune_module.finetune(config(tiny_model("fill-mask"), train, tmp_path / f"log{log_every}",
+                                              log_every=log_every, **over))
+        state = json.loads((out / "checkpoints" / "step-000006" / "trainer_state.json").read_text())
+        counted.append(state["examples"])
+    assert counted[0] == counted[1] and 24 < counted[0] <= 6 * 2 * 4
+
+
 @pytest.mark.parametrize("task", ["text-classification", "question-answering"])
 def test_teacher_adds_the_distillation_term(task, tiny_model, tmp_path):
     train = data_for(task, tmp_path, repeat=1)

@@ -12,7 +12,6 @@ import contextlib
 import csv
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,11 @@ from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.data import TokenShards, collate, length_grouped_batches, segment_ids
 from distilkit.train.loop import (
-    log_row,
+    LogWindow,
     make_accelerator,
     open_tensorboard,
     optimizer_step,
     save_if_due,
-    tb_write,
 )
 from distilkit.train.masking import mask_tokens, token_weights
 
@@ -355,8 +353,8 @@ def distill(cfg: DistillConfig) -> Path:
 
     # ---- loop
     bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="distill")
-    t_log, tokens_log, sums = time.perf_counter(), 0, {}
-    t_start = t_log
+    logs = (csv_file, csv_writer, tb) if main else (None, None, None)  # written by the main process only
+    window = LogWindow("tokens_per_s", cfg.log_every, *logs, bar)
     for step in range(state["step"], total_steps):
         step_tokens = 0
         for micro in range(accum):
@@ -369,27 +367,16 @@ def distill(cfg: DistillConfig) -> Path:
                 if not torch.isfinite(loss):
                     _stop_on_nonfinite(output, step, state["micro_step"], loss, terms, ids, attention, batch)
                 accelerator.backward(loss / accum)
-            for name, value in [("loss", loss), *terms.items()]:
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / accum
+            window.add({"loss": loss, **terms}, accum)
             step_tokens += int(attention.sum()) * world
             state["micro_step"] += 1
             state["epoch"] = epoch
         grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
         state["step"] = step + 1
         state["tokens"] += step_tokens
-        tokens_log += step_tokens
         bar.update(1)
         done = state["step"] == total_steps
-        if main and (state["step"] % cfg.log_every == 0 or done):
-            now = time.perf_counter()
-            n = cfg.log_every if state["step"] % cfg.log_every == 0 else state["step"] % cfg.log_every
-            row = log_row(state["step"], epoch, lr, grad_norm, "tokens_per_s", tokens_log / (now - t_log),
-                          now - t_start, sums, n)
-            csv_writer.writerow(row)
-            csv_file.flush()
-            tb_write(tb, row, state["step"])
-            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
-            t_log, tokens_log, sums = now, 0, {}
+        window.step(state["step"], epoch, lr, grad_norm, step_tokens, done, main)
         save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
                     cfg.keep_checkpoints, done, main)
     bar.close()

@@ -17,7 +17,6 @@ import csv
 import inspect
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from distilkit.train.distill import (
     save_model_dir,
 )
 from distilkit.train.loop import (
-    log_row,
+    LogWindow,
     make_accelerator,
     open_tensorboard,
     optimizer_step,
@@ -294,9 +293,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
     # ---- loop
     bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="finetune")
-    t_log = t_start = time.perf_counter()
-    examples_log, sums, epoch, batches = 0, {}, -1, []
+    logs = (csv_file, csv_writer, tb) if main else (None, None, None)  # written by the main process only
+    window = LogWindow("examples_per_s", cfg.log_every, *logs, bar)
+    epoch, batches = -1, []
     for step in range(state["step"], total_steps):
+        step_examples = 0
         for micro in range(cfg.grad_accumulation):
             e, i = divmod(state["micro_step"], per_epoch)
             if e != epoch:
@@ -314,26 +315,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
                         f"{state['micro_step']}); lower --lr or resume from a checkpoint"
                     )
                 accelerator.backward(loss / cfg.grad_accumulation)
-            for name, value in [("loss", loss), *terms.items()]:
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / cfg.grad_accumulation
-            examples_log += len(rows) * world
+            window.add({"loss": loss, **terms}, cfg.grad_accumulation)
+            step_examples += len(rows) * world
             state["micro_step"] += 1
             state["epoch"] = epoch
         grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
         state["step"] = step + 1
-        state["examples"] += examples_log
+        state["examples"] += step_examples
         bar.update(1)
         done = state["step"] == total_steps
-        if main and (state["step"] % cfg.log_every == 0 or done):
-            now = time.perf_counter()
-            n = cfg.log_every if state["step"] % cfg.log_every == 0 else state["step"] % cfg.log_every
-            row = log_row(state["step"], epoch, lr, grad_norm, "examples_per_s", examples_log / (now - t_log),
-                          now - t_start, sums, n)
-            csv_writer.writerow(row)
-            csv_file.flush()
-            tb_write(tb, row, state["step"])
-            bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
-            t_log, examples_log, sums = now, 0, {}
+        window.step(state["step"], epoch, lr, grad_norm, step_examples, done, main)
         save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
                     cfg.keep_checkpoints, done, main)
     bar.close()

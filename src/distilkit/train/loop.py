@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
@@ -99,3 +100,34 @@ def tb_write(tb: Any, row: dict[str, Any], step: int, prefix: str = "train") -> 
     for key, value in row.items():
         if key not in ("step", "epoch") and value != "":
             tb.add_scalar(f"{prefix}/{key}", float(value), step)
+
+
+class LogWindow:
+    """Loss sums and a throughput count since the last log row; every ``log_every`` optimizer steps
+    (and at the last one) one row goes to metrics.csv, TensorBoard and the console (main process)."""
+
+    def __init__(self, rate_name: str, log_every: int, csv_file: Any, csv_writer: Any, tb: Any, bar: Any):
+        self.rate_name, self.log_every = rate_name, log_every
+        self.csv_file, self.csv_writer, self.tb, self.bar = csv_file, csv_writer, tb, bar
+        self.start = self.t_log = time.perf_counter()
+        self.count, self.sums = 0, {}
+
+    def add(self, terms: dict[str, torch.Tensor], accumulation: int) -> None:
+        """One micro-batch's loss terms (each weighs 1/accumulation of its step)."""
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach()) / accumulation
+
+    def step(self, step: int, epoch: int, lr: float, grad_norm: float, count: int, done: bool, main: bool) -> None:
+        """After optimizer step ``step``: ``count`` tokens/examples it processed; write a row when due."""
+        self.count += count
+        if not main or (step % self.log_every and not done):
+            return
+        now = time.perf_counter()
+        n = step % self.log_every or self.log_every
+        row = log_row(step, epoch, lr, grad_norm, self.rate_name, self.count / (now - self.t_log), now - self.start,
+                      self.sums, n)
+        self.csv_writer.writerow(row)
+        self.csv_file.flush()
+        tb_write(self.tb, row, step)
+        self.bar.write(" ".join(f"{k}={v}" for k, v in row.items()))
+        self.t_log, self.count, self.sums = now, 0, {}
