@@ -40,8 +40,9 @@ def share_tied_embedding(model: Any) -> int:
     """Make each quantized embedding Gather read the transpose of its tied projection's int8 weight.
 
     After ``untie_gemm_weights`` the quantizer holds W twice: ``N_quantized`` (V, H) for the
-    Gather (uint8, asymmetric) and ``N.gemm_quantized`` (H, V) for the projection (int8,
-    symmetric). The Gather is rewired to ``Transpose(N.gemm_quantized)`` and its
+    Gather (uint8, asymmetric) and ``P_quantized`` (H, V) for the projection (int8, symmetric),
+    where ``P`` is ``N.gemm`` (onnxruntime < 1.30 transposes in place) or ``N.gemm_Transposed``
+    (later versions). The Gather is rewired to ``Transpose(P_quantized)`` and its
     DequantizeLinear to the projection's scale and zero point; the Gather's copy is dropped.
     Relies on the quantizer's ``_quantized/_scale/_zero_point`` names; returns how many were shared.
     """
@@ -52,8 +53,8 @@ def share_tied_embedding(model: Any) -> int:
     shared = 0
     for gather in [n for n in graph.node if n.op_type == "Gather"]:
         name = gather.input[0].removesuffix("_quantized")
-        tied = f"{name}.gemm"
-        if gather.input[0] == name or f"{tied}_quantized" not in inits or name + "_quantized" not in inits:
+        tied = next((p for p in (f"{name}.gemm", f"{name}.gemm_Transposed") if f"{p}_quantized" in inits), None)
+        if gather.input[0] == name or tied is None or name + "_quantized" not in inits:
             continue
         dequant = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == gather.output[0]]
         if len(dequant) != 1 or list(dequant[0].input[1:]) != [f"{name}_scale", f"{name}_zero_point"]:

@@ -79,7 +79,8 @@ def test_tied_embedding_is_stored_once_in_int8(tmp_path):
     onnx.save(model, tmp_path / "fp32.onnx")
     quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
     matrices = [i for i in onnx.load(tmp_path / "int8.onnx").graph.initializer if len(i.dims) == 2]
-    assert [(i.name, list(i.dims)) for i in matrices] == [("W.gemm_quantized", [16, 64])]  # one int8 copy
+    # one int8 copy: the projection's (H, V) matrix (named W.gemm_Transposed_quantized by onnxruntime >= 1.30)
+    assert [(i.name.startswith("W.gemm"), list(i.dims)) for i in matrices] == [(True, [16, 64])]
     ids, h = np.array([0, 5, 63]), rng.standard_normal((2, 16)).astype(np.float32)
     emb, logits = ort.InferenceSession(tmp_path / "int8.onnx").run(None, {"ids": ids, "h": h})
     scale = np.abs(w).max() / 127
