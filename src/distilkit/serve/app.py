@@ -173,7 +173,7 @@ class Guard:
 
     @staticmethod
     def _open(path: str) -> bool:
-        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json"))
+        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json", "/playground/static/"))
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -215,6 +215,7 @@ async def wait_for_outputs(request: Request, job: Any, timeout: float) -> list[A
 
 def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> FastAPI:
     """Build the app for ``predictors`` (name -> Predictor); batchers start with the app's lifespan."""
+    from distilkit.serve.playground import add_playground
     from distilkit.serve.routes import add_routes
 
     metrics = ServerMetrics()
@@ -248,4 +249,5 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     add_routes(app, server)
+    add_playground(app, settings)
     return app
