@@ -216,12 +216,17 @@ def test_bad_input_shows_the_servers_422_message_then_the_mask_button_fixes_it(p
     assert error.is_hidden() and len(bars(page)) == 3
 
 
-def test_readable_at_360_px_without_sideways_scrolling(page):
+def test_readable_at_360_px_without_sideways_scrolling_and_the_answer_comes_into_view(page):
     page.set_viewport_size({"width": 360, "height": 740})
     try:
+        page.select_option("#model", "squad")
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
         for label in page.locator("#fields label, #params label").all():
             assert label.is_visible()
+        page.evaluate("window.scrollTo(0, 0)")
+        run(page)
+        assert 0 <= page.locator("#output").bounding_box()["y"] < 740  # one column: the answer is below the form
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
     finally:
         page.set_viewport_size({"width": 1280, "height": 900})
 

@@ -276,7 +276,15 @@ async function run(event) {
     $("run").disabled = false;
     $("output").removeAttribute("aria-busy");
     $("output").dataset.runs = String(state.runs);  // lets scripts (and tests) wait for an answer
+    revealOutput();
   }
+}
+
+/** On one column (phones) the answer is below the form: bring its top into view if it is not. */
+function revealOutput() {
+  if (document.activeElement === $("api-key")) return;  // a 401 asked for the key: stay there
+  const top = $("output").getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight - 80) $("output").scrollIntoView({block: "start"});
 }
 
 function failed(res) {
