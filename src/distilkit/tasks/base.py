@@ -76,6 +76,9 @@ class TaskHandler:
 
     task: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    # Per parameter: "integer" | "boolean" | "string" | "strings" (one or a list), or the tuple of
+    # accepted strings; what clients (the playground) need to build a form. Covers every default.
+    param_types: ClassVar[dict[str, str | tuple[str, ...]]] = {}
 
     def __init__(self, tokenizer: Any, config: Any):
         self.tokenizer = tokenizer
@@ -103,6 +106,27 @@ class TaskHandler:
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate/convert merged parameter values (subclasses override)."""
         return params
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to build a request: every parameter with its type and default.
+
+        ``default`` is the value used when the parameter is not sent; None when the handler
+        derives it (``doc_stride`` from ``max_seq_len``, ...). Subclasses add task facts
+        (the mask token, the labels).
+        """
+        described = []
+        for name, default in self.defaults.items():
+            kind = self.param_types[name]
+            entry = {"name": name, "type": "string" if isinstance(kind, tuple) else kind,
+                     "default": self.public_default(name, default)}
+            if isinstance(kind, tuple):
+                entry["choices"] = list(kind)
+            described.append(entry)
+        return {"parameters": described}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        """The default of ``name`` as a client sees it (subclasses hide internal sentinels)."""
+        return default
 
     # --- the four stages ----------------------------------------------------------------------
     def check_inputs(self, items: list[Any]) -> list[Any]:

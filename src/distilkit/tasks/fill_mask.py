@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ class FillMaskHandler(TaskHandler):
     """fill-mask with ``top_k`` (default 5) and ``targets``; one list per mask when there are several."""
 
     task = "fill-mask"
-    defaults = {"top_k": 5, "targets": None}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": 5, "targets": None}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "targets": "strings"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
@@ -50,6 +51,9 @@ class FillMaskHandler(TaskHandler):
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
         self._token_str: dict[int, str] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mask_token": self.mask_token}
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params["top_k"] = check_int("top_k", params["top_k"], 1)

@@ -10,7 +10,7 @@ with the same text across windows (their scores add up) and keeps the ``top_k`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -209,7 +209,7 @@ class QuestionAnsweringHandler(TaskHandler):
     """question-answering with the reference's parameters; one Feature per context window."""
 
     task = "question-answering"
-    defaults = {
+    defaults: ClassVar[dict[str, Any]] = {
         "top_k": 1,
         "doc_stride": None,  # min(max_seq_len // 2, 128)
         "max_seq_len": None,  # min(model limit, 384)
@@ -217,6 +217,10 @@ class QuestionAnsweringHandler(TaskHandler):
         "max_answer_len": 15,
         "handle_impossible_answer": False,
         "align_to_words": True,
+    }
+    param_types: ClassVar[dict[str, Any]] = {
+        "top_k": "integer", "doc_stride": "integer", "max_seq_len": "integer", "max_question_len": "integer",
+        "max_answer_len": "integer", "handle_impossible_answer": "boolean", "align_to_words": "boolean",
     }
 
     def __init__(self, tokenizer: Any, config: Any):

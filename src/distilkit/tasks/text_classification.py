@@ -9,7 +9,7 @@ every label, sorted.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -81,12 +81,22 @@ class TextClassificationHandler(TaskHandler):
     """text-classification with ``top_k``, ``function_to_apply`` and ``truncation``; text pairs."""
 
     task = "text-classification"
-    defaults = {"top_k": LEGACY_TOP_K, "function_to_apply": "default", "truncation": False}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": LEGACY_TOP_K, "function_to_apply": "default",
+                                          "truncation": False}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "function_to_apply": ("default", *FUNCTIONS),
+                                             "truncation": "boolean"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self.default_function = default_function(config)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": list(self.labels)}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        # Not sending top_k gives the best label only; the sentinel that marks it is internal.
+        return None if default == LEGACY_TOP_K else default
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         top_k = params["top_k"]

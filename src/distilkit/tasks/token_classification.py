@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -222,7 +222,9 @@ class TokenClassificationHandler(TaskHandler):
     """token-classification with ``aggregation_strategy``, ``ignore_labels`` and ``stride``."""
 
     task = "token-classification"
-    defaults = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    defaults: ClassVar[dict[str, Any]] = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    param_types: ClassVar[dict[str, Any]] = {"aggregation_strategy": STRATEGIES, "ignore_labels": "strings",
+                                             "stride": "integer"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
@@ -234,6 +236,12 @@ class TokenClassificationHandler(TaskHandler):
         self.word_aware = bool(prefix)
         self.n_special = tokenizer.num_special_tokens_to_add(pair=False)
         self._warned = False
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": list(self.labels)}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        return check_ignore_labels(None) if name == "ignore_labels" else default
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         given = check_strategy(params["aggregation_strategy"])
