@@ -38,8 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 def make_models(shared: Path, root: Path) -> tuple[Path, Path]:
     """A dummy-weight bert-base-cased teacher directory and its init-student, under ``root``."""
-    from distilkit.models import load_model
-    from distilkit.train.distill import save_model_dir
+    from distilkit.models import load_model, save_model_dir
     from distilkit.train.student_init import init_student
 
     teacher = load_model(shared / "models" / "bert-base-cased", "fill-mask", dummy_weights=True, seed=0)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from distilkit.model_info import canonical_task
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -174,10 +177,10 @@ def _field_docs(cls: type) -> dict[str, str]:
 
     body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                docs[node.target.id] = str(following.value.value)
+    for node, following in itertools.pairwise(body):
+        named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        if named and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = str(following.value.value)
     return docs
 
 
@@ -298,8 +301,6 @@ class FinetuneConfig:
             if not getattr(self, name):
                 what = "TASK is required" if name == "task" else f"--{name} is required"
                 raise ValueError(f"{what} (or key {name!r} in --config)")
-        from distilkit.models import canonical_task
-
         task = canonical_task(self.task)
         if task not in FINETUNE_TASKS:
             raise ValueError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")

@@ -12,8 +12,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from distilkit.model_info import canonical_task, infer_task, is_weight_file
+
 GIB = 1 << 30
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 DEFAULT_LIMITATIONS = (
     "The model inherits the biases of its training corpus and of the teacher it was distilled from "
@@ -33,7 +34,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _hardware(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Minimum spec estimated from the weight size (fp32 weights, activations and a copy in memory)."""
-    weights = sum(f["size"] for rel, f in files.items() if rel.endswith(WEIGHT_SUFFIXES))
+    weights = sum(f["size"] for rel, f in files.items() if is_weight_file(rel))
     total = sum(f["size"] for f in files.values())
     return {
         "inference": {"cores": 2, "gpus": 0, "memory_gib": max(2, math.ceil(4 * weights / GIB)),
@@ -49,8 +50,6 @@ def describe_model_dir(directory: Path, files: dict[str, dict[str, Any]], task: 
     Raises:
         ValueError: unknown ``task``, or none given and ``config.architectures`` does not tell it.
     """
-    from distilkit.models import canonical_task, infer_task
-
     config = _read_json(directory / "config.json")
     task = canonical_task(task) if task else infer_task(SimpleNamespace(architectures=config.get("architectures")))
     tok = _read_json(directory / "tokenizer_config.json")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from distilkit.config import DistillConfig, save_config
+from distilkit.models import save_model_dir
 from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.data import TokenShards, collate, length_grouped_batches, segment_ids
@@ -73,7 +74,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     from distilkit.inference.runtime import resolve_dtype
-    from distilkit.models import load_model
+    from distilkit.models import has_weights, load_model
 
     teacher = tokenizer = None
     if cfg.uses_teacher:
@@ -95,11 +96,8 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
         torch.manual_seed(cfg.seed)
         student = AutoModelForMaskedLM.from_config(config)
     else:
-        has_weights = path.is_dir() and any(
-            n.endswith((".safetensors", ".bin")) for n in map(str, path.iterdir())
-        )
         loaded = load_model(
-            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights, seed=cfg.seed
+            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights(path), seed=cfg.seed
         )
         student, tokenizer = loaded.model, loaded.tokenizer
     if teacher is not None:
@@ -392,20 +390,6 @@ def distill(cfg: DistillConfig) -> Path:
             f"distill: done, {state['step']} steps, {state['tokens']} tokens, model in {output}"
         )
     return output
-
-
-def save_model_dir(model: torch.nn.Module, tokenizer: Any, output: Path) -> None:
-    """A normal model directory (config.json, model.safetensors, tokenizer), without transformers' bars."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(output)
-        tokenizer.save_pretrained(output)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _stop_on_nonfinite(output: Path, step: int, micro_step: int, loss, terms, ids, attention, batch) -> None:

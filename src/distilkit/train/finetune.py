@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
+from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
+from distilkit.models import save_model_dir
 from distilkit.train import finetune_report, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.data import length_grouped_batches
@@ -31,7 +33,6 @@ from distilkit.train.distill import (
     NonFiniteLossError,
     _mixed_precision,
     get_lr_factor,
-    save_model_dir,
 )
 from distilkit.train.loop import (
     LogWindow,
@@ -61,8 +62,6 @@ def build_config(cfg: FinetuneConfig, source: str, space: task_data.LabelSpace) 
     """The student's config: the model's, with the discovered labels and any size overrides."""
     from transformers import AutoConfig
 
-    from distilkit.models import TASK_AUTO_CLASSES
-
     config = AutoConfig.from_pretrained(source)
     if space.labels:
         config.num_labels = len(space.labels)
@@ -89,13 +88,11 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
     """
     import transformers
 
-    from distilkit.models import TASK_AUTO_CLASSES, _has_weights
-
     auto_cls = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
     if cfg.init == "scratch":
         torch.manual_seed(cfg.seed)
         return auto_cls.from_config(config)
-    if not _has_weights(source):
+    if not has_weights(source):
         raise ValueError(
             f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
         )

@@ -191,8 +191,7 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     Raises:
         ValueError: unsupported teacher, bad layers, or a non-empty output directory.
     """
-    from distilkit.models import load_model
-    from distilkit.train.distill import save_model_dir
+    from distilkit.models import load_model, save_model_dir
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
