@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.model_info import canonical_task
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -97,9 +98,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         for name in ("student", "data", "output"):
             if not getattr(self, name):
-                raise ValueError(f"--{name} is required (flag or key {name!r} in --config)")
+                raise UserError(f"--{name} is required (flag or key {name!r} in --config)")
         if not self.teacher and self.uses_teacher:
-            raise ValueError(
+            raise UserError(
                 "--teacher is required for --alpha-ce/--alpha-cos/--alpha-mse (set them to 0 to train "
                 "the student with MLM/CLM only)"
             )
@@ -113,37 +114,37 @@ class DistillConfig:
             "max_grad_norm",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse + self.alpha_clm == 0:
-            raise ValueError("all --alpha-* are 0: nothing to train")
+            raise UserError("all --alpha-* are 0: nothing to train")
         if self.alpha_clm > 0 and self.alpha_mlm > 0:
-            raise ValueError("--alpha-clm and --alpha-mlm are exclusive (causal vs masked LM); set one to 0")
+            raise UserError("--alpha-clm and --alpha-mlm are exclusive (causal vs masked LM); set one to 0")
         if self.temperature <= 0:
-            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if not 0 < self.mlm_probability <= 1:
-            raise ValueError(f"--mlm-probability must be in (0, 1], got {self.mlm_probability}")
+            raise UserError(f"--mlm-probability must be in (0, 1], got {self.mlm_probability}")
         if self.mask_replace < 0 or self.random_replace < 0 or self.mask_replace + self.random_replace > 1:
-            raise ValueError("--mask-replace and --random-replace must be >= 0 and sum to at most 1")
+            raise UserError("--mask-replace and --random-replace must be >= 0 and sum to at most 1")
         if self.mlm_smoothing < 0:
-            raise ValueError(f"--mlm-smoothing must be >= 0, got {self.mlm_smoothing}")
+            raise UserError(f"--mlm-smoothing must be >= 0, got {self.mlm_smoothing}")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise UserError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+            raise UserError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.adam_eps <= 0:
-            raise ValueError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
+            raise UserError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
         for name in ("batch_size", "effective_batch_size", "epochs", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("grad_accumulation", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
-            raise ValueError("--save-every must be >= 0 and --keep-checkpoints >= 1")
+            raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
+            raise UserError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
 
     @property
     def uses_teacher(self) -> bool:
@@ -188,7 +189,7 @@ def load_config(cls: type, yaml_path: str | Path | None, overrides: dict[str, An
     """Build ``cls`` from a YAML file (if any) overridden by the non-None ``overrides`` (CLI flags).
 
     Raises:
-        ValueError: unreadable YAML, unknown keys, or invalid values (from ``__post_init__``).
+        UserError: unreadable YAML, unknown keys, or invalid values (from ``__post_init__``).
     """
     import yaml
 
@@ -196,16 +197,19 @@ def load_config(cls: type, yaml_path: str | Path | None, overrides: dict[str, An
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
-            raise ValueError(f"--config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+            raise UserError(f"--config {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"--config {path} must be a mapping of option: value")
+            raise UserError(f"--config {path} must be a mapping of option: value")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} in --config; known: {sorted(known)}")
+        raise UserError(f"unknown option(s) {unknown} in --config; known: {sorted(known)}")
     return cls(**values)
 
 
@@ -300,57 +304,57 @@ class FinetuneConfig:
         for name in ("task", "model", "train", "output"):
             if not getattr(self, name):
                 what = "TASK is required" if name == "task" else f"--{name} is required"
-                raise ValueError(f"{what} (or key {name!r} in --config)")
+                raise UserError(f"{what} (or key {name!r} in --config)")
         task = canonical_task(self.task)
         if task not in FINETUNE_TASKS:
-            raise ValueError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")
+            raise UserError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")
         object.__setattr__(self, "task", task)
         if self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"--problem-type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}"
             )
         if self.problem_type != "auto" and task != "text-classification":
-            raise ValueError("--problem-type is for text-classification")
+            raise UserError("--problem-type is for text-classification")
         if self.glue_task is not None and task != "text-classification":
-            raise ValueError("--glue-task is for text-classification")
+            raise UserError("--glue-task is for text-classification")
         if self.init not in ("pretrained", "scratch"):
-            raise ValueError(f"--init must be pretrained or scratch, got {self.init!r}")
+            raise UserError(f"--init must be pretrained or scratch, got {self.init!r}")
         if self.init == "pretrained" and (self.num_layers is not None or self.hidden_size is not None):
-            raise ValueError("--num-layers/--hidden-size change the architecture: add --init scratch "
+            raise UserError("--num-layers/--hidden-size change the architecture: add --init scratch "
                              "(or build a student from a teacher with distilkit init-student)")
         if self.num_layers is not None and self.num_layers < 1:
-            raise ValueError(f"--num-layers must be >= 1, got {self.num_layers}")
+            raise UserError(f"--num-layers must be >= 1, got {self.num_layers}")
         if self.hidden_size is not None and (self.hidden_size < 64 or self.hidden_size % 64):
-            raise ValueError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
+            raise UserError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
         if self.teacher is None and self.alpha_ce is not None:
-            raise ValueError("--alpha-ce weighs the distillation term: it needs --teacher")
+            raise UserError("--alpha-ce weighs the distillation term: it needs --teacher")
         for name in ("alpha_ce", "alpha_task"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.loss_weights() == (0.0, 0.0):
-            raise ValueError("--alpha-ce and --alpha-task are both 0: nothing to train")
+            raise UserError("--alpha-ce and --alpha-task are both 0: nothing to train")
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+            raise UserError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if self.doc_stride is not None and self.doc_stride < 0:
-            raise ValueError(f"--doc-stride must be >= 0, got {self.doc_stride}")
+            raise UserError(f"--doc-stride must be >= 0, got {self.doc_stride}")
         for name in ("weight_decay", "max_grad_norm", "save_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "grad_accumulation", "epochs", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "max_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if None not in (self.max_seq_len, self.doc_stride) and self.doc_stride >= self.max_seq_len:
-            raise ValueError(
+            raise UserError(
                 f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"
             )
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
     def loss_weights(self) -> tuple[float, float]:
         """(alpha_ce, alpha_task) after defaults: 0.5/0.5 with a teacher, 0/1 without."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.batch.storage import is_uri, ref_path
+from distilkit.errors import UserError
 
 FORMATS = ("jsonl", "csv", "parquet")
 ENGINES = ("local", "ray")
@@ -24,7 +25,7 @@ class BatchConfig:
     """One file-to-file prediction run; every field is a ``distilkit predict`` flag.
 
     Raises:
-        ValueError: naming the flag, for a value that cannot work (checked before any model loads).
+        UserError: naming the flag, for a value that cannot work (checked before any model loads).
     """
 
     task: str
@@ -77,26 +78,26 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         if self.input_format is not None and self.input_format not in FORMATS:
-            raise ValueError(f"--input-format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
+            raise UserError(f"--input-format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
         if self.output_format is not None and self.output_format not in FORMATS:
-            raise ValueError(f"output format must be one of {', '.join(FORMATS)}, got {self.output_format!r}")
+            raise UserError(f"output format must be one of {', '.join(FORMATS)}, got {self.output_format!r}")
         if self.engine not in ENGINES:
-            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+            raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_errors is not None and self.max_errors < 0:
-            raise ValueError(f"--max-errors must be >= 0, got {self.max_errors}")
+            raise UserError(f"--max-errors must be >= 0, got {self.max_errors}")
         if self.num_workers < 1:
-            raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
+            raise UserError(f"--num-workers must be >= 1, got {self.num_workers}")
         if self.resume and self.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
+            raise UserError("--resume and --overwrite exclude each other")
         if self.filesystem is None and not is_uri(self.input):  # URIs are checked when they are opened
             if not is_uri(self.output) and Path(self.input).resolve() == Path(self.output).resolve():
-                raise ValueError("--output must differ from --input")
+                raise UserError("--output must differ from --input")
             if not Path(self.input).is_file():
-                raise ValueError(f"--input {self.input}: no such file")
+                raise UserError(f"--input {self.input}: no such file")
         if self.resolved_input_format() is None:
-            raise ValueError(f"cannot tell the format of --input {self.input} from its extension; "
+            raise UserError(f"cannot tell the format of --input {self.input} from its extension; "
                              f"pass --input-format {'|'.join(FORMATS)}")
 
     def resolved_input_format(self) -> str | None:

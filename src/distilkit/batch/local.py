@@ -15,6 +15,7 @@ from distilkit.batch.readers import InputFile
 from distilkit.batch.rows import Columns, InputRow, predict_rows
 from distilkit.batch.storage import resolve_files
 from distilkit.batch.writers import open_output
+from distilkit.errors import UserError
 
 
 @dataclass
@@ -70,8 +71,15 @@ def progress_bar(enabled: bool, total: int | None, done: int):
         yield lambda n: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
@@ -89,7 +97,7 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     """Predict every row of ``config.input`` into ``config.output`` in this process.
 
     Raises:
-        ValueError: a bad flag, parameter, column, URI or existing output (before any row is predicted).
+        UserError: a bad flag, parameter, column, URI or existing output (before any row is predicted).
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.inference.predictor import Predictor
@@ -122,7 +130,7 @@ def open_files(config: BatchConfig, task: str) -> tuple[InputFile, Columns, Any]
     """The run's input file, resolved columns and output writer (both engines): every check that needs no model.
 
     Raises:
-        ValueError: a URI that cannot be opened, a missing column, an output that exists.
+        UserError: a URI that cannot be opened, a missing column, an output that exists.
     """
     source_at, out_at = resolve_files(config)
     source = InputFile(source_at, config.resolved_input_format())  # type: ignore[arg-type]
@@ -154,5 +162,5 @@ def record_chunk(out: Any, summary: BatchSummary, results: list[dict], start: fl
 def check_resumed(last_id: Any, input_id: Any, config: BatchConfig) -> None:
     """Refuse to resume an output whose last kept row is not the input's row at that position."""
     if str(last_id) != str(input_id):
-        raise ValueError(f"--resume: the last row of {config.output} has id {last_id!r} but that input row has id "
+        raise UserError(f"--resume: the last row of {config.output} has id {last_id!r} but that input row has id "
                          f"{input_id!r}; is it the output of another input? Use --overwrite to start again")

@@ -24,6 +24,7 @@ from distilkit.batch.local import BatchSummary, check_resumed, chunks, open_file
 from distilkit.batch.readers import InputFile
 from distilkit.batch.rows import Columns, predict_rows
 from distilkit.batch.storage import Location
+from distilkit.errors import UserError
 
 # Chunks per Ray task: enough to amortise a task, few enough that every actor gets several tasks.
 MAX_SPAN_CHUNKS = 16
@@ -35,9 +36,9 @@ def import_ray() -> Any:
     """Import Ray, or say how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as err:
-        raise ValueError(f"--engine ray needs Ray Data: pip install 'distilkit[ray]' ({err})") from err
+        raise UserError(f"--engine ray needs Ray Data: pip install 'distilkit[ray]' ({err})") from err
     return ray
 
 
@@ -99,7 +100,7 @@ def run_ray(config: BatchConfig) -> BatchSummary:
     The input must be readable from every Ray node: a URI, or a path on a filesystem they share.
 
     Raises:
-        ValueError: Ray is missing, or a bad flag, URI, column or existing output.
+        UserError: Ray is missing, or a bad flag, URI, column or existing output.
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.models import canonical_task

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from distilkit.batch.storage import Location
+from distilkit.errors import UserError
 
 COLUMNS = ("id", "prediction", "error")
 Scan = tuple[list[int], list[bool], list[Any]]  # end offset, is-error and id of each complete row
@@ -35,7 +36,7 @@ def open_output(path: str | Path | Location, fmt: str, *, resume: bool, overwrit
     """The writer for ``path`` (a local path or a Location) in format ``fmt``; refuses to clobber an output.
 
     Raises:
-        ValueError: the output exists and neither ``--resume`` nor ``--overwrite`` was given.
+        UserError: the output exists and neither ``--resume`` nor ``--overwrite`` was given.
     """
     location = Location.of(path)
     if fmt == "parquet":
@@ -46,7 +47,7 @@ def open_output(path: str | Path | Location, fmt: str, *, resume: bool, overwrit
         out = LinePartsOutput(location, CODECS[fmt])
     if out.exists() and not resume:
         if not overwrite:
-            raise ValueError(f"--output {location.text} exists; pass --resume to continue it or --overwrite to "
+            raise UserError(f"--output {location.text} exists; pass --resume to continue it or --overwrite to "
                              f"replace it")
         out.remove()
     return out

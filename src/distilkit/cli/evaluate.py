@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 
+from distilkit.errors import UserError
+
 GLUE = "glue"
 
 
@@ -102,12 +104,12 @@ def evaluate(
 
     check_register(register, register_alias)
     if register is not None and not (Path(model).expanduser() / "config.json").is_file():
-        raise ValueError(f"--register needs --model to be a local model directory (with config.json), got {model!r}"
+        raise UserError(f"--register needs --model to be a local model directory (with config.json), got {model!r}"
                          + (" (a registry reference is already registered)" if "@" in model or ":" in model else ""))
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise UserError(f"--limit must be >= 1, got {limit}")
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise UserError(f"--top-k must be >= 1, got {top_k}")
     console = Console(stderr=True)  # progress and notes; the summary tables go to stdout
     out = Console()
 
@@ -116,7 +118,7 @@ def evaluate(
 
     if task == GLUE:
         if data_dir is None or data is not None:
-            raise ValueError("evaluate glue takes --data-dir DIR (not --data)")
+            raise UserError("evaluate glue takes --data-dir DIR (not --data)")
         bar, advance = _progress_bar(console, "GLUE")
         with bar:
             done, failed = glue.evaluate_glue(
@@ -143,9 +145,9 @@ def evaluate(
 
     task = canonical_task(task)
     if data is None or data_dir is not None:
-        raise ValueError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
+        raise UserError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
     if glue_task is not None and task != "text-classification":
-        raise ValueError("--glue-task is for text-classification")
+        raise UserError("--glue-task is for text-classification")
     predictor = load(model, task)
     bar, advance = _progress_bar(console, f"{task} {data.name}")
     with bar:
@@ -214,7 +216,7 @@ def _record(console: Any, ref: str, key: str, task: str, dummy_weights: bool, su
     if directory is not None:
         try:
             metrics_path, card_path = results.record_evaluation(directory, key, summary, task)
-        except (OSError, ValueError) as err:
+        except (OSError, UserError) as err:
             why = str(err)
         else:
             console.print(f"results added to {metrics_path} and {card_path}", soft_wrap=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from distilkit.errors import UserError
+
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """Parse ``k=v`` pairs; values are JSON when they parse (3, true, ["a","b"]), else strings."""
@@ -14,7 +16,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--param expects key=value, got {pair!r}")
+            raise UserError(f"--param expects key=value, got {pair!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -59,9 +61,9 @@ def predict(
     task = canonical_task(task)
     if input is not None or output is not None:
         if texts or question or context:
-            raise ValueError("give TEXT... (or --question/--context) or --input FILE, not both")
+            raise UserError("give TEXT... (or --question/--context) or --input FILE, not both")
         if input is None or output is None:
-            raise ValueError("--input and --output go together")
+            raise UserError("--input and --output go together")
         predict_file_command(
             task=task, model=model, input=input, output=output, input_format=input_format, text_column=text_column,
             question_column=question_column, context_column=context_column, id_column=id_column,
@@ -73,17 +75,17 @@ def predict(
     items: list[Any]
     if task == "question-answering":
         if texts:
-            raise ValueError("question-answering takes --question Q --context C, not positional texts")
+            raise UserError("question-answering takes --question Q --context C, not positional texts")
         if not question or len(question) != len(context):
-            raise ValueError(
+            raise UserError(
                 f"question-answering needs as many --context as --question (got {len(question)} and {len(context)})"
             )
         items = [{"question": q, "context": c} for q, c in zip(question, context, strict=True)]
     else:
         if question or context:
-            raise ValueError("--question/--context are for question-answering only")
+            raise UserError("--question/--context are for question-answering only")
         if not texts:
-            raise ValueError(f"{task} needs at least one input text")
+            raise UserError(f"{task} needs at least one input text")
         items = list(texts)
     params = parse_params(param)
 

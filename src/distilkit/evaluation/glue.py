@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.evaluation import datasets, metrics
 from distilkit.evaluation.evaluate import Evaluation, Progress, evaluate
 
@@ -45,11 +46,11 @@ def evaluate_glue(make_predictor: Callable[[str], Any], data_dir: str | Path, *,
         (task -> Evaluation, task -> error message for tasks that could not be evaluated).
 
     Raises:
-        ValueError: when no GLUE task file is found, or every task failed.
+        UserError: when no GLUE task file is found, or every task failed.
     """
     files = datasets.find_glue_files(data_dir, split)
     if not files:
-        raise ValueError(
+        raise UserError(
             f"--data-dir {data_dir}: no GLUE {split} files (e.g. SST-2/{split}.tsv or MRPC_{split}.tsv)"
         )
     done: dict[str, Evaluation] = {}
@@ -57,8 +58,8 @@ def evaluate_glue(make_predictor: Callable[[str], Any], data_dir: str | Path, *,
     for task, path in files.items():
         try:
             done[task] = evaluate(make_predictor(task), path, limit=limit, glue_task=task, progress=progress)
-        except ValueError as err:  # one task's mismatch (labels, regression head) must not hide the others
+        except UserError as err:  # one task's mismatch (labels, regression head) must not hide the others
             failed[task] = str(err)
     if not done:
-        raise ValueError("; ".join(f"{t}: {m}" for t, m in failed.items()))
+        raise UserError("; ".join(f"{t}: {m}" for t, m in failed.items()))
     return done, failed

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.evaluation.glue import glue_table
 from distilkit.registry.card import metric_rows
 
@@ -63,11 +64,11 @@ def merge(existing: dict[str, Any], key: str, summary: dict[str, Any]) -> dict[s
     """``existing`` metrics.json with ``summary`` as its newest evaluation under ``key``.
 
     Raises:
-        ValueError: ``existing["evaluations"]`` is not an object (a file this module did not write).
+        UserError: ``existing["evaluations"]`` is not an object (a file this module did not write).
     """
     evaluations = existing.get(EVALUATIONS, {})
     if not isinstance(evaluations, dict):
-        raise ValueError(f'metrics.json has an "{EVALUATIONS}" entry that is not an object')
+        raise UserError(f'metrics.json has an "{EVALUATIONS}" entry that is not an object')
     kept = {k: v for k, v in evaluations.items() if k != key}
     return {**existing, EVALUATIONS: {**kept, key: summary}}
 
@@ -173,7 +174,7 @@ def record_evaluation(directory: Path, key: str, summary: dict[str, Any], task: 
 
     Raises:
         OSError: a file cannot be written (each file is replaced whole or not at all).
-        ValueError: the existing metrics.json is not a JSON object.
+        UserError: the existing metrics.json is not a JSON object.
     """
     metrics_path, card_path = directory / "metrics.json", directory / "README.md"
     existing: Any = {}
@@ -183,7 +184,7 @@ def record_evaluation(directory: Path, key: str, summary: dict[str, Any], task: 
         except json.JSONDecodeError:
             existing = None
         if not isinstance(existing, dict):
-            raise ValueError(f"{metrics_path} is not a JSON object")
+            raise UserError(f"{metrics_path} is not a JSON object")
     merged = merge(existing, key, summary)
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else new_card(directory, task)
     _write_atomic(metrics_path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n")

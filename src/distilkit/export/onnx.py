@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.export import parity
 from distilkit.export.quantize import QUANTIZATIONS, quantize_int8
 from distilkit.inference.onnx_backend import EXPORT_FORMAT, EXPORT_MANIFEST, MASK_POSITIONS, session_options
@@ -34,7 +35,7 @@ DEFAULT_ATOL = 1e-4
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class ExportParityError(ValueError):
+class ExportParityError(UserError):
     """The fp32 graph's outputs differ from PyTorch's by more than the tolerance."""
 
 
@@ -71,7 +72,7 @@ def graph_io(model: torch.nn.Module, task: str) -> tuple[list[str], list[str]]:
         from distilkit.tasks.fill_mask import mlm_head
 
         if mlm_head(model) is None:
-            raise ValueError(f"{type(model).__name__} has no known masked-LM head; cannot export fill-mask")
+            raise UserError(f"{type(model).__name__} has no known masked-LM head; cannot export fill-mask")
         inputs.append(MASK_POSITIONS)
     outputs = ["start_logits", "end_logits"] if task == "question-answering" else ["logits"]
     return inputs, outputs
@@ -136,19 +137,19 @@ def export_onnx(
 
     Raises:
         ExportParityError: the fp32 graph is off by more than ``atol`` (nothing is written).
-        ValueError: a bad flag, an existing output, an unknown task.
+        UserError: a bad flag, an existing output, an unknown task.
     """
     from distilkit.models import load_model
 
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"--quantize must be one of {sorted(QUANTIZATIONS)}, got {quantize!r}")
+        raise UserError(f"--quantize must be one of {sorted(QUANTIZATIONS)}, got {quantize!r}")
     if opset < DEFAULT_OPSET:
-        raise ValueError(f"--opset must be >= {DEFAULT_OPSET} (the torch.export-based exporter), got {opset}")
+        raise UserError(f"--opset must be >= {DEFAULT_OPSET} (the torch.export-based exporter), got {opset}")
     if atol <= 0:
-        raise ValueError(f"--atol must be > 0, got {atol}")
+        raise UserError(f"--atol must be > 0, got {atol}")
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     started = time.perf_counter()
     loaded = load_model(model, task, dummy_weights=dummy_weights, dtype=torch.float32, device="cpu", backend="torch")
     work = out.parent / f".{out.name}.export-{os.getpid()}"

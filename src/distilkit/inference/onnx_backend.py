@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.model_info import LoadedModel, canonical_task
 
 EXPORT_MANIFEST = "distilkit_export.json"
@@ -39,17 +40,17 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The export report of an exported directory.
 
     Raises:
-        ValueError: the directory is not an export, or its report is not distilkit's.
+        UserError: the directory is not an export, or its report is not distilkit's.
     """
     file = Path(path) / EXPORT_MANIFEST
     if not file.is_file():
-        raise ValueError(
+        raise UserError(
             f"{path} is not an exported ONNX directory (no {EXPORT_MANIFEST}); create one with "
             "`distilkit export onnx --model REF --output DIR`, or use --backend torch"
         )
     manifest = json.loads(file.read_text(encoding="utf-8"))
     if manifest.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{file} is not a distilkit export report (format {manifest.get('format')!r})")
+        raise UserError(f"{file} is not a distilkit export report (format {manifest.get('format')!r})")
     return manifest
 
 
@@ -128,7 +129,7 @@ class OnnxModel:
             if name == MASK_POSITIONS:
                 continue
             if name not in batch:
-                raise ValueError(f"the ONNX graph needs input {name!r}; got {sorted(batch)}")
+                raise ValueError(f"the ONNX graph needs input {name!r}; got {sorted(batch)}")  # a handler bug
             feeds[name] = batch[name].detach().cpu().to(torch.int64).numpy()  # (B, T)
         if MASK_POSITIONS in self.input_names:
             return SimpleNamespace(logits=_MaskedLogits(self, feeds, tuple(batch["input_ids"].shape)))
@@ -150,14 +151,14 @@ def load_exported(source: str | os.PathLike, task: str | None = None, ref: str |
     """Load an exported directory into a ``LoadedModel`` whose model is an ``OnnxModel``.
 
     Raises:
-        ValueError: not an exported directory, or ``task`` differs from the exported task.
+        UserError: not an exported directory, or ``task`` differs from the exported task.
     """
     from transformers import AutoConfig, AutoTokenizer
 
     manifest = read_manifest(source)
     exported_task = manifest["task"]
     if task is not None and canonical_task(task) != exported_task:
-        raise ValueError(f"{source} was exported for {exported_task}, not {canonical_task(task)}")
+        raise UserError(f"{source} was exported for {exported_task}, not {canonical_task(task)}")
     config = AutoConfig.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = OnnxModel(Path(source) / manifest["model_file"], config, exported_task,

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.inference.predictor import Predictor
 
 # Call-time keywords of transformers pipelines that concern batching, not results.
@@ -78,11 +79,11 @@ def pipeline(
         **params: default call parameters (e.g. ``top_k=3``), validated now.
 
     Raises:
-        ValueError: unknown task or parameter, bad value.
+        UserError: unknown task or parameter, bad value.
         distilkit.models.ModelNotFoundError: the model cannot be found (offline hub id, bad path).
     """
     if model is None:
-        raise ValueError("model is required: a local model directory or a hub id")
+        raise UserError("model is required: a local model directory or a hub id")
     batching: dict[str, Any] = {"compile": compile}
     if max_batch_tokens is not None:
         batching["max_batch_tokens"] = max_batch_tokens

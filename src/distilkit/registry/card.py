@@ -48,7 +48,7 @@ def describe_model_dir(directory: Path, files: dict[str, dict[str, Any]], task: 
     """Card fields a model directory tells by itself: task, architecture, preprocessing, labels, metrics, hardware.
 
     Raises:
-        ValueError: unknown ``task``, or none given and ``config.architectures`` does not tell it.
+        UserError: unknown ``task``, or none given and ``config.architectures`` does not tell it.
     """
     config = _read_json(directory / "config.json")
     task = canonical_task(task) if task else infer_task(SimpleNamespace(architectures=config.get("architectures")))

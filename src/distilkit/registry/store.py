@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.registry.refs import LATEST, RegistryRef, check_token, require_ref
 
 SCHEMA = """
@@ -58,7 +59,7 @@ _CHUNK = 1 << 20
 _BUSY_RETRIES = 20
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry request that cannot be served (unknown name/version, immutable version, alias in use)."""
 
 
@@ -91,7 +92,7 @@ class Entry:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _pause(step: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error
 
 # Mask tokens of the model families users mix up; a text holding another family's token is named.
@@ -41,12 +42,12 @@ class FillMaskHandler(TaskHandler):
     """fill-mask with ``top_k`` (default 5) and ``targets``; one list per mask when there are several."""
 
     task = "fill-mask"
-    defaults = {"top_k": 5, "targets": None}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": 5, "targets": None}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
-            raise ValueError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
+            raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
         self._token_str: dict[int, str] = {}
@@ -62,7 +63,7 @@ class FillMaskHandler(TaskHandler):
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-            raise ValueError(f"targets must be a string or a list of strings, got {targets!r}")
+            raise UserError(f"targets must be a string or a list of strings, got {targets!r}")
         vocab = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
@@ -74,10 +75,10 @@ class FillMaskHandler(TaskHandler):
                 continue  # nothing to score, as the reference implementation ignores it
             if len(pieces) > 1:
                 tokens = self.tokenizer.convert_ids_to_tokens(pieces)
-                raise ValueError(f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens")
+                raise UserError(f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens")
             ids.append(pieces[0])
         if not ids:
-            raise ValueError("targets: at least one target must be a token of this model's vocabulary")
+            raise UserError("targets: at least one target must be a token of this model's vocabulary")
         return np.array(sorted(set(ids)), dtype=np.int64)
 
     def check_inputs(self, items: list[Any]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from distilkit.config import DistillConfig, save_config
+from distilkit.errors import UserError
 from distilkit.models import save_model_dir
 from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
@@ -46,7 +47,7 @@ CSV_FIELDS = (
 )
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(UserError):
     """The loss became NaN/inf; the message names the step and where the offending batch was saved."""
 
 
@@ -69,7 +70,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     weights, train mode).
 
     Raises:
-        ValueError: unloadable references, a student that is not a masked LM, mismatched sizes.
+        UserError: unloadable references, a student that is not a masked LM, mismatched sizes.
     """
     from transformers import AutoConfig, AutoModelForMaskedLM
 
@@ -88,7 +89,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     if path.is_file() and path.suffix == ".json":  # a bare config: random init
         fields = json.loads(path.read_text())
         if teacher is None:
-            raise ValueError(
+            raise UserError(
                 f"--student {path} is a bare config.json and there is no --teacher to take the tokenizer "
                 "from; pass a directory with config.json and the tokenizer files"
             )
@@ -102,17 +103,17 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
         student, tokenizer = loaded.model, loaded.tokenizer
     if teacher is not None:
         if student.config.vocab_size != teacher.config.vocab_size:
-            raise ValueError(
+            raise UserError(
                 f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
                 f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
             )
         if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
-            raise ValueError(
+            raise UserError(
                 f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
                 f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
             )
     if cfg.alpha_clm > 0 and not getattr(student.config, "is_decoder", False):
-        raise ValueError(
+        raise UserError(
             "--alpha-clm needs a causal-LM student; this student is a masked LM (use --alpha-mlm)"
         )
     return Models(
@@ -228,7 +229,7 @@ class MicroBatches:
         self._epoch, self._batches = -1, []
         self.per_epoch = len(self.batches(0)) // world
         if self.per_epoch == 0:
-            raise ValueError(
+            raise UserError(
                 f"--data has {len(data)} sequences: fewer batches of --batch-size {cfg.batch_size} "
                 f"than processes ({world}); lower --batch-size"
             )
@@ -268,7 +269,7 @@ class MicroBatches:
 def _check_data(data: TokenShards, tokenizer: Any) -> None:
     m = data.manifest
     if m["mask_token_id"] != tokenizer.mask_token_id or m["vocab_size"] != len(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"--data was tokenized with {m['tokenizer']!r} (vocab {m['vocab_size']}, mask id "
             f"{m['mask_token_id']}), not the models' tokenizer (vocab {len(tokenizer)}, mask id "
             f"{tokenizer.mask_token_id}); rerun prepare-data with --tokenizer TEACHER"
@@ -292,7 +293,7 @@ def distill(cfg: DistillConfig) -> Path:
     """Distil ``cfg.student`` from ``cfg.teacher`` on ``cfg.data``; return the output model directory.
 
     Raises:
-        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+        UserError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm

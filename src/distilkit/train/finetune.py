@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
+from distilkit.errors import UserError
 from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
 from distilkit.models import save_model_dir
 from distilkit.train import finetune_report, losses, task_data
@@ -84,7 +85,7 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
     """Random init from ``config`` (``--init scratch``) or the model's weights with a new task head.
 
     Raises:
-        ValueError: ``--init pretrained`` on a directory without weights.
+        UserError: ``--init pretrained`` on a directory without weights.
     """
     import transformers
 
@@ -93,7 +94,7 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
         torch.manual_seed(cfg.seed)
         return auto_cls.from_config(config)
     if not has_weights(source):
-        raise ValueError(
+        raise UserError(
             f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
         )
     from transformers.utils import logging as hf_logging
@@ -110,7 +111,7 @@ def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> A
     """The frozen task teacher (bf16 where fast) or None.
 
     Raises:
-        ValueError: a teacher with another tokenizer vocabulary.
+        UserError: a teacher with another tokenizer vocabulary.
     """
     if cfg.teacher is None:
         return None
@@ -119,7 +120,7 @@ def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> A
 
     teacher = load_model(cfg.teacher, cfg.task, dtype=resolve_dtype("auto", device), device=device)
     if teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(
+        raise UserError(
             f"--teacher {cfg.teacher} has another tokenizer than --model {cfg.model}; "
             "task distillation needs the same vocabulary"
         )
@@ -132,16 +133,16 @@ def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.Label
     """The student takes the teacher's label order, so their logits line up.
 
     Raises:
-        ValueError: the data has labels the teacher does not, or another problem type.
+        UserError: the data has labels the teacher does not, or another problem type.
     """
     if not space.labels:
         return space
     names = tuple(teacher.config.id2label[i] for i in range(teacher.config.num_labels))
     problem = getattr(teacher.config, "problem_type", None) or space.problem_type
     if space.problem_type is not None and problem != space.problem_type:
-        raise ValueError(f"--teacher is a {problem} model; the data is {space.problem_type}")
+        raise UserError(f"--teacher is a {problem} model; the data is {space.problem_type}")
     if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
-        raise ValueError(
+        raise UserError(
             f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
         )
     return task_data.LabelSpace(
@@ -217,7 +218,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.train`` for ``cfg.task``; return the output model directory.
 
     Raises:
-        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+        UserError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -252,7 +253,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     lengths, pad_id = data.lengths, tokenizer.pad_token_id or 0
     per_epoch = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)) // world
     if per_epoch == 0:
-        raise ValueError(
+        raise UserError(
             f"--train has {len(data)} rows: fewer batches of --batch-size {cfg.batch_size} than processes"
         )
     total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accumulation)

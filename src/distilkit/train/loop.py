@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.train.checkpoint import save_checkpoint
 
 
@@ -21,7 +22,7 @@ def make_accelerator(cpu: bool, mixed_precision: str) -> Any:
     still does not match ``WORLD_SIZE`` is an error.
 
     Raises:
-        ValueError: the launcher's WORLD_SIZE differs from the process group accelerate formed.
+        UserError: the launcher's WORLD_SIZE differs from the process group accelerate formed.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -31,7 +32,7 @@ def make_accelerator(cpu: bool, mixed_precision: str) -> Any:
     accelerator = Accelerator(cpu=cpu or (world > 1 and not torch.cuda.is_available()),
                               mixed_precision=mixed_precision)
     if accelerator.num_processes != world:
-        raise ValueError(
+        raise UserError(
             f"launched as {world} processes (WORLD_SIZE) but accelerate formed a group of "
             f"{accelerator.num_processes}; launch with `accelerate launch` or `torchrun` and check the setup"
         )
@@ -82,12 +83,12 @@ def open_tensorboard(output: Any) -> Any:
     """A SummaryWriter logging into ``output/tensorboard``.
 
     Raises:
-        ValueError: the tensorboard package is not installed (names the extra to install).
+        UserError: the tensorboard package is not installed (names the extra to install).
     """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError(
+        raise UserError(
             "--tensorboard needs the tensorboard package: pip install 'distilkit[tensorboard]'"
         ) from None
     return SummaryWriter(log_dir=str(output / "tensorboard"))
