@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,20 @@ from typing import Any
 from distilkit.errors import UserError
 from distilkit.model_info import canonical_task
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# One precision vocabulary everywhere (--precision here, --dtype at inference): torch's dtype names.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+LEGACY_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # accepted, deprecated
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """``distilkit distill``: the DistilBERT recipe (DESIGN §7). Each field is the flag of the same name."""
+    """``distilkit distill``: the DistilBERT recipe (Sanh et al., 2019). Each field is the flag of the same name.
+
+    The defaults are the published recipe: loss 5·L_ce + 2·L_mlm + 1·L_cos at temperature 2; masking 15%
+    of the real tokens (80% mask token, 10% random, 10% kept) drawn ∝ count^-0.7; AdamW lr 5e-4, betas
+    (0.9, 0.98), eps 1e-6, 5% linear warmup, gradient-norm clip 5, effective batch of 4,096 sequences,
+    3 epochs.
+    """
 
     teacher: str = ""
     """Teacher model directory or hub id (a *ForMaskedLM); may be omitted when only MLM/CLM terms are on."""
@@ -77,7 +86,8 @@ class DistillConfig:
     seed: int = 56
     """Seed for data order, masking, dropout and random init."""
     precision: str = "auto"
-    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    """Compute dtype of mixed precision (weights stay float32): auto (bfloat16 on CUDA and on CPUs with
+    AMX/AVX512-BF16, else float32) | float32 | bfloat16 | float16."""
     teacher_dtype: str = "auto"
     """Teacher weights: auto (bf16 where fast) | float32 | bfloat16."""
     cpu: bool = False
@@ -141,8 +151,7 @@ class DistillConfig:
                 raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "precision", check_precision(self.precision))
         if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
 
@@ -160,6 +169,23 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration (what config.yaml holds)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def check_precision(value: str) -> str:
+    """A ``--precision`` value in the one vocabulary; the old ``fp32``/``bf16``/``fp16`` still work, with a
+    deprecation warning.
+
+    Raises:
+        UserError: any other value.
+    """
+    if value in LEGACY_PRECISIONS:
+        new = LEGACY_PRECISIONS[value]
+        warnings.warn(f"--precision {value} is deprecated; use --precision {new} (the --dtype names)",
+                      FutureWarning, stacklevel=4)
+        return new
+    if value not in PRECISIONS:
+        raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {value!r}")
+    return value
 
 
 def _flag(name: str) -> str:
@@ -227,7 +253,8 @@ PROBLEM_TYPES = ("auto", "single_label_classification", "multi_label_classificat
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """``distilkit finetune``: fine-tuning, optionally task-distilled from a teacher (DESIGN §7-8).
+    """``distilkit finetune``: fine-tuning, optionally task-distilled from a teacher (the same KL at
+    temperature T on the task logits, how distilbert-base-cased-distilled-squad was made).
 
     Each field is the flag of the same name."""
 
@@ -284,7 +311,8 @@ class FinetuneConfig:
     seed: int = 42
     """Seed for data order, dropout and random init."""
     precision: str = "auto"
-    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    """Compute dtype of mixed precision (weights stay float32): auto (bfloat16 on CUDA and on CPUs with
+    AMX/AVX512-BF16, else float32) | float32 | bfloat16 | float16."""
     cpu: bool = False
     """Train on CPU even when CUDA is present."""
     log_every: int = 50
@@ -353,8 +381,7 @@ class FinetuneConfig:
             raise UserError(
                 f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"
             )
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "precision", check_precision(self.precision))
 
     def loss_weights(self) -> tuple[float, float]:
         """(alpha_ce, alpha_task) after defaults: 0.5/0.5 with a teacher, 0/1 without."""

@@ -57,20 +57,20 @@ def setup(tiny_model, tmp_path_factory):
 
 def _config(setup, output, **over):
     teacher, student, data = setup
-    base = dict(
-        teacher=str(teacher),
-        student=str(student),
-        data=str(data),
-        output=str(output),
-        batch_size=4,
-        grad_accumulation=2,
-        max_steps=6,
-        save_every=3,
-        log_every=1,
-        precision="fp32",
-        progress=False,
-        seed=3,
-    )
+    base = {
+        "teacher": str(teacher),
+        "student": str(student),
+        "data": str(data),
+        "output": str(output),
+        "batch_size": 4,
+        "grad_accumulation": 2,
+        "max_steps": 6,
+        "save_every": 3,
+        "log_every": 1,
+        "precision": "float32",
+        "progress": False,
+        "seed": 3,
+    }
     return DistillConfig(**{**base, **over})
 
 
@@ -262,7 +262,8 @@ def test_mlm_only_training_needs_no_teacher(setup, tmp_path, monkeypatch):
         _config(setup, tmp_path / "mlm", teacher="", alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=1.0, save_every=0)
     )
     assert loaded == [str(setup[1])]  # the student only
-    rows = list(csv.DictReader(open(out / "metrics.csv", newline="")))
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(r["loss_ce"] == "" and float(r["loss_mlm"]) > 0 for r in rows)
     before, after = load_file(setup[1] / "model.safetensors"), load_file(out / "model.safetensors")
     assert not torch.equal(before["vocab_transform.weight"], after["vocab_transform.weight"])
@@ -342,8 +343,8 @@ def test_torchrun_two_cpu_processes_train_one_data_parallel_run(setup, tmp_path)
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "distilkit", "distill",
          "--teacher", str(teacher), "--student", str(student), "--data", str(data), "--output", str(out),
          "--batch-size", "4", "--grad-accumulation", "2", "--max-steps", "4", "--save-every", "2",
-         "--log-every", "1", "--precision", "fp32", "--no-progress"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+         "--log-every", "1", "--precision", "float32", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 per step x 2 process(es)" in done.stdout and done.stdout.count("distill: done") == 1

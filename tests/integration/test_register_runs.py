@@ -28,7 +28,7 @@ def test_finetune_register_carries_config_datasets_and_metrics(tiny_model, tmp_p
     home, train, dev = tmp_path / "home", write_texts(tmp_path / "train.jsonl"), write_texts(tmp_path / "dev.jsonl")
     out = run(home, "finetune", "text-classification", "--model", str(tiny_model("fill-mask")),
               "--train", str(train), "--validation", str(dev), "--output", str(tmp_path / "o"),
-              "--max-steps", "2", "--save-every", "1", "--no-progress", "--precision", "fp32",
+              "--max-steps", "2", "--save-every", "1", "--no-progress", "--precision", "float32",
               "--register", "sentiment", "--register-alias", "candidate")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "registered sentiment@1"

@@ -107,7 +107,7 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     source, columns, out = open_files(config, task)
     if predictor is None:
         predictor = Predictor.from_ref(config.model, task, dummy_weights=config.dummy_weights, dtype=config.dtype,
-                                       device=config.device, compile=config.compile)
+                                       device=config.device, compile=config.compile, backend=config.backend)
     predictor.handler.check_params(config.params)  # a bad --param fails before any row
     params = dict(config.params)
     done, errors = out.resume(config.batch_size)

@@ -84,7 +84,8 @@ def predicted_rows(ray: Any, config: BatchConfig, source: InputFile, columns: Co
     threads = int(os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers))
     ref = os.path.abspath(config.model) if os.path.isdir(config.model) else config.model  # actors' cwd may differ
     model = {"model": ref, "task": task, "dummy_weights": config.dummy_weights, "dtype": config.dtype,
-             "device": config.device, "compile": config.compile, "num_threads": threads}
+             "device": config.device, "compile": config.compile, "backend": config.backend,
+             "num_threads": threads}
     items = [{"first": first, "offset": offset, "rows": rows} for first, offset, rows in spans]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         PredictActor, batch_size=1, batch_format="pyarrow", num_cpus=1,

@@ -15,6 +15,7 @@ import typer
 from distilkit.errors import UserError
 
 GLUE = "glue"
+DTYPE_HELP = "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."
 
 
 def _progress_bar(console: Any, description: str):
@@ -83,7 +84,7 @@ def evaluate(
     predictions: Path = typer.Option(None, "--predictions", help="Also write one JSON line per example."),
     top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
     register: str = typer.Option(None, "--register", help="Register the --model directory as NAME with these "
                                                           "metrics attached (a new version)."),

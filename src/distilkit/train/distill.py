@@ -132,7 +132,7 @@ def _mixed_precision(cfg: DistillConfig) -> str:
     from distilkit.inference.runtime import cpu_has_fast_bf16
 
     if cfg.precision != "auto":
-        return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+        return {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[cfg.precision]
     if torch.cuda.is_available() and not cfg.cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "no"

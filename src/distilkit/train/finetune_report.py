@@ -15,7 +15,7 @@ def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpa
     from distilkit.evaluation import evaluate as ev
     from distilkit.inference.predictor import Predictor
 
-    dtype = "float32" if cfg.precision == "fp32" else "auto"
+    dtype = "float32" if cfg.precision == "float32" else "auto"
     predictor = Predictor.from_ref(str(output), cfg.task, dtype=dtype, device="cpu" if cfg.cpu else None)
     start = time.perf_counter()
     if space.problem_type == task_data.MULTI:
