@@ -1,4 +1,4 @@
-"""Fine-tuning end to end on tiny models: every task learns, the output contract, resume, teacher, CLI errors."""
+"""Fine-tuning end to end on tiny models: every task learns, output contract, resume, teacher, CLI errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Raw text -> tokenized shards (streaming), the shard dataset, length-grouped batches, collation.
+"""Raw text -> tokenized shards (streaming), the shard dataset, length-grouped batches, padding.
 
 Shard directory layout (the contract ``prepare_data`` writes and ``TokenShards`` reads):
 
@@ -300,8 +300,8 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the batch's longest sequence.
+def pad_sequences(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token sequences to the longest of them: ids and the attention mask that marks the real tokens.
 
     Returns:
         input_ids (B, T) long and attention_mask (B, T) long.

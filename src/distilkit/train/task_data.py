@@ -370,7 +370,7 @@ def _qa_features(
     return TrainData([f.input_ids for f in features], types, targets, len(examples))
 
 
-def collate(
+def training_batch(
     data: TrainData,
     rows: np.ndarray | list[int],
     pad_id: int,
