@@ -15,7 +15,9 @@ import typer
 from distilkit.errors import UserError
 
 GLUE = "glue"
-DTYPE_HELP = "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."
+DTYPE_HELP = (
+    "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."
+)
 
 
 def _progress_bar(console: Any, description: str):
@@ -68,16 +70,29 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def evaluate(
-    task: str = typer.Argument(..., help="question-answering | token-classification | text-classification | "
-                                         "fill-mask | glue"),
-    model: str = typer.Option(..., "--model", "-m", envvar="DISTILKIT_MODEL",
-                              help="Model directory or hub id (glue: or a folder of per-task models)."),
-    data: Path = typer.Option(None, "--data", "-d",
-                              help="SQuAD JSON | CoNLL columns | labelled text (.jsonl/.csv/.tsv/.parquet, "
-                                   "text;label .txt) | plain text."),
+    task: str = typer.Argument(
+        ..., help="question-answering | token-classification | text-classification | fill-mask | glue"
+    ),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        envvar="DISTILKIT_MODEL",
+        help="Model directory or hub id (glue: or a folder of per-task models).",
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="SQuAD JSON | CoNLL columns | labelled text (.jsonl/.csv/.tsv/.parquet, "
+        "text;label .txt) | plain text.",
+    ),
     data_dir: Path = typer.Option(None, "--data-dir", help="glue: folder holding GLUE task TSVs."),
-    glue_task: str = typer.Option(None, "--glue-task", help="text-classification: read --data as this GLUE "
-                                                            "task's TSV and report its metrics (e.g. MRPC)."),
+    glue_task: str = typer.Option(
+        None,
+        "--glue-task",
+        help="text-classification: read --data as this GLUE task's TSV and report its metrics (e.g. MRPC).",
+    ),
     split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     output: Path = typer.Option(Path("metrics.json"), "--output", "-o", help="Where to write the metrics."),
@@ -86,17 +101,26 @@ def evaluate(
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
-    register: str = typer.Option(None, "--register", help="Register the --model directory as NAME with these "
-                                                          "metrics attached (a new version)."),
-    register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
-    update_model_dir: bool = typer.Option(True, "--update-model-dir/--no-update-model-dir",
-                                          help="Also merge the results into a local --model directory's "
-                                               "metrics.json and README.md card (not registry references, "
-                                               "hub ids or --dummy-weights runs)."),
+    register: str = typer.Option(
+        None,
+        "--register",
+        help="Register the --model directory as NAME with these metrics attached (a new version).",
+    ),
+    register_alias: str = typer.Option(
+        None, "--register-alias", help="Alias to point at the registered version."
+    ),
+    update_model_dir: bool = typer.Option(
+        True,
+        "--update-model-dir/--no-update-model-dir",
+        help="Also merge the results into a local --model directory's "
+        "metrics.json and README.md card (not registry references, "
+        "hub ids or --dummy-weights runs).",
+    ),
 ) -> None:
     """Evaluate --model on --data for TASK (or every GLUE task in --data-dir), write metrics.json."""
     from rich.console import Console
 
+    from distilkit import cards
     from distilkit.evaluation import evaluate as ev
     from distilkit.evaluation import glue, results
     from distilkit.inference.predictor import Predictor
@@ -105,8 +129,10 @@ def evaluate(
 
     check_register(register, register_alias)
     if register is not None and not (Path(model).expanduser() / "config.json").is_file():
-        raise UserError(f"--register needs --model to be a local model directory (with config.json), got {model!r}"
-                         + (" (a registry reference is already registered)" if "@" in model or ":" in model else ""))
+        raise UserError(
+            f"--register needs --model to be a local model directory (with config.json), got {model!r}"
+            + (" (a registry reference is already registered)" if "@" in model or ":" in model else "")
+        )
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     if top_k < 1:
@@ -126,7 +152,7 @@ def evaluate(
                 lambda t: load(glue.glue_model(model, t), "text-classification"), data_dir, split=split,
                 limit=limit, progress=advance)
         scores = {t: r.metrics["score"] for t, r in done.items()}
-        names, row = glue.glue_table(scores)
+        names, row = cards.glue_table(scores)
         per_task = {t: r.summary() for t, r in done.items()}
         recorded = []
         if update_model_dir:
@@ -139,8 +165,14 @@ def evaluate(
         _print_glue(out, names, row, failed)
         console.print(f"metrics written to {output}")
         if register:
-            ref = register_run(model, register, command="evaluate", datasets=[str(data_dir)], alias=register_alias,
-                               metrics=json.loads(output.read_text(encoding="utf-8")))
+            ref = register_run(
+                model,
+                register,
+                command="evaluate",
+                datasets=[str(data_dir)],
+                alias=register_alias,
+                metrics=json.loads(output.read_text(encoding="utf-8")),
+            )
             typer.echo(f"registered {ref}")
         return
 
@@ -165,8 +197,15 @@ def evaluate(
     _print_metrics(out, f"{task} on {data.name}", summary)
     console.print(f"metrics written to {output}" + (f", predictions to {predictions}" if predictions else ""))
     if register:
-        ref = register_run(model, register, command="evaluate", task=task, datasets=[str(data)], metrics=summary,
-                           alias=register_alias)
+        ref = register_run(
+            model,
+            register,
+            command="evaluate",
+            task=task,
+            datasets=[str(data)],
+            metrics=summary,
+            alias=register_alias,
+        )
         typer.echo(f"registered {ref}")
 
 

@@ -1,26 +1,18 @@
-"""GLUE: evaluate every task of a folder, pick per-task models, and the cards' score row.
+"""GLUE: evaluate every task of a folder and pick per-task models.
 
 A task's score is the mean of the metrics GLUE reports for it, times 100 (``metrics.glue_metrics``);
-the cards show one row of them in the order of ``metrics.GLUE_TASKS``, ``-`` for a task not run.
+the cards show one row of them (``distilkit.cards.glue_table``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from distilkit.errors import UserError
-from distilkit.evaluation import datasets, metrics
+from distilkit.evaluation import datasets
 from distilkit.evaluation.evaluate import Evaluation, Progress, evaluate
-
-
-def glue_table(scores: dict[str, float | None]) -> tuple[list[str], list[str]]:
-    """The cards' GLUE row: task names in card order and each score (x100, one decimal) or ``-``."""
-    names = list(metrics.GLUE_TASKS)
-    cells = ["-" if scores.get(n) is None or math.isnan(scores[n]) else f"{scores[n]:.1f}" for n in names]
-    return names, cells
 
 
 def glue_model(ref: str | Path, task: str) -> str:
