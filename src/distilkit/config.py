@@ -21,7 +21,7 @@ LEGACY_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """``distilkit distill``: the DistilBERT recipe (Sanh et al., 2019). Each field is the flag of the same name.
+    """``distilkit distill``: the DistilBERT recipe (Sanh et al., 2019); each field is the flag of its name.
 
     The defaults are the published recipe: loss 5·L_ce + 2·L_mlm + 1·L_cos at temperature 2; masking 15%
     of the real tokens (80% mask token, 10% random, 10% kept) drawn ∝ count^-0.7; AdamW lr 5e-4, betas

@@ -11,8 +11,8 @@ import pytest
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False)
 
 
 def test_predict_fill_mask_prints_one_json_result_per_text(tiny_model):
@@ -101,9 +101,14 @@ def test_exit_codes_from_commands_reach_the_shell():
 
 
 def test_a_user_error_is_one_line_and_exit_2_without_traceback(tiny_model):
-    out = run("predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--dtype", "float64", "a [MASK]")
+    out = run(
+        "predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--dtype", "float64", "a [MASK]"
+    )
     assert out.returncode == 2
-    assert out.stderr == "error: dtype must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float64'\n"
+    assert (
+        out.stderr
+        == "error: dtype must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float64'\n"
+    )
 
 
 BUG = """
@@ -120,12 +125,15 @@ main()
 
 def test_any_other_error_prints_its_traceback_and_exits_1(tiny_model):
     """A ValueError that is no UserError (a bug, inside torch or numpy say) is not dressed as a user error."""
-    out = subprocess.run([sys.executable, "-c", BUG, "predict", "fill-mask", "--model", str(tiny_model("fill-mask")),
-                          "a [MASK]"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    model = str(tiny_model("fill-mask"))
+    out = subprocess.run([sys.executable, "-c", BUG, "predict", "fill-mask", "--model", model, "a [MASK]"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     assert out.returncode == 1
     assert out.stderr.startswith("Traceback (most recent call last):")
-    assert "in broken" in out.stderr and out.stderr.rstrip().endswith("ValueError: an internal bug, not the user's input")
+    assert "in broken" in out.stderr and out.stderr.rstrip().endswith(
+        "ValueError: an internal bug, not the user's input"
+    )
     assert "error: " not in out.stderr.splitlines()[0]
 
 

@@ -78,7 +78,9 @@ def test_precision_uses_the_dtype_names_and_still_reads_the_old_ones():
     assert DistillConfig(**REQUIRED, precision="bfloat16").precision == "bfloat16"
     with pytest.warns(FutureWarning, match="--precision bf16 is deprecated; use --precision bfloat16"):
         assert DistillConfig(**REQUIRED, precision="bf16").precision == "bfloat16"
-    with pytest.raises(ValueError, match=r"--precision must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"):
+    with pytest.raises(
+        ValueError, match=r"--precision must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"
+    ):
         DistillConfig(**REQUIRED, precision="bf8")
 
 

@@ -79,8 +79,9 @@ class BatchConfig:
     progress: bool | None = None
     """Show a progress bar (default: when stderr is a terminal)."""
     filesystem: Any = None
-    """A ``pyarrow.fs.FileSystem`` that ``input`` and ``output`` are paths on (Python API only; the CLI takes
-    URIs). With ``--engine ray`` the Ray workers read the input through it, so it must reach the same files."""
+    """A ``pyarrow.fs.FileSystem`` that ``input`` and ``output`` are paths on (Python API only; the CLI
+    takes URIs). With ``--engine ray`` the Ray workers read the input through it, so it must reach the
+    same files."""
 
     def __post_init__(self) -> None:
         if self.input_format is not None and self.input_format not in FORMATS:
@@ -114,4 +115,5 @@ class BatchConfig:
 
     def resolved_output_format(self) -> str:
         """The output format: explicit, else the output's extension, else the input's format."""
-        return self.output_format or format_from_path(self.output) or self.resolved_input_format()  # type: ignore[return-value]
+        found = self.output_format or format_from_path(self.output)
+        return found or self.resolved_input_format()  # type: ignore[return-value]

@@ -81,8 +81,12 @@ def start_ray(ray: Any, workers: int) -> None:
 def predicted_rows(ray: Any, config: BatchConfig, source: InputFile, columns: Columns, task: str,
                    spans: list[tuple[int, int | None, int]]) -> Any:
     """The Ray dataset of output rows (``index``, pickled ``result``) for ``spans`` of the input, in order."""
-    threads = int(os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers))
-    ref = os.path.abspath(config.model) if os.path.isdir(config.model) else config.model  # actors' cwd may differ
+    threads = int(
+        os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers)
+    )
+    ref = (
+        os.path.abspath(config.model) if os.path.isdir(config.model) else config.model
+    )  # actors' cwd may differ
     model = {"model": ref, "task": task, "dummy_weights": config.dummy_weights, "dtype": config.dtype,
              "device": config.device, "compile": config.compile, "backend": config.backend,
              "num_threads": threads}
@@ -125,8 +129,10 @@ def run_ray(config: BatchConfig) -> BatchSummary:
             for batch in predicted.iter_batches(batch_size=config.batch_size, batch_format="pyarrow"):
                 index = batch.column("index").to_pylist()
                 if index != list(range(summary.rows, summary.rows + len(index))):
-                    raise RuntimeError(f"Ray returned rows {index[0]}..{index[-1]} where row {summary.rows} was "
-                                       f"due; the output holds rows 0..{summary.rows - 1}: rerun with --resume")
+                    raise RuntimeError(
+                        f"Ray returned rows {index[0]}..{index[-1]} where row {summary.rows} was "
+                        f"due; the output holds rows 0..{summary.rows - 1}: rerun with --resume"
+                    )
                 rows = [pickle.loads(r) for r in batch.column("result").to_pylist()]
                 record_chunk(out, summary, rows, start, advance, config.max_errors)
     out.close()

@@ -132,7 +132,9 @@ class InputFile:
     def _csv_records(self, offset: int) -> Iterator[tuple[list[str] | csv.Error, int]]:
         consumed = offset
 
-        def lines(f: TextIO) -> Iterator[str]:  # csv.reader pulls exactly one record's lines: count their bytes
+        def lines(
+            f: TextIO,
+        ) -> Iterator[str]:  # csv.reader pulls exactly one record's lines: count their bytes
             nonlocal consumed
             for line in f:
                 consumed += len(line.encode("utf-8", errors="surrogateescape"))

@@ -52,11 +52,15 @@ class Columns:
         if self.task == "question-answering":
             for flag, name in (("--question-column", self.question), ("--context-column", self.context)):
                 if name not in header:
-                    raise UserError(f"{flag} {name!r}: no such column in the input (columns: {', '.join(header)})")
+                    raise UserError(
+                        f"{flag} {name!r}: no such column in the input (columns: {', '.join(header)})"
+                    )
             return self
         text = self.text or next((c for c in AUTO_TEXT_COLUMNS if c in header), "text")
         if text not in header:
-            raise UserError(f"--text-column {text!r}: no such column in the input (columns: {', '.join(header)})")
+            raise UserError(
+                f"--text-column {text!r}: no such column in the input (columns: {', '.join(header)})"
+            )
         return replace(self, text=text)
 
     def item(self, data: dict[str, Any]) -> Any:
@@ -84,7 +88,9 @@ class Columns:
         return row.index if value is None else value
 
 
-def predict_rows(predictor: Any, rows: list[InputRow], params: dict[str, Any], columns: Columns) -> list[dict]:
+def predict_rows(
+    predictor: Any, rows: list[InputRow], params: dict[str, Any], columns: Columns
+) -> list[dict]:
     """Predict one chunk of rows; one output row ``{"id", "prediction", "error"}`` per input row, in order.
 
     Each row is validated on its own (``handler.check_inputs`` on a one-item list), so a bad row

@@ -90,7 +90,9 @@ class Location:
         from pyarrow.fs import FileSelector
 
         infos = self.fs.get_file_info(FileSelector(self.path, allow_not_found=True))
-        return sorted((self / i.base_name for i in infos if fnmatch(i.base_name, pattern)), key=lambda loc: loc.path)
+        return sorted(
+            (self / i.base_name for i in infos if fnmatch(i.base_name, pattern)), key=lambda loc: loc.path
+        )
 
     # --- reading ------------------------------------------------------------------------------------
     def open_read(self, offset: int = 0) -> BinaryIO:
@@ -178,8 +180,10 @@ def resolve(ref: str | Path, flag: str, filesystem: Any = None) -> Location:
         location = Location(filesystem, path, text)
         location.exists()  # reach the filesystem now, not after the model has loaded
     except (OSError, ValueError) as err:  # pyarrow: ArrowInvalid (a ValueError) or OSError (network, auth)
-        raise UserError(f"{flag} {text}: cannot open it ({one_line(err)}); pass a local path or a URI such as "
-                         f"{URI_EXAMPLES}") from err
+        raise UserError(
+            f"{flag} {text}: cannot open it ({one_line(err)}); pass a local path or a URI such as "
+            f"{URI_EXAMPLES}"
+        ) from err
     return location
 
 

@@ -58,7 +58,7 @@ def init_student(
         None,
         "--layers",
         help="Teacher layers to copy, e.g. 0,2,4,7,9,11 "
-        "[default: every other layer, the published pattern scaled to the teacher].",
+        "(default: every other layer, the published pattern scaled to the teacher).",
     ),
     dummy_weights: bool = typer.Option(
         False, "--dummy-weights", help="Give the teacher seeded random weights (its architecture and "
@@ -70,7 +70,9 @@ def init_student(
     from distilkit.train.student_init import init_student as run
     from distilkit.train.student_init import parse_layers
 
-    path = run(teacher, output, parse_layers(layers) if layers else None, dummy_weights=dummy_weights, seed=seed)
+    path = run(
+        teacher, output, parse_layers(layers) if layers else None, dummy_weights=dummy_weights, seed=seed
+    )
     typer.echo(f"init-student: student saved to {path}")
 
 

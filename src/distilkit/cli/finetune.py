@@ -1,4 +1,4 @@
-"""``distilkit finetune``: its flags are ``FinetuneConfig``'s fields; one call to ``train.finetune.finetune``."""
+"""``distilkit finetune``: flags from ``FinetuneConfig``'s fields; one call to ``train.finetune.finetune``."""
 
 from __future__ import annotations
 

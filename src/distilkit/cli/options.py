@@ -42,7 +42,11 @@ def flag(name: str) -> str:
 
 def _scalar(annotation: Any, where: str) -> type:
     """The click type of a field annotation: ``int | None`` -> int; ``str | Path`` -> str."""
-    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    args = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else ()
+    )
     if args:
         options = [a for a in args if a is not type(None)]
         if all(a in (str, Path) for a in options):
@@ -51,7 +55,9 @@ def _scalar(annotation: Any, where: str) -> type:
             annotation = options[0]
     if annotation in SCALARS:
         return annotation
-    raise TypeError(f"{where}: a {annotation!r} field has no flag; skip it or give the command its own option")
+    raise TypeError(
+        f"{where}: a {annotation!r} field has no flag; skip it or give the command its own option"
+    )
 
 
 def _help(cls: type, field: dataclasses.Field, shown_default: bool) -> str:

@@ -32,10 +32,18 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
                 envvars={"model": "DISTILKIT_MODEL"})
 def predict(
     flags: dict[str, Any],
-    texts: list[str] = typer.Argument(None, help="Input texts (for question-answering use --question/--context)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="Task parameter key=value (repeatable), e.g. top_k=3."),
-    question: list[str] = typer.Option([], "--question", "-q", help="QA question (repeatable, pairs with --context)."),
-    context: list[str] = typer.Option([], "--context", "-c", help="QA context (repeatable, pairs with --question)."),
+    texts: list[str] = typer.Argument(
+        None, help="Input texts (for question-answering use --question/--context)."
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Task parameter key=value (repeatable), e.g. top_k=3."
+    ),
+    question: list[str] = typer.Option(
+        [], "--question", "-q", help="QA question (repeatable, pairs with --context)."
+    ),
+    context: list[str] = typer.Option(
+        [], "--context", "-c", help="QA context (repeatable, pairs with --question)."
+    ),
 ) -> None:
     """Predict TASK on TEXT... (prints a JSON list) or on every row of --input into --output."""
     from distilkit.model_info import canonical_task
@@ -53,20 +61,30 @@ def predict(
 
     from distilkit.inference.predictor import Predictor
 
-    predictor = Predictor.from_ref(flags["model"], task, dummy_weights=flags["dummy_weights"], dtype=flags["dtype"],
-                                   device=flags["device"], compile=flags["compile"], backend=flags["backend"])
+    predictor = Predictor.from_ref(
+        flags["model"],
+        task,
+        dummy_weights=flags["dummy_weights"],
+        dtype=flags["dtype"],
+        device=flags["device"],
+        compile=flags["compile"],
+        backend=flags["backend"],
+    )
     results = predictor.predict(items, params)
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
 
 
-def _command_line_items(task: str, texts: list[str] | None, question: list[str], context: list[str]) -> list[Any]:
+def _command_line_items(
+    task: str, texts: list[str] | None, question: list[str], context: list[str]
+) -> list[Any]:
     """The items TEXT... or the --question/--context pairs name (question-answering)."""
     if task == "question-answering":
         if texts:
             raise UserError("question-answering takes --question Q --context C, not positional texts")
         if not question or len(question) != len(context):
             raise UserError(
-                f"question-answering needs as many --context as --question (got {len(question)} and {len(context)})"
+                "question-answering needs as many --context as --question "
+                f"(got {len(question)} and {len(context)})"
             )
         return [{"question": q, "context": c} for q, c in zip(question, context, strict=True)]
     if question or context:
@@ -77,7 +95,7 @@ def _command_line_items(task: str, texts: list[str] | None, question: list[str],
 
 
 def predict_file_command(config: BatchConfig) -> None:
-    """Run ``distilkit.batch.predict_file``; print its one-line JSON summary on stdout (exit 1 past --max-errors)."""
+    """Run ``distilkit.batch.predict_file``; print its one-line JSON summary (exit 1 past --max-errors)."""
     from distilkit.batch import MaxErrorsExceeded, predict_file
 
     try:

@@ -43,7 +43,8 @@ class Pipeline:
 
     def __repr__(self) -> str:
         p = self.predictor
-        return f"distilkit.Pipeline(task={self.task!r}, model={p.loaded.source!r}, dtype={p.dtype}, device={p.device})"
+        return (f"distilkit.Pipeline(task={self.task!r}, model={p.loaded.source!r}, dtype={p.dtype}, "
+                f"device={p.device})")
 
 
 def pipeline(
@@ -75,7 +76,8 @@ def pipeline(
         max_batch_tokens, max_batch_size: the length-aware batching budget.
         compile: torch.compile the encoder (faster after a ~20 s first batch; for long runs).
         seed: seed of dummy weights.
-        backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx`` directory).
+        backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx``
+            directory).
         **params: default call parameters (e.g. ``top_k=3``), validated now.
 
     Raises:

@@ -1,4 +1,4 @@
-"""``--register NAME`` of ``distill``, ``finetune`` and ``evaluate``: put a run's model directory in the registry."""
+"""``--register NAME`` of ``distill``, ``finetune`` and ``evaluate``: a run's model directory, registered."""
 
 from __future__ import annotations
 
@@ -49,11 +49,12 @@ def register_run(
     metrics: dict[str, Any] | None = None,
     alias: str | None = None,
 ) -> str:
-    """Register the model ``directory`` a ``command`` run wrote (or scored) as ``name``; return ``NAME@VERSION``.
+    """Register the model ``directory`` a ``command`` run wrote (or scored) as ``name``; return
+    ``NAME@VERSION``.
 
-    The entry carries ``config`` (default: the directory's ``config.yaml``), the ``datasets`` (local paths made
-    absolute) and ``metrics`` (default: the directory's ``metrics.json``). ``checkpoints/`` and ``tensorboard/``
-    are left out of the artifact.
+    The entry carries ``config`` (default: the directory's ``config.yaml``), the ``datasets`` (local
+    paths made absolute) and ``metrics`` (default: the directory's ``metrics.json``). ``checkpoints/``
+    and ``tensorboard/`` are left out of the artifact.
     """
     import yaml
 

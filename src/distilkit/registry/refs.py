@@ -57,5 +57,7 @@ def require_ref(text: str, *, versioned: bool = False) -> RegistryRef:
 def check_token(value: str, what: str) -> str:
     """Validate a name, version or alias; UserError naming the flag-level ``what`` when invalid."""
     if not _TOKEN_RE.fullmatch(value):
-        raise UserError(f"{what} {value!r} is invalid: use letters, digits, '.', '_' or '-' (max 128, no '/', '@', ':')")
+        raise UserError(
+            f"{what} {value!r} is invalid: use letters, digits, '.', '_' or '-' (max 128, no '/', '@', ':')"
+        )
     return value

@@ -115,7 +115,9 @@ class TaskHandler:
         """Tokenize items into features (several per item for windowed tasks), in item order."""
         raise NotImplementedError
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
+    ) -> list[Any]:
         """Run the model on one padded batch; return one fp32 numpy output per feature."""
         logits = model(**batch).logits.float().cpu()  # (B, T, L) or (B, L); one transfer per batch
         if logits.dim() == 3:
@@ -144,7 +146,8 @@ class TaskHandler:
         """Refuse an input longer than the model accepts, naming its length and the limit."""
         if n_tokens > self.max_length:
             raise input_error(
-                index, f"has {n_tokens} tokens; this model accepts at most {self.max_length} (shorten the text)"
+                index,
+                f"has {n_tokens} tokens; this model accepts at most {self.max_length} (shorten the text)",
             )
 
 

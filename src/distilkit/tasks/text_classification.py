@@ -82,7 +82,11 @@ class TextClassificationHandler(TaskHandler):
     """text-classification with ``top_k``, ``function_to_apply`` and ``truncation``; text pairs."""
 
     task = "text-classification"
-    defaults: ClassVar[dict[str, Any]] = {"top_k": LEGACY_TOP_K, "function_to_apply": "default", "truncation": False}
+    defaults: ClassVar[dict[str, Any]] = {
+        "top_k": LEGACY_TOP_K,
+        "function_to_apply": "default",
+        "truncation": False,
+    }
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)

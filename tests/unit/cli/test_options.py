@@ -53,11 +53,19 @@ def test_a_field_is_a_flag_typed_by_its_annotation_with_its_docstring_as_help():
     def greet(flags: dict, extra: int = typer.Option(0, "--extra")) -> None:
         print(sorted(flags.items()), extra)
 
-    code, output = run(greet, "ann", "--times", "3", "--loud", "--no-polite", "--ratio", "0.5", "--extra", "1")
+    code, output = run(
+        greet, "ann", "--times", "3", "--loud", "--no-polite", "--ratio", "0.5", "--extra", "1"
+    )
     assert code == 0, output
-    assert output.strip() == "[('loud', True), ('name', 'ann'), ('polite', False), ('ratio', 0.5), ('times', 3)] 1"
+    assert (
+        output.strip()
+        == "[('loud', True), ('name', 'ann'), ('polite', False), ('ratio', 0.5), ('times', 3)] 1"
+    )
     code, output = run(greet, "ann")
-    assert output.strip() == "[('loud', False), ('name', 'ann'), ('polite', True), ('ratio', None), ('times', 2)] 0"
+    assert (
+        output.strip()
+        == "[('loud', False), ('name', 'ann'), ('polite', True), ('ratio', None), ('times', 2)] 0"
+    )
     code, output = run(greet, "--help")
     assert "How many times." in output and "Say please." in output and "--no-polite" in output
     assert "--no-loud" not in output  # a flag that defaults to off needs no off switch
@@ -112,6 +120,16 @@ def test_predict_takes_every_batch_flag_including_backend():
     import inspect
 
     params = inspect.signature(predict).parameters
-    for name in ("model", "input", "output", "backend", "dtype", "engine", "batch_size", "max_errors", "progress"):
+    for name in (
+        "model",
+        "input",
+        "output",
+        "backend",
+        "dtype",
+        "engine",
+        "batch_size",
+        "max_errors",
+        "progress",
+    ):
         assert name in params, name
     assert "params" not in params and "filesystem" not in params
