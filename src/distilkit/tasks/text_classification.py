@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error, sigmoid, softmax
 
 # ``top_k`` value meaning "not given": the pipeline's legacy best-label-only output.
@@ -107,13 +108,13 @@ class TextClassificationHandler(TaskHandler):
         if function is None or (isinstance(function, str) and function.lower() == "default"):
             function = self.default_function
         if not isinstance(function, str) or function.lower() not in FUNCTIONS:
-            raise ValueError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {function!r}")
+            raise UserError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {function!r}")
         params["function_to_apply"] = function.lower()
         truncation = params["truncation"]
         if isinstance(truncation, (bool, str)) and truncation in TRUNCATION:
             params["truncation"] = TRUNCATION[truncation]
         else:
-            raise ValueError(
+            raise UserError(
                 f"truncation must be true, false, 'longest_first' or 'do_not_truncate', got {truncation!r}"
             )
         return params
