@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import fill_mask_texts  # noqa: E402
+from workloads import fill_mask_texts
 
 
 def run_cli(ref: Path, src: Path, dst: Path, *extra: str) -> dict:

@@ -30,7 +30,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import fill_mask_texts, squad_questions  # noqa: E402
+from workloads import fill_mask_texts, squad_questions
 
 DEFAULT_SHARED = HERE.parent.parent / "shared"
 PEER_BATCH_SIZES = (1, 8, 32, 64)
@@ -121,7 +121,7 @@ def run_fill_mask(args, shared: Path, peak: float) -> list[dict]:
         lengths = [len(f) for f in predictor.prepare(texts).features]
         flops = useful_flops(predictor.model.config, lengths, mlm_positions=len(texts))
         predictor.predict(texts[:32])  # warm-up
-        ours = best_time(lambda: predictor.predict(texts))
+        ours = best_time(lambda texts=texts: predictor.predict(texts))
         print(f"{name}: distilkit {n / ours:.1f} seq/s", file=sys.stderr)
         fp32_model = predictor.model.float()  # same weights, the peer's default precision
         peer = peer_fill_mask(fp32_model, predictor.tokenizer, texts, args.peer_batch_sizes, torch.float32)
@@ -146,7 +146,7 @@ def run_question_answering(args, shared: Path, peak: float) -> dict:
     long_contexts = sum(len(predictor.tokenizer(r["context"], verbose=False)["input_ids"]) > 384 for r in rows)
     flops = useful_flops(predictor.model.config, lengths)
     predictor.predict(items[:16])
-    ours = best_time(lambda: predictor.predict(items))
+    ours = best_time(lambda items=items: predictor.predict(items))
     print(f"question-answering: distilkit {len(items) / ours:.1f} q/s", file=sys.stderr)
     peer = peer_bf16 = None
     python = peer_python(args.peer_python)
@@ -178,7 +178,7 @@ def add_compiled(args, ref: Path, task: str, rows: list[dict], inputs: list[tupl
     warmup = time.perf_counter() - t
     for row, (items, flops) in zip(rows, inputs, strict=True):
         predictor.predict(items[:64])
-        ours = best_time(lambda: predictor.predict(items))
+        ours = best_time(lambda items=items: predictor.predict(items))
         print(f"{row['workload']}: distilkit compiled {len(items) / ours:.1f} seq/s", file=sys.stderr)
         row["distilkit_compiled_seq_per_s"] = round(len(items) / ours, 2)
         row["distilkit_compiled_fraction_of_bf16_peak"] = round(flops / ours / peak, 3)

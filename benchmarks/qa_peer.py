@@ -27,7 +27,8 @@ def main() -> None:
     config = AutoConfig.from_pretrained(args.model)
     model = AutoModelForQuestionAnswering.from_config(config).to(getattr(torch, args.dtype)).eval()
     qa = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(args.model), device=-1)
-    items = json.load(open(args.questions, encoding="utf-8"))
+    with open(args.questions, encoding="utf-8") as f:
+        items = json.load(f)
     qa(items[:4], batch_size=4)  # warm-up
     seconds = {}
     for bs in (int(b) for b in args.batch_sizes.split(",")):

@@ -7,12 +7,7 @@ from pathlib import Path
 
 import torch
 
-WORDS = (
-    "the of and to in a is was for on as with by at from his her he she it that this are were be has "
-    "have had an or not but which their they all one two new first after also who been its more "
-    "Paris France capital city name John Seattle live where what my is day today good great river "
-    "London Berlin Germany England company Microsoft Apple team game season won played music band"
-).split()
+WORDS = ["the", "of", "and", "to", "in", "a", "is", "was", "for", "on", "as", "with", "by", "at", "from", "his", "her", "he", "she", "it", "that", "this", "are", "were", "be", "has", "have", "had", "an", "or", "not", "but", "which", "their", "they", "all", "one", "two", "new", "first", "after", "also", "who", "been", "its", "more", "Paris", "France", "capital", "city", "name", "John", "Seattle", "live", "where", "what", "my", "is", "day", "today", "good", "great", "river", "London", "Berlin", "Germany", "England", "company", "Microsoft", "Apple", "team", "game", "season", "won", "played", "music", "band"]
 
 TASK_CLASSES = {
     "fill-mask": "ForMaskedLM",
@@ -21,7 +16,7 @@ TASK_CLASSES = {
     "token-classification": "ForTokenClassification",
 }
 
-SMALL = dict(hidden=32, layers=2, heads=2, ffn=64, max_positions=128)
+SMALL = {"hidden": 32, "layers": 2, "heads": 2, "ffn": 64, "max_positions": 128}
 
 
 def wordpiece_tokenizer(lowercase: bool = False, max_length: int = 128):

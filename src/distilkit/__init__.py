@@ -17,4 +17,4 @@ def pipeline(task: str | None = None, model: Any = None, **kwargs: Any) -> Pipel
     return build(task, model, **kwargs)
 
 
-__all__ = ["pipeline", "__version__"]
+__all__ = ["__version__", "pipeline"]

@@ -15,7 +15,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tiny_models import make_config, wordpiece_tokenizer  # noqa: E402
+from tiny_models import make_config, wordpiece_tokenizer
 
 FIXTURE = HERE / "qa-tiny-model"
 MAX_POSITIONS = 512  # so the default max_seq_len (384) applies, as on the real model

@@ -34,13 +34,13 @@ PAIRS: list[tuple[str, str]] = [
     ("Which band played music?", "The band played music. The band played music again, and the band won."),
     (
         "Who won the game?",
-        "After the game -- which (surprisingly!) went to overtime -- the team from London won 3:2; "
-        "Berlin's team lost... \"Great game,\" said the coach.",
+        ("After the game -- which (surprisingly!) went to overtime -- the team from London won 3:2; "
+        "Berlin's team lost... \"Great game,\" said the coach."),
     ),
     (
         "Où est la tour Eiffel?",
-        "La tour Eiffel est à Paris, en France. 東京 is the capital of Japan; "
-        "café ☕ naïve — résumé.",
+        ("La tour Eiffel est à Paris, en France. 東京 is the capital of Japan; "
+        "café ☕ naïve — résumé."),
     ),
     (
         "What is the airspeed velocity of an unladen swallow?",

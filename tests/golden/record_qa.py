@@ -22,8 +22,8 @@ import transformers
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from qa_cases import CALLS, PAIRS, PARAM_GRID, SQUAD_MODEL, select_squad  # noqa: E402
-from weights import load_deterministic  # noqa: E402
+from qa_cases import CALLS, PAIRS, PARAM_GRID, SQUAD_MODEL, select_squad
+from weights import load_deterministic
 
 REFERENCE_VERSION = "4.57.1"
 FIXTURE = HERE / "qa-tiny-model"

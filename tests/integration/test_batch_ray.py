@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ray.data", reason="Ray is optional: pip install 'distilkit[ray]'")
 
-from test_batch_predict import TEXTS, cli, kill_9_when, read_output, write_input  # noqa: E402
+from test_batch_predict import TEXTS, cli, kill_9_when, read_output, write_input
 
 from distilkit.batch import BatchConfig, predict_file
 

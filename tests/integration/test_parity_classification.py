@@ -7,6 +7,7 @@ classifier heads are scaled up so random weights give confident, varied labels: 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -237,5 +238,5 @@ def test_real_tokenizers_match_the_pipelines(shared_dir, tmp_path, name):
                                     dummy_weights=True)
     sharpen(classifier.model)
     ref = transformers.pipeline("text-classification", model=classifier.model, tokenizer=classifier.tokenizer)
-    pairs = [{"text": a, "text_pair": b} for a, b in zip(REAL_TEXTS, REAL_TEXTS[1:])]
+    pairs = [{"text": a, "text_pair": b} for a, b in itertools.pairwise(REAL_TEXTS)]
     assert_same(classifier(REAL_TEXTS + pairs, top_k=None), ref(REAL_TEXTS + pairs, top_k=None))

@@ -14,8 +14,8 @@ import pytest
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 sys.path.insert(0, str(GOLDEN))
 
-from qa_cases import SQUAD_MODEL, squad_by_id  # noqa: E402
-from record_qa import call_arguments  # noqa: E402
+from qa_cases import SQUAD_MODEL, squad_by_id
+from record_qa import call_arguments
 
 SCORE_TOL = 1e-4
 

@@ -19,7 +19,7 @@ from distilkit.registry.store import Registry
 def run(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                               "DISTILKIT_HOME": str(home), **(env or {})})
+                               "DISTILKIT_HOME": str(home), **(env or {})}, check=False)
 
 
 @pytest.fixture(scope="module")

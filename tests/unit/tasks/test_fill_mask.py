@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_models import make_config, wordpiece_tokenizer
 
 from distilkit.tasks.base import Feature
 from distilkit.tasks.fill_mask import FillMaskHandler, top_candidates
-from tiny_models import make_config, wordpiece_tokenizer
 
 
 @pytest.fixture(scope="module")
