@@ -45,8 +45,10 @@ def workloads(shared: Path, quick: bool) -> list[dict]:
     short = [{"question": q["question"], "context": " ".join(q["context"].split()[:40])} for q in questions]
     full = [{"question": q["question"], "context": q["context"]} for q in questions]
     return [
-        {"name": "fill-mask ~20 tok", "task": "fill-mask", "model": fm, "items": fill_mask_texts(shared, tok, 256 // scale, 20)},
-        {"name": "fill-mask ~120 tok", "task": "fill-mask", "model": fm, "items": fill_mask_texts(shared, tok, 64 // scale, 120)},
+        {"name": "fill-mask ~20 tok", "task": "fill-mask", "model": fm,
+         "items": fill_mask_texts(shared, tok, 256 // scale, 20)},
+        {"name": "fill-mask ~120 tok", "task": "fill-mask", "model": fm,
+         "items": fill_mask_texts(shared, tok, 64 // scale, 120)},
         {"name": "QA context 40 words", "task": "question-answering", "model": qa, "items": short},
         {"name": "QA full context", "task": "question-answering", "model": qa, "items": full},
     ]
@@ -96,8 +98,9 @@ def run(args) -> dict:
                 pred, size = cache[w["model"]]
                 pred.predict(w["items"][:8])  # warm-up
                 seconds = best_time(lambda p=pred, items=w["items"]: p.predict(items), repeats=args.repeats)
-                rows.append({"workload": w["name"], "task": w["task"], "backend": backend, "items": len(w["items"]),
-                             "items_per_s": round(len(w["items"]) / seconds, 2), "model_mb": round(size / 1e6, 1)})
+                rows.append({"workload": w["name"], "task": w["task"], "backend": backend,
+                             "items": len(w["items"]), "items_per_s": round(len(w["items"]) / seconds, 2),
+                             "model_mb": round(size / 1e6, 1)})
                 print(json.dumps(rows[-1]), file=sys.stderr)
         parity = {f"{m.name} {p}": r["parity"] for (m, p), r in reports.items()}
     return {"rows": rows, "export_parity": parity}
@@ -128,10 +131,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="path of ../shared")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where backends.json/.png go")
-    parser.add_argument("--quick", action="store_true", help="a quarter of the inputs (smoke check, not for quoting)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a quarter of the inputs (smoke check, not for quoting)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per cell (best is kept)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -17,15 +17,17 @@ from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer, pipeli
 def build_app(model_dir: str) -> FastAPI:
     torch.manual_seed(0)
     model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(model_dir)).eval()
-    fill_mask = pipeline("fill-mask", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), device=-1)
+    fill_mask = pipeline("fill-mask", model=model, tokenizer=AutoTokenizer.from_pretrained(model_dir),
+                         device=-1)
     app = FastAPI()
 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
 
+    # sync: FastAPI runs it in its thread pool, one pipeline call per request
     @app.post("/predict")
-    def predict(body: dict) -> list:  # sync: FastAPI runs it in its thread pool, one pipeline call per request
+    def predict(body: dict) -> list:
         return fill_mask(body["inputs"], **body.get("parameters", {}))
 
     return app

@@ -1,4 +1,4 @@
-"""Batch prediction throughput: ``distilkit predict --input/--output`` vs a plain pipeline loop and in-process.
+"""Batch prediction throughput: ``distilkit predict --input/--output`` vs in-process and a plain loop.
 
     python benchmarks/batch.py                 # 2000 WikiText-2 sentences (~25 tokens, one [MASK] each)
     python benchmarks/batch.py --rows 300      # a quick run
@@ -87,14 +87,17 @@ def main() -> None:
     texts = fill_mask_texts(args.shared, AutoTokenizer.from_pretrained(ref), args.rows, args.tokens)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rows.jsonl"
-        src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+        src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)),
+                       encoding="utf-8")
         cli = run_cli(ref, src, Path(tmp) / "out.jsonl")
-        print(f"cli: {cli['rows_per_s']} rows/s (loop), {cli['wall_rows_per_s']} rows/s (wall)", file=sys.stderr)
+        print(f"cli: {cli['rows_per_s']} rows/s (loop), {cli['wall_rows_per_s']} rows/s (wall)",
+              file=sys.stderr)
         ours = in_process(ref, texts)
         print(f"in-process: {ours:.1f} rows/s", file=sys.stderr)
         plain = plain_loop(ref, texts, Path(tmp) / "plain.jsonl")
         print(f"plain loop: {plain:.1f} rows/s", file=sys.stderr)
-        ray = run_cli(ref, src, Path(tmp) / "ray.jsonl", "--engine", "ray", "--num-workers", "2") if args.ray else None
+        ray = (run_cli(ref, src, Path(tmp) / "ray.jsonl", "--engine", "ray", "--num-workers", "2")
+               if args.ray else None)
     print(json.dumps({
         "rows": len(texts), "tokens_per_row": args.tokens, "cpus": len(os.sched_getaffinity(0)),
         "cli": cli, "in_process_rows_per_s": round(ours, 2), "plain_loop_rows_per_s": round(plain, 2),

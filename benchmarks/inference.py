@@ -97,14 +97,16 @@ def peer_fill_mask(model, tokenizer, texts: list[str], batch_sizes, dtype: torch
         t = time.perf_counter()
         pipe(texts, batch_size=bs)
         seconds[bs] = time.perf_counter() - t
-        print(f"  peer fill-mask {dtype} batch_size={bs}: {len(texts) / seconds[bs]:.1f} seq/s", file=sys.stderr)
+        print(f"  peer fill-mask {dtype} batch_size={bs}: {len(texts) / seconds[bs]:.1f} seq/s",
+              file=sys.stderr)
     best = min(seconds, key=seconds.get)
     return {"seconds_by_batch_size": seconds, "best_batch_size": best, "seconds": seconds[best]}
 
 
 def peer_python(arg: str | None) -> str | None:
     """The interpreter with transformers 4.57.1 for the QA peer, if one is available."""
-    for cand in (arg, os.environ.get("DISTILKIT_QA_PEER_PYTHON"), str(HERE.parent / ".venv-peer" / "bin" / "python")):
+    for cand in (arg, os.environ.get("DISTILKIT_QA_PEER_PYTHON"),
+                 str(HERE.parent / ".venv-peer" / "bin" / "python")):
         if cand and Path(cand).exists():
             return cand
     return None
@@ -125,7 +127,8 @@ def run_fill_mask(args, shared: Path, peak: float) -> list[dict]:
         print(f"{name}: distilkit {n / ours:.1f} seq/s", file=sys.stderr)
         fp32_model = predictor.model.float()  # same weights, the peer's default precision
         peer = peer_fill_mask(fp32_model, predictor.tokenizer, texts, args.peer_batch_sizes, torch.float32)
-        peer_bf16 = peer_fill_mask(fp32_model, predictor.tokenizer, texts, [peer["best_batch_size"]], torch.bfloat16)
+        peer_bf16 = peer_fill_mask(fp32_model, predictor.tokenizer, texts, [peer["best_batch_size"]],
+                                   torch.bfloat16)
         predictor.model.to(predictor.dtype)
         results.append(report(name, n, lengths, flops, ours, peer, peer_bf16, peak))
         inputs.append((texts, flops))
@@ -143,7 +146,8 @@ def run_question_answering(args, shared: Path, peak: float) -> dict:
     items = [{"question": r["question"], "context": r["context"]} for r in rows]
     features = predictor.prepare(items).features
     lengths = [len(f) for f in features]
-    long_contexts = sum(len(predictor.tokenizer(r["context"], verbose=False)["input_ids"]) > 384 for r in rows)
+    long_contexts = sum(len(predictor.tokenizer(r["context"], verbose=False)["input_ids"]) > 384
+                        for r in rows)
     flops = useful_flops(predictor.model.config, lengths)
     predictor.predict(items[:16])
     ours = best_time(lambda items=items: predictor.predict(items))
@@ -151,7 +155,8 @@ def run_question_answering(args, shared: Path, peak: float) -> dict:
     peer = peer_bf16 = None
     python = peer_python(args.peer_python)
     if python is None:
-        print("  QA peer skipped: no transformers 4.57.1 environment (bash benchmarks/setup_peer.sh)", file=sys.stderr)
+        print("  QA peer skipped: no transformers 4.57.1 environment (bash benchmarks/setup_peer.sh)",
+              file=sys.stderr)
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(items, f)
@@ -159,7 +164,8 @@ def run_question_answering(args, shared: Path, peak: float) -> dict:
         peer = run_qa_peer(cmd + ["--batch-sizes", ",".join(map(str, args.peer_batch_sizes))])
         peer_bf16 = run_qa_peer(cmd + ["--batch-sizes", str(peer["best_batch_size"]), "--dtype", "bfloat16"])
         os.unlink(f.name)
-        print(f"  peer QA (transformers {peer['transformers']}): {len(items) / peer['seconds']:.1f} q/s", file=sys.stderr)
+        print(f"  peer QA (transformers {peer['transformers']}): {len(items) / peer['seconds']:.1f} q/s",
+              file=sys.stderr)
     row = report("question-answering", len(items), lengths, flops, ours, peer, peer_bf16, peak)
     row["windows"] = len(features)
     row["contexts_over_384_tokens"] = long_contexts
@@ -205,10 +211,12 @@ def report(name, n, lengths, flops, ours, peer, peer_bf16, peak) -> dict:
     }
     if peer is not None:
         row.update({
-            "peer": "transformers.pipeline fp32" + (f" ({peer['transformers']})" if "transformers" in peer else ""),
+            "peer": ("transformers.pipeline fp32"
+                     + (f" ({peer['transformers']})" if "transformers" in peer else "")),
             "peer_best_batch_size": peer["best_batch_size"],
             "peer_seq_per_s": round(n / peer["seconds"], 2),
-            "peer_seq_per_s_by_batch_size": {str(k): round(n / v, 2) for k, v in peer["seconds_by_batch_size"].items()},
+            "peer_seq_per_s_by_batch_size": {str(k): round(n / v, 2)
+                                             for k, v in peer["seconds_by_batch_size"].items()},
             "speedup": round(peer["seconds"] / ours, 2),
             "peer_tflops": round(flops / peer["seconds"] / 1e12, 4),
         })
@@ -239,11 +247,12 @@ def plot(rows: list[dict], path: Path) -> None:
                 continue
             x = i + (j - 1.5) * width
             ax.bar(x, value / base, width, color=color, label=label if i == 0 else None)
-            ax.text(x, value / base, f"{value / base:.1f}×\n{value:.0f}/s", ha="center", va="bottom", fontsize=8)
+            ax.text(x, value / base, f"{value / base:.1f}×\n{value:.0f}/s", ha="center", va="bottom",
+                    fontsize=8)
     ax.set_xticks(range(len(rows)), [r["workload"] for r in rows])
     ax.set_ylabel("throughput relative to the fp32 pipeline")
-    top = max(max(r["distilkit_seq_per_s"], r.get("distilkit_compiled_seq_per_s", 0)) / (r.get("peer_seq_per_s") or 1)
-              for r in rows)
+    top = max(max(r["distilkit_seq_per_s"], r.get("distilkit_compiled_seq_per_s", 0))
+              / (r.get("peer_seq_per_s") or 1) for r in rows)
     ax.set_ylim(0, top * 1.3)
     ax.set_title("distilkit vs transformers.pipeline, 2 CPU cores (labels: sequences/s)")
     ax.legend(frameon=False, loc="upper right", fontsize=8)
@@ -252,13 +261,15 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="path of ../shared")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where inference.json/.png go")
     parser.add_argument("--dtype", default="auto", help="distilkit precision (auto = bf16 where fast)")
     parser.add_argument("--peer-python", help="python with transformers==4.57.1 for the QA peer")
     parser.add_argument("--quick", action="store_true", help="small workloads (smoke check, not for quoting)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compile=True runs")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the compile=True runs")
     args = parser.parse_args()
     args.short, args.long, args.qa = (64, 16, 30) if args.quick else (512, 128, 300)
     args.peer_batch_sizes = (1, 8) if args.quick else PEER_BATCH_SIZES
@@ -269,12 +280,14 @@ def main() -> None:
     peak_bf16 = matmul_flops(torch.bfloat16)
     peak_fp32 = matmul_flops(torch.float32)
     print(f"matmul peak: bf16 {peak_bf16 / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f}", file=sys.stderr)
-    rows = run_fill_mask(args, args.shared, peak_bf16) + [run_question_answering(args, args.shared, peak_bf16)]
+    rows = (run_fill_mask(args, args.shared, peak_bf16)
+            + [run_question_answering(args, args.shared, peak_bf16)])
     import transformers
 
     summary = {
         "machine": {"cpu": cpu_name(), "threads": threads,
-                    "bf16_matmul_tflops": round(peak_bf16 / 1e12, 3), "fp32_matmul_tflops": round(peak_fp32 / 1e12, 3)},
+                    "bf16_matmul_tflops": round(peak_bf16 / 1e12, 3),
+                    "fp32_matmul_tflops": round(peak_fp32 / 1e12, 3)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "quick": args.quick,
         "workloads": rows,

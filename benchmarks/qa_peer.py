@@ -26,7 +26,8 @@ def main() -> None:
     torch.manual_seed(0)
     config = AutoConfig.from_pretrained(args.model)
     model = AutoModelForQuestionAnswering.from_config(config).to(getattr(torch, args.dtype)).eval()
-    qa = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(args.model), device=-1)
+    qa = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(args.model),
+                  device=-1)
     with open(args.questions, encoding="utf-8") as f:
         items = json.load(f)
     qa(items[:4], batch_size=4)  # warm-up

@@ -12,7 +12,8 @@ def wikitext_paragraphs(shared: Path) -> list[str]:
     """Non-heading lines of WikiText-2 test+valid, stripped."""
     lines = []
     for split in ("test", "valid"):
-        for line in (shared / "data" / "wikitext-2" / f"{split}.txt").read_text(encoding="utf-8").splitlines():
+        text = (shared / "data" / "wikitext-2" / f"{split}.txt").read_text(encoding="utf-8")
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("="):
                 lines.append(line)

@@ -46,12 +46,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--student-epochs", type=int, default=6, help="epochs of both 2-layer students")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per optimizer step")
     p.add_argument("--teacher-lr", type=float, default=3e-4, help="peak learning rate of the teacher")
-    p.add_argument("--teacher-warmup", type=float, default=0.1, help="teacher warmup, a fraction of its steps")
+    p.add_argument("--teacher-warmup", type=float, default=0.1,
+                   help="teacher warmup, a fraction of its steps")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of the students (the recipe's)")
     p.add_argument("--max-length", type=int, default=128, help="sequence length incl. specials")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 300 lines, 1 epoch each, 200 eval blocks")
-    p.add_argument("--fresh", action="store_true", help="delete --output first (default: reuse finished steps)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 300 lines, 1 epoch each, 200 eval blocks")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete --output first (default: reuse finished steps)")
     return p.parse_args()
 
 
@@ -176,11 +179,12 @@ def main() -> int:
         rows[name] = evaluate(model, test_txt, eval_limit)
     speed = measure_speed(teacher, distilled, test_txt)
     results = {
-        "data": {"train": str(train_txt), "test": str(test_txt), **{k: manifest[k] for k in ("sequences", "tokens")}},
+        "data": {"train": str(train_txt), "test": str(test_txt),
+                 **{k: manifest[k] for k in ("sequences", "tokens")}},
         "settings": {"teacher_epochs": teacher_epochs, "student_epochs": student_epochs,
                      "batch_size": args.batch_size, "teacher_lr": args.teacher_lr,
-                     "teacher_warmup": args.teacher_warmup, "student_lr": args.lr, "max_length": args.max_length,
-                     "threads": args.threads, "quick": args.quick},
+                     "teacher_warmup": args.teacher_warmup, "student_lr": args.lr,
+                     "max_length": args.max_length, "threads": args.threads, "quick": args.quick},
         "models": rows,
         "speed": speed,
         # a rerun reuses finished trainings: the total counts their recorded seconds instead
@@ -222,11 +226,13 @@ def train(title: str, cfg, distill) -> float:
 
 
 def evaluate(model: Path, test_txt: Path, limit: int | None) -> dict:
-    """``distilkit evaluate fill-mask --model MODEL --data test.txt`` in fp32 (the same masks for every model)."""
+    """``distilkit evaluate fill-mask --model MODEL --data test.txt`` in fp32 (the same masks for
+    every model)."""
     from distilkit.evaluation.evaluate import evaluate as run
     from distilkit.inference.predictor import Predictor
 
-    step(f"evaluate {model.name}", f"distilkit evaluate fill-mask --model {model} --data {test_txt} --dtype float32")
+    step(f"evaluate {model.name}",
+         f"distilkit evaluate fill-mask --model {model} --data {test_txt} --dtype float32")
     predictor = Predictor.from_ref(str(model), "fill-mask", dtype="float32")
     result = run(predictor, test_txt, limit=limit)
     m = result.metrics
@@ -246,7 +252,8 @@ def measure_speed(teacher: Path, student: Path, test_txt: Path, n: int = 256, wo
     import distilkit
     from distilkit.evaluation.datasets import read_lines
 
-    paragraphs = [p.split() for p in read_lines(test_txt) if len(p.split()) >= words and not p.startswith("=")]
+    paragraphs = [p.split() for p in read_lines(test_txt)
+                  if len(p.split()) >= words and not p.startswith("=")]
     paragraphs = paragraphs[:n]
     step("speed", f"{len(paragraphs)} test paragraphs cut to {words} words, one masked, "
          "distilkit.pipeline('fill-mask')")
@@ -271,7 +278,8 @@ def measure_speed(teacher: Path, student: Path, test_txt: Path, n: int = 256, wo
         print(f"   {name}: {speed[f'{name}_seq_per_s']} sequences/s end to end, "
               f"{speed[f'{name}_model_seq_per_s']} the model alone")
     speed["student_speedup"] = round(speed["student_seq_per_s"] / speed["teacher_seq_per_s"], 2)
-    speed["student_model_speedup"] = round(speed["student_model_seq_per_s"] / speed["teacher_model_seq_per_s"], 2)
+    speed["student_model_speedup"] = round(
+        speed["student_model_seq_per_s"] / speed["teacher_model_seq_per_s"], 2)
     return speed
 
 
@@ -291,8 +299,9 @@ def results_table(results: dict) -> str:
         lines.append(f"| {name} | {m['mlm_accuracy']:.4f} | {100 * m['mlm_accuracy'] / teacher_acc:.1f}% | "
                      f"{m['perplexity']:.1f} | {m['top1_accuracy']:.4f} | {m['top5_accuracy']:.4f} |")
     sp = results["speed"]
-    lines += ["", (f"Fill-mask speed (Predictor, {s['threads']} threads, ~110-token inputs): teacher {sp['teacher_seq_per_s']} "
-              f"sequences/s, student {sp['student_seq_per_s']} -> {sp['student_speedup']}x end to end; "
+    lines += ["", (f"Fill-mask speed (Predictor, {s['threads']} threads, ~110-token inputs): "
+              f"teacher {sp['teacher_seq_per_s']} sequences/s, student {sp['student_seq_per_s']} -> "
+              f"{sp['student_speedup']}x end to end; "
               f"the model alone (no tokenizing/decoding) {sp['teacher_model_seq_per_s']} vs "
               f"{sp['student_model_seq_per_s']} -> {sp['student_model_speedup']}x. "
               f"Whole script: {results['seconds']['total'] / 60:.1f} min."), ""]
