@@ -1,4 +1,5 @@
-"""``registry import``: fetch a hub model (or take it from the HF cache) and register it with its card fields."""
+"""``registry import``: fetch a hub model (or take it from the HF cache) and register it with its card
+fields."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 from distilkit.registry.refs import check_token
 from distilkit.registry.store import Entry, Registry, RegistryError
 
-# What a PyTorch/tokenizer model directory needs; skips TF/Flax/Rust/ONNX weights the DistilBERT repos also hold.
+# What a PyTorch/tokenizer model directory needs; skips TF/Flax/Rust/ONNX weights the DistilBERT repos
+# also hold.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]
 
 
@@ -57,4 +59,5 @@ def import_from_hub(registry: Registry, hub_id: str, name: str | None = None, **
                             "`distilkit registry register DIR --name NAME --hub-id ID`") from err
     found = card_metadata(Path(local))
     merged = {key: fields.get(key) or found.get(key) for key in ("license", "datasets", "languages")}
-    return registry.register(local, name, hub_id=hub_id, **{**fields, **{k: v for k, v in merged.items() if v}})
+    return registry.register(local, name, hub_id=hub_id,
+                             **{**fields, **{k: v for k, v in merged.items() if v}})
