@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-WORDS = ["the", "of", "and", "to", "in", "a", "is", "was", "for", "on", "as", "with", "by", "at", "from", "his", "her", "he", "she", "it", "that", "this", "are", "were", "be", "has", "have", "had", "an", "or", "not", "but", "which", "their", "they", "all", "one", "two", "new", "first", "after", "also", "who", "been", "its", "more", "Paris", "France", "capital", "city", "name", "John", "Seattle", "live", "where", "what", "my", "is", "day", "today", "good", "great", "river", "London", "Berlin", "Germany", "England", "company", "Microsoft", "Apple", "team", "game", "season", "won", "played", "music", "band"]
+WORDS = [
+    "the", "of", "and", "to", "in", "a", "is", "was", "for", "on", "as", "with", "by", "at", "from", "his",
+    "her", "he", "she", "it", "that", "this", "are", "were", "be", "has", "have", "had", "an", "or", "not",
+    "but", "which", "their", "they", "all", "one", "two", "new", "first", "after", "also", "who", "been",
+    "its", "more", "Paris", "France", "capital", "city", "name", "John", "Seattle", "live", "where", "what",
+    "my", "is", "day", "today", "good", "great", "river", "London", "Berlin", "Germany", "England", "company",
+    "Microsoft", "Apple", "team", "game", "season", "won", "played", "music", "band",
+]
 
 TASK_CLASSES = {
     "fill-mask": "ForMaskedLM",
@@ -40,7 +47,8 @@ def bpe_tokenizer(max_length: int = 126):
     trainer = ByteLevelBPETokenizer()
     corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))]
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    trainer.train_from_iterator(corpus, vocab_size=420, min_frequency=2, special_tokens=specials, show_progress=False)
+    trainer.train_from_iterator(corpus, vocab_size=420, min_frequency=2, special_tokens=specials,
+                                show_progress=False)
     import json
 
     state = json.loads(trainer.to_str())["model"]
@@ -60,15 +68,16 @@ def make_config(family: str, task: str, vocab_size: int, num_labels: int = 3, id
     elif task in ("text-classification", "token-classification"):
         labels = {"num_labels": num_labels}
     if family == "distilbert":
-        cfg = DistilBertConfig(vocab_size=vocab_size, dim=s["hidden"], n_layers=s["layers"], n_heads=s["heads"],
-                               hidden_dim=s["ffn"], max_position_embeddings=s["max_positions"], **labels)
+        cfg = DistilBertConfig(vocab_size=vocab_size, dim=s["hidden"], n_layers=s["layers"],
+                               n_heads=s["heads"], hidden_dim=s["ffn"],
+                               max_position_embeddings=s["max_positions"], **labels)
     else:
         cls = BertConfig if family == "bert" else RobertaConfig
         extra = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2} if family == "roberta" else {}
         positions = s["max_positions"] + (2 if family == "roberta" else 0)
         cfg = cls(vocab_size=vocab_size, hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-                  num_attention_heads=s["heads"], intermediate_size=s["ffn"], max_position_embeddings=positions,
-                  **extra, **labels)
+                  num_attention_heads=s["heads"], intermediate_size=s["ffn"],
+                  max_position_embeddings=positions, **extra, **labels)
     for key, value in over.items():  # config fields beyond the sizes (problem_type, ...)
         if key not in SMALL:
             setattr(cfg, key, value)

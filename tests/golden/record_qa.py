@@ -2,7 +2,8 @@
 
 Run (the side venv with transformers==4.57.1; the repo's own venv has 5.x, which has no QA pipeline):
 
-    bash benchmarks/setup_peer.sh && HF_HUB_OFFLINE=1 .venv-peer/bin/python tests/golden/record_qa.py [--shared ../shared]
+    bash benchmarks/setup_peer.sh
+    HF_HUB_OFFLINE=1 .venv-peer/bin/python tests/golden/record_qa.py [--shared ../shared]
 
 Writes tests/golden/qa_tiny.json (the committed tiny fixture over hand-written pairs x a parameter
 grid, plus the call conventions) and tests/golden/qa_squad.json (a real-shape DistilBERT with

@@ -39,7 +39,8 @@ def test_ray_engine_with_two_workers_writes_the_local_engines_bytes(tmp_path, ti
     ray = cli(*common, "--input", f"file://{src}", "--output", f"file://{tmp_path}/ray.{out_fmt}",
               "--engine", "ray", "--num-workers", "2")
     assert ray.returncode == 0, ray.stderr[-3000:]
-    bad = (["malformed JSON: Expecting property name enclosed in double quotes at column 2"] if fmt == "jsonl" else
+    bad = (["malformed JSON: Expecting property name enclosed in double quotes at column 2"]
+           if fmt == "jsonl" else
            ["malformed CSV row: 3 fields, the header has 2", "unreadable row: not valid UTF-8"])
     assert json.loads(ray.stdout.strip().splitlines()[-1])["rows"] == 60 + len(bad)
     assert (tmp_path / f"ray.{out_fmt}").read_bytes() == (tmp_path / f"local.{out_fmt}").read_bytes()
@@ -50,7 +51,8 @@ def test_ray_engine_with_two_workers_writes_the_local_engines_bytes(tmp_path, ti
 def ray_in_this_process(monkeypatch):
     import ray
 
-    monkeypatch.setenv("DISTILKIT_NUM_THREADS", "1")  # the actors' threads, as in the CLI runs it is compared with
+    # the actors' threads, as in the CLI runs it is compared with
+    monkeypatch.setenv("DISTILKIT_NUM_THREADS", "1")
     yield
     ray.shutdown()
 
@@ -63,13 +65,15 @@ def test_ray_engine_reads_and_writes_another_pyarrow_filesystem(tmp_path, tiny_m
     local = cli("predict", "fill-mask", "--model", model, "--dtype", "float32", "--batch-size", "8",
                 "--input", str(src), "--output", str(tmp_path / "local.jsonl"))
     assert local.returncode == 0, local.stderr
-    fs = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())  # not the local filesystem's type
-    summary = predict_file(BatchConfig("fill-mask", model, "in.csv", "out.jsonl", dtype="float32", batch_size=8,
-                                       engine="ray", filesystem=fs))
+    # not the local filesystem's type
+    fs = pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
+    summary = predict_file(BatchConfig("fill-mask", model, "in.csv", "out.jsonl", dtype="float32",
+                                       batch_size=8, engine="ray", filesystem=fs))
     assert (summary.rows, summary.errors) == (42, sum(r["error"] is not None for r in read_output(
         tmp_path / "local.jsonl")))
     assert (tmp_path / "sub" / "out.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
-    assert sorted(os.listdir(tmp_path / "sub")) == ["in.csv", "out.jsonl"]  # the parts were joined and removed
+    # the parts were joined and removed
+    assert sorted(os.listdir(tmp_path / "sub")) == ["in.csv", "out.jsonl"]
 
 
 @pytest.mark.parametrize("fmt, out_fmt", [("jsonl", "jsonl"), ("csv", "parquet")])
@@ -77,8 +81,8 @@ def test_ray_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_mode
     src = tmp_path / f"in.{fmt}"
     rows = [{"id": i, "text": f"row {i} is the [MASK] of a city" if i % 97 else ""} for i in range(60000)]
     write_input_with_bad_rows(src, rows)
-    args = ["predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--input", str(src), "--dtype", "float32",
-            "--batch-size", "100", "-p", "top_k=1"]
+    args = ["predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--input", str(src),
+            "--dtype", "float32", "--batch-size", "100", "-p", "top_k=1"]
     killed = tmp_path / f"killed.{out_fmt}"
     parts = tmp_path / f"killed.{out_fmt}.partial"
     kill_9_when(lambda: (killed.exists() and killed.stat().st_size > 20000) if out_fmt == "jsonl"

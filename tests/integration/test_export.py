@@ -1,4 +1,5 @@
-"""``distilkit export onnx`` end to end: parity for every task, int8 size, pipeline/predict/serve on an export."""
+"""``distilkit export onnx`` end to end: parity for every task, int8 size, pipeline/predict/serve on an
+export."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ CASES = [("fill-mask", "distilbert"), ("question-answering", "bert"), ("text-cla
          ("token-classification", "distilbert")]
 INPUTS = {
     "fill-mask": ["Paris is the [MASK] of France.", "the [MASK] of [MASK] is John"],
-    "question-answering": [{"question": "What is my name?", "context": "My name is John and I live in Seattle."},
+    "question-answering": [{"question": "What is my name?",
+                            "context": "My name is John and I live in Seattle."},
                            {"question": "Where?", "context": "He played music in London with his band."}],
     "text-classification": ["Paris is great", "today is a good day today", "the river"],
     "token-classification": ["John lives in Paris France", "Microsoft won the game"],
@@ -87,7 +89,8 @@ def test_int8_is_at_least_3x_smaller_and_reports_agreement(tiny_model, tmp_path)
     src = tiny_model("fill-mask", hidden=256, ffn=1024, heads=4)
     fp32 = export_onnx(src, tmp_path / "fp32")
     int8 = export_onnx(src, tmp_path / "int8", quantize="int8")
-    fp32_bytes, int8_bytes = (tmp_path / "fp32/model.onnx").stat().st_size, (tmp_path / "int8/model.onnx").stat().st_size
+    fp32_bytes = (tmp_path / "fp32/model.onnx").stat().st_size
+    int8_bytes = (tmp_path / "int8/model.onnx").stat().st_size
     assert fp32_bytes >= 3 * int8_bytes, (fp32_bytes, int8_bytes)
     assert int8["sizes"] == {"float32_bytes": fp32["sizes"]["float32_bytes"], "int8_bytes": int8_bytes}
     assert int8["precision"] == "int8" and int8["parity"]["float32"]["passed"]
@@ -111,8 +114,8 @@ def test_parity_failure_fails_loudly_and_writes_nothing(exported, tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=180, check=False,
-                          env={**os.environ, **ENV})
+    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True,
+                          timeout=180, check=False, env={**os.environ, **ENV})
 
 
 def test_cli_export_and_predict(exported, tmp_path):
@@ -143,7 +146,8 @@ def test_serve_an_exported_model_end_to_end(exported):
     src, dst, _ = exported["fill-mask"]
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115  (a file, not a pipe: an unread pipe blocks a chatty server)
-    proc = subprocess.Popen([sys.executable, "-m", "distilkit", "serve", "--model", str(dst), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "distilkit", "serve", "--model", str(dst),
+                             "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
     url = f"http://127.0.0.1:{port}"
     try:

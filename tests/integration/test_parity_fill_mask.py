@@ -17,7 +17,8 @@ def assert_same(ours, ref):
         for a, b in zip(ours, ref):
             assert_same(a, b)
         return
-    assert {k: ours[k] for k in ("token", "token_str", "sequence")} == {k: ref[k] for k in ("token", "token_str", "sequence")}
+    keys = ("token", "token_str", "sequence")
+    assert {k: ours[k] for k in keys} == {k: ref[k] for k in keys}
     assert abs(ours["score"] - ref["score"]) < TOL
 
 
@@ -78,7 +79,8 @@ def test_default_params_given_at_construction_apply_to_calls(tiny_model):
 @pytest.mark.shared
 @pytest.mark.parametrize("name", ["distilbert-base-cased", "distilroberta-base"])
 def test_real_shape_models_match_the_pipeline_on_wikitext(shared_dir, name):
-    ours = distilkit.pipeline("fill-mask", model=shared_dir / "models" / name, dummy_weights=True, dtype="float32")
+    ours = distilkit.pipeline("fill-mask", model=shared_dir / "models" / name, dummy_weights=True,
+                              dtype="float32")
     ref = transformers.pipeline("fill-mask", model=ours.model, tokenizer=ours.tokenizer)
     lines = [l.strip() for l in (shared_dir / "data/wikitext-2/test.txt").read_text().splitlines()
              if 20 < len(l.split()) < 90 and not l.strip().startswith("=")][:12]

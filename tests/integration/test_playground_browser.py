@@ -219,7 +219,8 @@ def test_bad_input_shows_the_servers_422_message_then_the_mask_button_fixes_it(p
 def test_every_server_timing_entry_is_kept_for_display(page):
     # Stage entries (tokenize, queue, forward, decode) come before the guard's total.
     header = 'tokenize;dur=0.4, queue;dur=1, forward;dur=8.25;desc="bf16", total;dur=10.1'
-    parsed = page.evaluate("async (h) => (await import('/playground/static/render.js')).parseServerTiming(h)", header)
+    script = "async (h) => (await import('/playground/static/render.js')).parseServerTiming(h)"
+    parsed = page.evaluate(script, header)
     assert parsed == [{"name": "tokenize", "dur": 0.4}, {"name": "queue", "dur": 1},
                       {"name": "forward", "dur": 8.25, "desc": "bf16"}, {"name": "total", "dur": 10.1}]
 

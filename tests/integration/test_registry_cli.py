@@ -17,9 +17,10 @@ from distilkit.registry.store import Registry
 
 
 def run(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True,
+                          timeout=120, check=False,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                               "DISTILKIT_HOME": str(home), **(env or {})}, check=False)
+                               "DISTILKIT_HOME": str(home), **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,9 @@ def filled_home(tmp_path_factory, tiny_model) -> Path:
 
 def test_register_list_show_card_alias_delete(tmp_path, tiny_model):
     home = tmp_path / "home"
-    out = run(home, "registry", "register", str(tiny_model("fill-mask")), "--name", "mymodel", "--license", "mit",
-              "--dataset", "wikitext", "--dataset", "bookcorpus", "--description", "Tiny.", "--alias", "prod")
+    out = run(home, "registry", "register", str(tiny_model("fill-mask")), "--name", "mymodel",
+              "--license", "mit", "--dataset", "wikitext", "--dataset", "bookcorpus",
+              "--description", "Tiny.", "--alias", "prod")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("registered mymodel@1 (fill-mask, sha256 ")
     listed = run(home, "registry", "list")
@@ -45,7 +47,8 @@ def test_register_list_show_card_alias_delete(tmp_path, tiny_model):
     card = run(home, "registry", "card", "mymodel@1").stdout
     assert card.startswith("# mymodel@1\n\nTiny.") and "- wikitext" in card and '"input_data"' in card
     assert run(home, "registry", "verify", "mymodel").returncode == 0
-    assert run(home, "registry", "alias", "mymodel@1", "staging").stdout.strip() == "mymodel:staging -> mymodel@1"
+    aliased = run(home, "registry", "alias", "mymodel@1", "staging")
+    assert aliased.stdout.strip() == "mymodel:staging -> mymodel@1"
     deleted = run(home, "registry", "delete", "mymodel@1", "--force")
     assert deleted.returncode == 0 and run(home, "registry", "list", "--json").stdout.strip() == "[]"
 
@@ -60,7 +63,8 @@ def test_register_list_show_card_alias_delete(tmp_path, tiny_model):
      (["show", "tiny@9"], "tiny has no version '9' (versions: 1, 2)"),
      (["card", "other"], "no model named 'other'"),
      (["alias", "tiny@2", "latest"], "'latest' is implicit"),
-     (["import", "distilbert-base-cased-not-cached"], "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the cache")],
+     (["import", "distilbert-base-cased-not-cached"],
+      "the hub is offline (HF_HUB_OFFLINE=1) and it is not in the cache")],
 )
 def test_user_errors_exit_2_with_one_line(filled_home, tiny_model, args, message):
     args = [a.format(model=tiny_model("fill-mask"), home=filled_home) for a in args]
@@ -73,7 +77,8 @@ def test_import_registers_a_cached_hub_model_offline(tmp_path, tiny_model):
     cache, commit = tmp_path / "hub", "0123456789abcdef0123456789abcdef01234567"
     repo = cache / "models--acme--tiny-bert"
     shutil.copytree(tiny_model("fill-mask"), repo / "snapshots" / commit)
-    (repo / "snapshots" / commit / "README.md").write_text("---\nlicense: apache-2.0\ndatasets:\n- wikipedia\n---\n# x\n")
+    (repo / "snapshots" / commit / "README.md").write_text(
+        "---\nlicense: apache-2.0\ndatasets:\n- wikipedia\n---\n# x\n")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     out = run(tmp_path / "home", "registry", "import", "acme/tiny-bert", env={"HF_HUB_CACHE": str(cache)})
@@ -84,8 +89,8 @@ def test_import_registers_a_cached_hub_model_offline(tmp_path, tiny_model):
 
 
 def test_predict_accepts_a_registry_alias(filled_home):
-    out = run(filled_home, "predict", "fill-mask", "--model", "tiny:prod", "--dtype", "float32", "--param", "top_k=2",
-              "the [MASK] of France")
+    out = run(filled_home, "predict", "fill-mask", "--model", "tiny:prod", "--dtype", "float32",
+              "--param", "top_k=2", "the [MASK] of France")
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)[0]) == 2
 
@@ -94,9 +99,11 @@ def test_pipeline_by_registry_reference_equals_the_directory(filled_home, tiny_m
     monkeypatch.setenv("DISTILKIT_HOME", str(filled_home))
     text = "Paris is the [MASK] of France."
     by_ref = distilkit.pipeline("fill-mask", model="tiny@1", dtype="float32")(text, top_k=3)
-    by_dir = distilkit.pipeline("fill-mask", model=str(tiny_model("fill-mask")), dtype="float32")(text, top_k=3)
+    directory = str(tiny_model("fill-mask"))
+    by_dir = distilkit.pipeline("fill-mask", model=directory, dtype="float32")(text, top_k=3)
     assert by_ref == by_dir
-    assert distilkit.pipeline(model="tiny", dtype="float32").tokenizer.mask_token == "<mask>"  # bare name = latest
+    # bare name = latest
+    assert distilkit.pipeline(model="tiny", dtype="float32").tokenizer.mask_token == "<mask>"
 
 
 def test_tampered_registry_model_is_refused_when_loading(tmp_path, tiny_model):

@@ -133,8 +133,8 @@ def test_config_names_the_flag_of_a_bad_value(tmp_path):
 
 # Pieces of JSONL and CSV files, good and bad: blank lines, CRLF, a bare CR, quoted newlines,
 # wrong field counts, bytes that are not UTF-8, a NUL (csv.Error), an unterminated quote.
-JSONL_PIECES = [b'{"text": "a"}\n', b"\n", b"  \r\n", b"{oops\n", b'"str"\n', b"\xff\xfe\n", b'{"text": "b"}\r\n',
-                b'{"text": "caf\xc3\xa9"}\n', b'{"text": "no end"}']
+JSONL_PIECES = [b'{"text": "a"}\n', b"\n", b"  \r\n", b"{oops\n", b'"str"\n', b"\xff\xfe\n",
+                b'{"text": "b"}\r\n', b'{"text": "caf\xc3\xa9"}\n', b'{"text": "no end"}']
 CSV_PIECES = [b"1,a\n", b"2,b\r\n", b"\n", b'3,"two\nlines"\n', b"4,a,b\n", b"5\n", b"6,\xff\n", b"7,\x00\n",
               b'8,"x""y"\n', b"9,c\r", b'10,"open\n', b"11,last"]
 
@@ -145,12 +145,15 @@ CSV_PIECES = [b"1,a\n", b"2,b\r\n", b"\n", b'3,"two\nlines"\n', b"4,a,b\n", b"5\
 def test_spans_read_on_their_own_give_exactly_the_rows_of_a_whole_read(tmp_path, fmt, picks, start, size):
     pieces = JSONL_PIECES if fmt == "jsonl" else CSV_PIECES
     path = tmp_path / f"in.{fmt}"
-    path.write_bytes((b"" if fmt == "jsonl" else b"id,text\n") + b"".join(pieces[i % len(pieces)] for i in picks))
+    path.write_bytes((b"" if fmt == "jsonl" else b"id,text\n")
+                     + b"".join(pieces[i % len(pieces)] for i in picks))
     source = InputFile(path, fmt)
     whole = list(source.rows())
     spans = source.spans(start, size)
-    assert all(rows == size for _, _, rows in spans[:-1]) and sum(rows for _, _, rows in spans) == len(whole[start:])
-    assert [row for first, offset, rows in spans for row in source.rows(first, offset, first + rows)] == whole[start:]
+    assert all(rows == size for _, _, rows in spans[:-1])
+    assert sum(rows for _, _, rows in spans) == len(whole[start:])
+    assert [row for first, offset, rows in spans
+            for row in source.rows(first, offset, first + rows)] == whole[start:]
 
 
 def test_parquet_spans_need_no_offsets_and_stop_where_asked(tmp_path):
@@ -162,7 +165,8 @@ def test_parquet_spans_need_no_offsets_and_stop_where_asked(tmp_path):
 
 
 def other_filesystems(tmp_path):
-    """A pyarrow filesystem that is not the local one (a sub-tree), and fsspec's in-memory one if installed."""
+    """A pyarrow filesystem that is not the local one (a sub-tree), and fsspec's in-memory one if
+    installed."""
     (tmp_path / "sub").mkdir()
     yield pafs.SubTreeFileSystem(str(tmp_path / "sub"), pafs.LocalFileSystem())
     memory = pytest.importorskip("fsspec.implementations.memory")
@@ -191,7 +195,8 @@ def test_outputs_on_other_filesystems_join_their_parts_into_the_local_bytes(tmp_
         out.write(rows[8:])
         out.close()
         assert where.read_bytes() == (tmp_path / f"local.{fmt}").read_bytes()
-        assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(run))] == [f"out.{fmt}"]  # no parts left
+        # no parts left
+        assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(run))] == [f"out.{fmt}"]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

@@ -23,7 +23,8 @@ def test_each_bad_row_fails_alone_and_good_rows_match_single_predictions(predict
     assert [r["id"] for r in out] == ["a", "b", 2, 3, 4, 5, 6]
     assert [r["error"] for r in out][1:6] == [
         "text is empty", "malformed JSON: x",
-        f"has {len(predictor.tokenizer(too_long)['input_ids'])} tokens; this model accepts at most 128 (shorten the text)",
+        (f"has {len(predictor.tokenizer(too_long)['input_ids'])} tokens; this model accepts at most 128 "
+         "(shorten the text)"),
         "it has <mask>, but this model's mask token is [MASK]", "missing column 'text'"]
     for i, text in ((0, "the [MASK] of France"), (6, "a [MASK] day")):
         assert out[i]["error"] is None
@@ -46,4 +47,5 @@ def test_columns_resolve_against_a_header_and_name_the_flag():
         Columns("question-answering").check_header(["question", "passage"])
     qa = Columns("question-answering", question="q", context="c")
     assert qa.item({"q": "Who?", "c": "Ann."}) == {"question": "Who?", "context": "Ann."}
-    assert Columns("text-classification").item({"text": "a", "text_pair": "b"}) == {"text": "a", "text_pair": "b"}
+    assert (Columns("text-classification").item({"text": "a", "text_pair": "b"})
+            == {"text": "a", "text_pair": "b"})

@@ -45,9 +45,11 @@ def test_exported_model_is_a_drop_in_for_the_predictor(tiny_model, tmp_path):
     loaded = load_model(tmp_path / "x")
     model = loaded.model
     assert not any(hasattr(model, a) for a in ("vocab_projector", "lm_head", "cls"))
-    assert list(inspect.signature(model.forward).parameters) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert list(inspect.signature(model.forward).parameters) == ["input_ids", "attention_mask",
+                                                                 "token_type_ids"]
     predictor = Predictor(loaded)
-    assert (predictor.device, predictor.dtype, predictor._uses_token_types) == (torch.device("cpu"), torch.float32, True)
+    assert ((predictor.device, predictor.dtype, predictor._uses_token_types)
+            == (torch.device("cpu"), torch.float32, True))
     with pytest.raises(ValueError, match="--compile needs the torch backend"):
         Predictor(loaded, compile=True)
     with pytest.raises(ValueError, match="exported for text-classification, not fill-mask"):

@@ -52,7 +52,8 @@ def test_invalid_budget_is_refused():
 
 
 def test_a_much_shorter_row_starts_a_new_batch_once_the_batch_is_big_enough():
-    batches = plan_batches([384, 380, 200, 190], max_batch_tokens=4096, max_batch_size=64, min_batch_tokens=512)
+    batches = plan_batches([384, 380, 200, 190], max_batch_tokens=4096, max_batch_size=64,
+                           min_batch_tokens=512)
     assert batches == [[0, 1], [2, 3]]
 
 

@@ -12,13 +12,15 @@ from distilkit.registry.store import Registry
 
 def write_model_dir(path: Path, arch: str = "DistilBertForMaskedLM", weights: bytes = b"\x00weights\x01" * 64,
                     metrics: dict | None = None, **config) -> Path:
-    """A model directory with fixed bytes: config.json, tokenizer_config.json, model.safetensors[, metrics.json]."""
+    """A model directory with fixed bytes: config.json, tokenizer_config.json,
+    model.safetensors[, metrics.json]."""
     path.mkdir(parents=True, exist_ok=True)
-    cfg = {"architectures": [arch], "model_type": "distilbert", "vocab_size": 28996, "max_position_embeddings": 512,
-           **config}
+    cfg = {"architectures": [arch], "model_type": "distilbert", "vocab_size": 28996,
+           "max_position_embeddings": 512, **config}
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     mask = "<mask>" if arch.startswith("Roberta") else "[MASK]"
-    tok = {"tokenizer_class": "DistilBertTokenizer", "do_lower_case": False, "model_max_length": 512, "mask_token": mask}
+    tok = {"tokenizer_class": "DistilBertTokenizer", "do_lower_case": False, "model_max_length": 512,
+           "mask_token": mask}
     (path / "tokenizer_config.json").write_text(json.dumps(tok, indent=2, sort_keys=True))
     (path / "model.safetensors").write_bytes(weights)
     if metrics is not None:

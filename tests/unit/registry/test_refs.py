@@ -14,7 +14,8 @@ def test_version_alias_and_bare_name_parse():
     assert str(parse_ref("m@1.0")) == "m@1.0" and str(parse_ref("m")) == "m:latest"
 
 
-@pytest.mark.parametrize("text", ["./model", "/abs/dir", "org/model", "a@", "a@1@2", "a:b:c", "@1", "", "a b"])
+@pytest.mark.parametrize("text",
+                         ["./model", "/abs/dir", "org/model", "a@", "a@1@2", "a:b:c", "@1", "", "a b"])
 def test_paths_hub_ids_and_malformed_text_are_not_references(text):
     assert parse_ref(text) is None
 

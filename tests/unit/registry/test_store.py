@@ -12,8 +12,9 @@ from distilkit.registry.store import ArtifactIntegrityError, Registry, RegistryE
 
 
 def test_round_trip_copies_every_file_with_its_sha256_and_card_fields(registry, model_dir):
-    entry = registry.register(model_dir, "mymodel", license="apache-2.0", datasets=["bookcorpus", "wikipedia"],
-                              hub_id="distilbert-base-cased", description="A tiny model.")
+    entry = registry.register(model_dir, "mymodel", license="apache-2.0",
+                              datasets=["bookcorpus", "wikipedia"], hub_id="distilbert-base-cased",
+                              description="A tiny model.")
     assert (entry.name, entry.version, entry.task, entry.aliases) == ("mymodel", "1", "fill-mask", ["latest"])
     got = registry.resolve("mymodel@1")
     assert got.to_dict() == entry.to_dict()
@@ -119,7 +120,8 @@ def test_modified_byte_is_refused_naming_the_file(registry, model_dir):
     data = bytearray(weights.read_bytes())
     data[5] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ArtifactIntegrityError, match="m@1 failed SHA-256 verification: model.safetensors was modified"):
+    with pytest.raises(ArtifactIntegrityError,
+                       match="m@1 failed SHA-256 verification: model.safetensors was modified"):
         registry.resolve("m@1")
 
 
@@ -128,7 +130,8 @@ def test_missing_or_added_file_is_refused_naming_the_file(registry, model_dir):
     (Path(entry.path) / "tokenizer_config.json").unlink()
     with pytest.raises(ArtifactIntegrityError, match="tokenizer_config.json is missing"):
         registry.resolve("m")
-    (Path(entry.path) / "tokenizer_config.json").write_bytes((model_dir / "tokenizer_config.json").read_bytes())
+    original = (model_dir / "tokenizer_config.json").read_bytes()
+    (Path(entry.path) / "tokenizer_config.json").write_bytes(original)
     registry.resolve("m")
     (Path(entry.path) / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(ArtifactIntegrityError, match="pytorch_model.bin was added"):

@@ -1,4 +1,5 @@
-"""The store across processes: a register killed mid-way leaves no version; concurrent writers never collide."""
+"""The store across processes: a register killed mid-way leaves no version; concurrent writers never
+collide."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_register_killed_mid_way_leaves_no_half_registered_version(tmp_path, mak
     assert [e.version for e in registry.list()] == ["1"]
     assert registry.check() == []
     assert registry.resolve("m").content_sha256 == first.content_sha256
-    # The dead writer's copy is left behind: in tmp/, or (killed inside the transaction) as an artifact no row names.
+    # The dead writer's copy is left behind: in tmp/, or (killed inside the transaction) as an artifact
+    # no row names.
     assert len(list((home / "artifacts").iterdir())) == (2 if step == "renamed" else 1)
     assert any((home / "tmp").iterdir()) or step == "renamed"
     assert registry.register(second, "m").version == "2"  # ... and the next register sweeps it

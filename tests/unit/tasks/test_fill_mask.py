@@ -63,7 +63,8 @@ def test_decode_several_masks_gives_one_list_per_mask_and_keeps_other_masks(hand
 def test_targets_in_vocab_and_single_token_targets_resolve_to_ids(handler):
     tok = handler.tokenizer
     params = handler.check_params({"targets": ["Paris", "capital"]})
-    assert set(params["target_ids"].tolist()) == {tok.convert_tokens_to_ids("Paris"), tok.convert_tokens_to_ids("capital")}
+    assert set(params["target_ids"].tolist()) == {tok.convert_tokens_to_ids("Paris"),
+                                                  tok.convert_tokens_to_ids("capital")}
 
 
 def test_multi_token_target_is_an_error_that_names_it(handler):
