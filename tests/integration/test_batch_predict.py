@@ -199,7 +199,7 @@ def test_question_answering_reads_question_and_context_columns(tmp_path, tiny_mo
     assert rows[1]["error"] == "expected a string (context), got NoneType"
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", pytest.param("parquet", marks=pytest.mark.slow)])
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model, fmt):
     src = tmp_path / f"in.{fmt}"
     write_input(

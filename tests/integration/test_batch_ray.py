@@ -15,7 +15,10 @@ from test_batch_predict import TEXTS, cli, kill_9_when, read_output, write_input
 
 from distilkit.batch import BatchConfig, predict_file
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+# Each test starts a local Ray (~10 s). CI runs one case of each behaviour; the other file formats and
+# filesystems are marked slow (run them with -m slow).
+pytestmark = [pytest.mark.ray]
+SLOW = pytest.mark.slow
 
 # Rows both readers turn into error rows: a malformed JSON line; a CSV record with a field too many and
 # one that is not UTF-8 (Ray's own CSV reader failed the whole run on these).
@@ -28,7 +31,7 @@ def write_input_with_bad_rows(path, rows):
         f.write(BAD_ROWS[path.suffix.lstrip(".")])
 
 
-@pytest.mark.parametrize("fmt, out_fmt", [("jsonl", "jsonl"), ("csv", "parquet")])
+@pytest.mark.parametrize("fmt, out_fmt", [("jsonl", "jsonl"), pytest.param("csv", "parquet", marks=SLOW)])
 def test_ray_engine_with_two_workers_writes_the_local_engines_bytes(tmp_path, tiny_model, fmt, out_fmt):
     src = tmp_path / f"in.{fmt}"
     write_input_with_bad_rows(src, [{"id": f"r{i}", "text": TEXTS[i % len(TEXTS)]} for i in range(60)])
@@ -57,6 +60,7 @@ def ray_in_this_process(monkeypatch):
     ray.shutdown()
 
 
+@SLOW
 def test_ray_engine_reads_and_writes_another_pyarrow_filesystem(tmp_path, tiny_model, ray_in_this_process):
     (tmp_path / "sub").mkdir()
     src = tmp_path / "sub" / "in.csv"
@@ -76,7 +80,7 @@ def test_ray_engine_reads_and_writes_another_pyarrow_filesystem(tmp_path, tiny_m
     assert sorted(os.listdir(tmp_path / "sub")) == ["in.csv", "out.jsonl"]
 
 
-@pytest.mark.parametrize("fmt, out_fmt", [("jsonl", "jsonl"), ("csv", "parquet")])
+@pytest.mark.parametrize("fmt, out_fmt", [pytest.param("jsonl", "jsonl", marks=SLOW), ("csv", "parquet")])
 def test_ray_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model, fmt, out_fmt):
     src = tmp_path / f"in.{fmt}"
     rows = [{"id": i, "text": f"row {i} is the [MASK] of a city" if i % 97 else ""} for i in range(60000)]
