@@ -13,7 +13,6 @@ either a complete, committed version or none (at worst an unreferenced artifact 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.errors import UserError
+from distilkit.registry.artifacts import content_sha256, copy_hashed, verify_files
 from distilkit.registry.refs import LATEST, RegistryRef, check_token, require_ref
 
 SCHEMA = """
@@ -55,7 +55,6 @@ CREATE TABLE IF NOT EXISTS aliases (
 # Test hook: "STEP=SECONDS" sleeps at STEP ("copied" or "renamed", i.e. inside the transaction) so a
 # test can kill the process there. It announces the pause on stderr.
 PAUSE_ENV = "DISTILKIT_REGISTRY_TEST_PAUSE"
-_CHUNK = 1 << 20
 _BUSY_RETRIES = 20
 
 
@@ -101,62 +100,6 @@ def _pause(step: str) -> None:
     if wanted == step:
         print(f"registry: paused at {step}", file=sys.stderr, flush=True)
         time.sleep(float(seconds or 60))
-
-
-def hash_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of the regular files under ``directory``; hidden files and dirs skipped."""
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory)
-        if not any(part.startswith(".") for part in rel.parts) and path.is_file():
-            yield rel.as_posix(), path
-
-
-def _copy_hashed(source: Path, target: Path) -> dict[str, dict[str, Any]]:
-    """Copy every file of ``source`` into ``target``, hashing the bytes written; returns the manifest."""
-    files: dict[str, dict[str, Any]] = {}
-    for rel, path in _walk(source):
-        dest = target / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        with open(path, "rb") as src, open(dest, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        files[rel] = {"sha256": digest.hexdigest(), "size": size}
-    return files
-
-
-def content_sha256(files: dict[str, dict[str, Any]]) -> str:
-    """Hash of the manifest in ``sha256sum`` format (``<sha>  <path>`` lines, sorted by path)."""
-    lines = "".join(f"{files[rel]['sha256']}  {rel}\n" for rel in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def verify_files(directory: Path, files: dict[str, dict[str, Any]]) -> list[str]:
-    """Problems of ``directory`` against the manifest ``files`` (missing, modified, added); [] when intact."""
-    if not directory.is_dir():
-        return [f"artifact directory {directory} is missing"]
-    present = dict(_walk(directory))
-    problems = []
-    for rel in sorted(files):
-        if rel not in present:
-            problems.append(f"{rel} is missing")
-        elif hash_file(present[rel]) != files[rel]["sha256"]:
-            problems.append(f"{rel} was modified (sha256 differs from the manifest)")
-    problems += [f"{rel} was added" for rel in sorted(present.keys() - files.keys())]
-    return problems
 
 
 def _pid_alive(pid: int) -> bool:
@@ -285,7 +228,7 @@ class Registry:
         work = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
         work.mkdir(parents=True)
         try:
-            files = _copy_hashed(src, work)
+            files = copy_hashed(src, work)
             described = describe_model_dir(work, files, task)
             _pause("copied")
             sha = content_sha256(files)

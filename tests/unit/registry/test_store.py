@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from distilkit.registry.store import ArtifactIntegrityError, Registry, RegistryError, content_sha256
+from distilkit.registry.artifacts import content_sha256
+from distilkit.registry.store import ArtifactIntegrityError, Registry, RegistryError
 
 
 def test_round_trip_copies_every_file_with_its_sha256_and_card_fields(registry, model_dir):
