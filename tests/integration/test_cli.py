@@ -107,7 +107,7 @@ def test_a_user_error_is_one_line_and_exit_2_without_traceback(tiny_model):
     assert out.returncode == 2
     assert (
         out.stderr
-        == "error: dtype must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float64'\n"
+        == "error: dtype must be one of ['auto', 'bfloat16', 'float16', 'float32', 'int8'], got 'float64'\n"
     )
 
 

@@ -30,8 +30,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("loader", ("distilkit.models",)),
     # The package root (only the root: "distilkit" is no prefix here) is the public facade,
     # ``distilkit.pipeline`` over the inference engine.
-    ("engine", ("distilkit.inference", ROOT)),
-    ("workflows", ("distilkit.train", "distilkit.evaluation", "distilkit.batch", "distilkit.export")),
+    # The ONNX export is part of the engine: dtype="int8" runs the int8 graph it makes (export.cache).
+    ("engine", ("distilkit.inference", ROOT, "distilkit.export")),
+    ("workflows", ("distilkit.train", "distilkit.evaluation", "distilkit.batch")),
     ("server", ("distilkit.serve",)),
     ("command line", ("distilkit.cli", "distilkit.__main__")),
 ]

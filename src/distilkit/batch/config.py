@@ -69,7 +69,8 @@ class BatchConfig:
     dummy_weights: bool = False
     """Seeded random weights of the model's real architecture."""
     dtype: str = "auto"
-    """auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."""
+    """auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16 |
+    int8 (ONNX Runtime's dynamic int8 graph on CPU, exported once into $DISTILKIT_HOME/cache)."""
     device: str | None = None
     """cpu | cuda | cuda:N (default: cuda if present)."""
     compile: bool = False

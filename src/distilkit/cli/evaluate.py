@@ -16,7 +16,8 @@ from distilkit.errors import UserError
 
 GLUE = "glue"
 DTYPE_HELP = (
-    "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."
+    "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16 | "
+    "int8 (ONNX Runtime's dynamic int8 graph on CPU, exported once into $DISTILKIT_HOME/cache)."
 )
 
 

@@ -134,6 +134,7 @@ def export_onnx(
     quantize: str | None = None,
     opset: int = DEFAULT_OPSET,
     dummy_weights: bool = False,
+    seed: int = 0,
     atol: float = DEFAULT_ATOL,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -146,6 +147,7 @@ def export_onnx(
         quantize: None (fp32) or ``int8`` (dynamic quantization; the fp32 graph is checked first).
         opset: ONNX opset (>= 18).
         dummy_weights: export the architecture with seeded random weights.
+        seed: the random weights' seed (with ``dummy_weights``).
         atol: largest allowed |ONNX fp32 - PyTorch| on the logits of real tokens.
         overwrite: replace an existing ``output``.
 
@@ -166,7 +168,7 @@ def export_onnx(
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     started = time.perf_counter()
     loaded = load_model(
-        model, task, dummy_weights=dummy_weights, dtype=torch.float32, device="cpu", backend="torch"
+        model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch.float32, device="cpu", backend="torch"
     )
     work = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
+from distilkit.export.cache import int8_model
 from distilkit.inference import runtime
 from distilkit.inference.batching import collate, padded_length, plan_batches
 from distilkit.model_info import LoadedModel
@@ -95,8 +97,13 @@ class Predictor:
         """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied.
 
         ``backend`` is ``torch``, ``onnx`` or None (``onnx`` for a ``distilkit export onnx`` directory).
+        ``dtype="int8"`` runs ONNX Runtime's dynamic int8 graph of the model (exported once, cached).
         """
         dev = runtime.resolve_device(device)
+        if dtype == runtime.INT8:
+            if backend == "torch" or dev.type != "cpu":
+                raise UserError("dtype int8 is ONNX Runtime's CPU engine: drop --backend torch / --device")
+            model, backend = int8_model(model, task, dummy_weights=dummy_weights, seed=seed), "onnx"
         torch_dtype = runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)

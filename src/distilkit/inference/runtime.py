@@ -10,6 +10,8 @@ import torch
 from distilkit.errors import UserError
 
 DTYPES = {"auto", "float32", "bfloat16", "float16"}
+# Not a torch dtype: ONNX Runtime's dynamic int8 graph of the model (distilkit.export.cache).
+INT8 = "int8"
 
 
 @functools.cache
@@ -39,12 +41,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     """Apply the precision policy: "auto" is bf16 on AMX/AVX512-BF16 CPUs and on CUDA, else fp32.
 
     Raises:
-        UserError: for a dtype name outside ``auto|float32|bfloat16|float16``.
+        UserError: for a dtype name outside ``auto|float32|bfloat16|float16|int8``.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == INT8:  # int8 weights and activations inside the ONNX graph; its inputs and outputs are fp32
+        return torch.float32
     if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise UserError(f"dtype must be one of {sorted(DTYPES | {INT8})}, got {dtype!r}")
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
