@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import typer
 
@@ -13,7 +14,7 @@ E = "DISTILKIT_"
 
 
 def serve(
-    model: list[str] = typer.Option([], "--model", "-m", envvar=E + "MODEL",
+    model: list[str] = typer.Option([], "--model", "-m", envvar=E + "MODEL",  # noqa: B008
                                     help="REF, NAME=REF or NAME:TASK=REF (repeatable). Default: the three card models."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", envvar=E + "DUMMY_WEIGHTS",
                                        help="Random weights of the real architectures (load tests)."),
@@ -28,6 +29,14 @@ def serve(
     timeout_s: float = typer.Option(30.0, "--timeout-s", envvar=E + "TIMEOUT_S"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", envvar=E + "MAX_BODY_BYTES"),
     max_inputs: int = typer.Option(64, "--max-inputs", envvar=E + "MAX_INPUTS"),
+    max_features: int = typer.Option(256, "--max-features", envvar=E + "MAX_FEATURES",
+                                     help="Model rows per request: inputs x windows of long QA contexts."),
+    max_masks: int = typer.Option(20, "--max-masks", envvar=E + "MAX_MASKS", help="Mask tokens per fill-mask input."),
+    max_candidates: int = typer.Option(200, "--max-candidates", envvar=E + "MAX_CANDIDATES",
+                                       help="Candidates per input: top_k x masks (fill-mask), top_k (QA)."),
+    max_response_bytes: int = typer.Option(8 << 20, "--max-response-bytes", envvar=E + "MAX_RESPONSE_BYTES"),
+    access_log: bool = typer.Option(False, "--access-log", envvar=E + "ACCESS_LOG",
+                                    help="Log every request (the forward passes are always logged)."),
     dtype: str = typer.Option("auto", "--dtype", envvar=E + "DTYPE", help="auto | float32 | bfloat16."),
     device: str = typer.Option(None, "--device", envvar=E + "DEVICE"),
     compile: bool = typer.Option(False, "--compile", envvar=E + "COMPILE",
@@ -44,15 +53,21 @@ def serve(
 
     settings = ServeSettings(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size,
                              max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             timeout_s=timeout_s, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
-    predictors = load_predictors(model, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile,
-                                 backend=backend)
+                             timeout_s=timeout_s, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
+                             max_features=max_features, max_masks=max_masks, max_candidates=max_candidates,
+                             max_response_bytes=max_response_bytes, access_log=access_log)
+    # Loaded on a thread that then ends: the OpenMP team its loading opened goes with it, and the
+    # scheduler's model thread stays the only one (see distilkit.serve.scheduler).
+    with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:
+        predictors = loader.submit(load_predictors, model, dummy_weights=dummy_weights, dtype=dtype, device=device,
+                                   compile=compile, backend=backend).result()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings, predictors)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the handler it
     # found at start: make that handler a clean exit so a graceful stop ends with status 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=60)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log,
+                timeout_graceful_shutdown=60)
 
 
 def load_predictors(specs: list[str], **options) -> dict:

@@ -1,7 +1,9 @@
 """The Predictor: the only inference path (task handler encode -> batched model -> decode).
 
-Serving, batch prediction and evaluation all call ``Predictor.predict`` (or its three stages
-``prepare`` / ``run`` / ``finish`` when they batch features of several requests together).
+Serving, batch prediction and evaluation all call ``Predictor.predict`` or its three stages:
+``prepare`` (check and encode), ``run`` (plan length-grouped batches and forward them; for
+offline callers) or ``run_batch`` (forward exactly one planned batch; the server's scheduler
+plans its passes itself), and ``finish`` (decode).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 import torch
 
 from distilkit.inference import runtime
-from distilkit.inference.batching import collate, padded_length, plan_batches
+from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 from distilkit.models import LoadedModel, load_model
-from distilkit.tasks import Feature, get_handler_class
+from distilkit.tasks import CostLimits, Feature, get_handler_class
 
 DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -70,8 +72,9 @@ class Predictor:
         self.device = first.device if first is not None else getattr(self.model, "device", torch.device("cpu"))
         self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
         # Fast tokenizers are not safe to call from several threads at once (truncation state is
-        # shared): servers encode/decode requests concurrently, so those stages take this lock.
-        self._tokenizer_lock = threading.Lock()
+        # shared): ``prepare`` and ``finish`` hold this lock. Reentrant, so that a server can take
+        # it without blocking first and then call them on the same thread.
+        self.tokenizer_lock = threading.RLock()
         if compile:
             if first is None:
                 raise ValueError("--compile needs the torch backend; an ONNX model is already a compiled graph")
@@ -104,13 +107,25 @@ class Predictor:
         return cls(loaded, **batching)
 
     # --- the three stages ------------------------------------------------------------------------
-    def prepare(self, items: list[Any], params: dict[str, Any] | None = None) -> Prepared:
-        """Validate params and items and encode them into features (no model call)."""
-        resolved = self.handler.check_params(params)
-        checked = self.handler.check_inputs(list(items))
-        with self._tokenizer_lock:
+    def prepare(
+        self, items: list[Any], params: dict[str, Any] | None = None, limits: CostLimits | None = None
+    ) -> Prepared:
+        """Validate params and items, check their cost against ``limits``, encode them (no model call).
+
+        Raises:
+            ValueError: a bad parameter or input; ``CostError`` (a ValueError) past ``limits``.
+        """
+        with self.tokenizer_lock:  # parameters too: fill-mask targets are tokenized
+            resolved = self.handler.check_params(params)
+            checked = self.handler.check_inputs(list(items))
+            if limits is not None:
+                self.handler.check_cost(checked, resolved, limits)
             features = self.handler.encode(checked, resolved)
         return Prepared(checked, resolved, features)
+
+    def padded_length(self, length: int) -> int:
+        """The width a row of ``length`` tokens pads to in a batch (what a row costs a pass)."""
+        return padded_length(length, self.pad_to_multiple_of, self.handler.max_length)
 
     def run(self, features: list[Feature]) -> list[Any]:
         """Forward ``features`` in length-grouped batches; return one output per feature, in order."""
@@ -119,23 +134,31 @@ class Predictor:
             lengths, self.max_batch_tokens, self.max_batch_size, self.pad_to_multiple_of, self.handler.max_length
         )
         outputs: list[Any] = [None] * len(features)
-        with torch.inference_mode():
-            for idx in batches:
-                rows = [features[i] for i in idx]
-                width = padded_length(max(lengths[i] for i in idx), self.pad_to_multiple_of, self.handler.max_length)
-                types = [f.token_type_ids or [0] * len(f) for f in rows] if self._uses_token_types else None
-                batch = collate([f.input_ids for f in rows], self._pad_id, width, types)
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                for i, out in zip(idx, self.handler.forward(self.model, batch, rows), strict=True):
-                    outputs[i] = out
+        for idx in batches:
+            for i, out in zip(idx, self.run_batch([features[i] for i in idx]), strict=True):
+                outputs[i] = out
         return outputs
+
+    def run_batch(self, features: list[Feature]) -> list[Any]:
+        """Forward exactly ``features`` as one batch, padded to the longest (rounded up to the multiple).
+
+        The caller owns the plan: a batch of ``n`` rows costs ``n x padded_length(longest)`` tokens.
+        """
+        if not features:
+            return []
+        width = self.padded_length(max(len(f) for f in features))
+        types = [f.token_type_ids or [0] * len(f) for f in features] if self._uses_token_types else None
+        batch = pad_batch([f.input_ids for f in features], self._pad_id, width, types)
+        with torch.inference_mode():
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            return self.handler.forward(self.model, batch, features)
 
     def finish(self, prepared: Prepared, outputs: list[Any]) -> list[Any]:
         """Decode each item from its features' outputs."""
         per_item: list[list[int]] = [[] for _ in prepared.items]
         for i, f in enumerate(prepared.features):
             per_item[f.item].append(i)
-        with self._tokenizer_lock:
+        with self.tokenizer_lock:
             return [
                 self.handler.decode(
                     item, [prepared.features[i] for i in fidx], [outputs[i] for i in fidx], prepared.params

@@ -20,9 +20,9 @@ class ServeSettings:
     max_batch_size: int = 32
     """Rows per forward pass across requests."""
     max_batch_tokens: int = 4096
-    """Tokens per forward pass across requests."""
+    """Padded tokens per forward pass across requests (rows x padded length)."""
     max_wait_ms: float = 2.0
-    """How long the first queued input waits for others to share its batch."""
+    """How long a pass that is not full waits for requests on their way to join it."""
     max_queue: int = 1024
     """Inputs waiting per model before requests get 429."""
     timeout_s: float = 30.0
@@ -30,9 +30,20 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     max_inputs: int = 64
     """Inputs per request (413 above)."""
+    max_features: int = 256
+    """Model rows per request: inputs x windows of long QA contexts / strided texts (413 above)."""
+    max_masks: int = 20
+    """Mask tokens per fill-mask input (413 above)."""
+    max_candidates: int = 200
+    """Candidates per input: top_k x masks for fill-mask, top_k for question-answering (422 above)."""
+    max_response_bytes: int = 8 << 20
+    """Response size, estimated before running where the task can (fill-mask) and checked after (413)."""
+    access_log: bool = False
+    """One log line per HTTP request (uvicorn's access log); the server always logs one per forward pass."""
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_batch_tokens", "max_queue", "max_body_bytes", "max_inputs"):
+        for name in ("max_batch_size", "max_batch_tokens", "max_queue", "max_body_bytes", "max_inputs",
+                     "max_features", "max_masks", "max_candidates", "max_response_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
@@ -41,6 +52,15 @@ class ServeSettings:
             raise ValueError(f"--timeout-s must be > 0, got {self.timeout_s}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"--port must be between 0 and 65535, got {self.port}")
+
+
+# HTTP status of a request over each cost bound: too much work 413, a parameter asking too much 422.
+COST_LIMIT_STATUS = {"max_features": 413, "max_masks": 413, "max_candidates": 422, "max_response_bytes": 413}
+
+
+def flag(field: str) -> str:
+    """How users set a ServeSettings field: ``--max-masks / DISTILKIT_MAX_MASKS``."""
+    return f"--{field.replace('_', '-')} / DISTILKIT_{field.upper()}"
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, softmax
+from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, show, softmax, window_count
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 WORD_STRATEGIES = frozenset({"first", "average", "max"})
@@ -202,7 +202,7 @@ def check_strategy(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.lower() not in STRATEGIES:
-        raise ValueError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {value!r}")
+        raise ValueError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {show(value)}")
     return value.lower()
 
 
@@ -213,7 +213,7 @@ def check_ignore_labels(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"ignore_labels must be a list of label names, got {value!r}")
+        raise ValueError(f"ignore_labels must be a list of label names, got {show(value)}")
     return list(value)
 
 
@@ -222,7 +222,7 @@ class TokenClassificationHandler(TaskHandler):
     """token-classification with ``aggregation_strategy``, ``ignore_labels`` and ``stride``."""
 
     task = "token-classification"
-    defaults = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    defaults: ClassVar[dict[str, Any]] = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
@@ -259,6 +259,23 @@ class TokenClassificationHandler(TaskHandler):
             if not self.is_fast:
                 raise ValueError("stride needs a fast tokenizer")
         return params
+
+    feature_noun: ClassVar[str] = (
+        "text windows: with stride, a long text is cut into windows of the model's length that "
+        "advance by that length minus stride tokens; lower stride"
+    )
+
+    def count_features(self, items: list[str], params: dict[str, Any], enough: int | None = None) -> int:
+        """Windows of ``items`` (one per text without ``stride``): a bound from byte lengths when it
+        is at most ``enough``, else counted from the tokenized texts."""
+        if params["stride"] is None:
+            return len(items)
+        room = self.max_length - self.n_special
+        bound = sum(window_count(len(text.encode()), room, params["stride"]) for text in items)
+        if enough is not None and bound <= enough:
+            return bound
+        lengths = [len(ids) for ids in self.tokenizer(items, add_special_tokens=False)["input_ids"]]
+        return sum(window_count(n, room, params["stride"]) for n in lengths)
 
     def check_inputs(self, items: list[Any]) -> list[str]:
         return [check_text(i, text) for i, text in enumerate(items)]
