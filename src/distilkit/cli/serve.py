@@ -43,6 +43,8 @@ def serve(
                                  help="torch.compile the encoders (slower start, faster batches)."),
     backend: str = typer.Option(None, "--backend", envvar=E + "BACKEND",
                                 help="torch | onnx (default: onnx for an exported directory)."),
+    playground: bool = typer.Option(True, "--playground/--no-playground", envvar=E + "PLAYGROUND",
+                                    help="The browser page at / to try every served model."),
 ) -> None:
     """Serve models over HTTP: /score (card formats), /models/NAME, /invocations, KServe v1/v2, /metrics."""
     import logging
@@ -55,7 +57,7 @@ def serve(
                              max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              timeout_s=timeout_s, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
                              max_features=max_features, max_masks=max_masks, max_candidates=max_candidates,
-                             max_response_bytes=max_response_bytes, access_log=access_log)
+                             max_response_bytes=max_response_bytes, access_log=access_log, playground=playground)
     # Loaded on a thread that then ends: the OpenMP team its loading opened goes with it, and the
     # scheduler's model thread stays the only one (see distilkit.serve.scheduler).
     with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:

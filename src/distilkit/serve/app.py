@@ -23,16 +23,20 @@ from distilkit import __version__
 from distilkit.inference.predictor import Predictor
 from distilkit.serve.errors import ApiError, error_response
 from distilkit.serve.metrics import ServerMetrics
+from distilkit.serve.playground import add_playground
 from distilkit.serve.routes import add_routes
 from distilkit.serve.server import ModelServer
 from distilkit.serve.settings import ServeSettings
+from distilkit.serve.timing import append_timing
 
 log = logging.getLogger("distilkit.serve")
-OPEN_PATHS = {"/health", "/ready", "/metrics", "/v2/health/ready", "/v2/health/live"}  # probes stay open
+# Probes and the playground page (its API calls send the key) stay open.
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/v2/health/ready", "/v2/health/live", "/", "/playground"}
 
 
 class Guard:
-    """Pure ASGI middleware: API-key check, JSON 500 for server bugs, request metrics per route.
+    """Pure ASGI middleware: API-key check, JSON 500 for server bugs, request metrics per route and
+    the ``total`` entry of every response's Server-Timing header.
 
     (Not ``@app.middleware``: Starlette's BaseHTTPMiddleware wraps ``receive`` in a way that hides
     client disconnects from the endpoint, and costs time on every request.)
@@ -53,6 +57,7 @@ class Guard:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+                message = append_timing(message, "total", time.perf_counter() - start)
             await send(message)
 
         try:
@@ -73,7 +78,7 @@ class Guard:
 
     @staticmethod
     def _open(path: str) -> bool:
-        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json"))
+        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json", "/playground/static/"))
 
 
 def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> FastAPI:
@@ -113,4 +118,5 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     add_routes(app, server)
+    add_playground(app, settings)
     return app

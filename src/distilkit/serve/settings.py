@@ -40,6 +40,8 @@ class ServeSettings:
     """Response size, estimated before running where the task can (fill-mask) and checked after (413)."""
     access_log: bool = False
     """One log line per HTTP request (uvicorn's access log); the server always logs one per forward pass."""
+    playground: bool = True
+    """Serve the playground page at ``/`` and ``/playground`` (try every model from a browser)."""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_batch_tokens", "max_queue", "max_body_bytes", "max_inputs",

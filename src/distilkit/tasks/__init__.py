@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from distilkit.models import canonical_task
+from distilkit.model_info import canonical_task
 from distilkit.tasks.base import CostError, CostLimits, Feature, TaskHandler
 
 HANDLERS = {

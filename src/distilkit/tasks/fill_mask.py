@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import (
     CostError,
     CostLimits,
@@ -28,7 +29,9 @@ CANDIDATE_BYTES = 96
 def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Return the hidden-state -> vocabulary logits head of a masked-LM model, or None if unknown."""
     if hasattr(model, "vocab_projector"):  # DistilBERT: transform -> act -> norm -> projector
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+        return lambda h: model.vocab_projector(
+            model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
+        )
     if hasattr(model, "lm_head"):  # RoBERTa family
         return model.lm_head
     if hasattr(model, "cls"):  # BERT family
@@ -36,7 +39,9 @@ def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] |
     return None
 
 
-def top_candidates(probs: np.ndarray, top_k: int, target_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def top_candidates(
+    probs: np.ndarray, top_k: int, target_ids: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, token ids) per mask row of ``probs`` (n_masks, V), optionally among targets."""
     if target_ids is not None:
         probs = probs[:, target_ids]
@@ -59,15 +64,19 @@ class FillMaskHandler(TaskHandler):
 
     task = "fill-mask"
     defaults: ClassVar[dict[str, Any]] = {"top_k": 5, "targets": None}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "targets": "strings"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
-            raise ValueError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
+            raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
         self._token_str: dict[int, str] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mask_token": self.mask_token}
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         targets = params["targets"]
@@ -75,7 +84,7 @@ class FillMaskHandler(TaskHandler):
         top_k = params["top_k"] = check_int("top_k", params["top_k"], 1)
         # Like the reference: top_k past the vocabulary is an error; past the targets it is cut to them.
         if targets is None and top_k > self.vocab_size:
-            raise ValueError(f"top_k must be at most {self.vocab_size} (the vocabulary size), got {top_k}")
+            raise UserError(f"top_k must be at most {self.vocab_size} (the vocabulary size), got {top_k}")
         return params
 
     def check_cost(self, items: list[str], params: dict[str, Any], limits: CostLimits) -> None:
@@ -106,7 +115,7 @@ class FillMaskHandler(TaskHandler):
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-            raise ValueError(f"targets must be a string or a list of strings, got {show(targets)}")
+            raise UserError(f"targets must be a string or a list of strings, got {show(targets)}")
         vocab = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
@@ -118,10 +127,10 @@ class FillMaskHandler(TaskHandler):
                 continue  # nothing to score, as the reference implementation ignores it
             if len(pieces) > 1:
                 tokens = self.tokenizer.convert_ids_to_tokens(pieces)
-                raise ValueError(f"target {show(target)} is {len(pieces)} tokens {tokens}; targets must be single tokens")
+                raise UserError(f"target {show(target)} is {len(pieces)} tokens {tokens}; targets must be single tokens")
             ids.append(pieces[0])
         if not ids:
-            raise ValueError("targets: at least one target must be a token of this model's vocabulary")
+            raise UserError("targets: at least one target must be a token of this model's vocabulary")
         return np.array(sorted(set(ids)), dtype=np.int64)
 
     def check_inputs(self, items: list[Any]) -> list[str]:
@@ -140,11 +149,15 @@ class FillMaskHandler(TaskHandler):
         for i, ids in enumerate(encoded):
             self.tokenize_error_check(i, len(ids))
             if self.mask_id not in ids:  # e.g. "[MASK]" glued into a word the tokenizer splits
-                raise input_error(i, f"no {self.mask_token} token after tokenization; write it as a separate word")
+                raise input_error(
+                    i, f"no {self.mask_token} token after tokenization; write it as a separate word"
+                )
             features.append(Feature(item=i, input_ids=ids))
         return features
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
+    ) -> list[Any]:
         head = mlm_head(model)
         mask = batch["input_ids"] == self.mask_id  # (B, T)
         if head is None:
@@ -174,7 +187,12 @@ class FillMaskHandler(TaskHandler):
         texts = iter(self.tokenizer.batch_decode(sequences, skip_special_tokens=single))
         result = [
             [
-                {"score": float(v), "token": int(t), "token_str": self.token_str(int(t)), "sequence": next(texts)}
+                {
+                    "score": float(v),
+                    "token": int(t),
+                    "token_str": self.token_str(int(t)),
+                    "sequence": next(texts),
+                }
                 for v, t in zip(vrow, trow, strict=True)
             ]
             for vrow, trow in zip(values, ids, strict=True)

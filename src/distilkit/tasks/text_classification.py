@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import (
     Feature,
     TaskHandler,
@@ -90,12 +91,22 @@ class TextClassificationHandler(TaskHandler):
     """text-classification with ``top_k``, ``function_to_apply`` and ``truncation``; text pairs."""
 
     task = "text-classification"
-    defaults: ClassVar[dict[str, Any]] = {"top_k": LEGACY_TOP_K, "function_to_apply": "default", "truncation": False}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": LEGACY_TOP_K, "function_to_apply": "default",
+                                          "truncation": False}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "function_to_apply": ("default", *FUNCTIONS),
+                                             "truncation": "boolean"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self.default_function = default_function(config)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": list(self.labels)}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        # Not sending top_k gives the best label only; the sentinel that marks it is internal.
+        return None if default == LEGACY_TOP_K else default
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         top_k = params["top_k"]
@@ -106,13 +117,13 @@ class TextClassificationHandler(TaskHandler):
         if function is None or (isinstance(function, str) and function.lower() == "default"):
             function = self.default_function
         if not isinstance(function, str) or function.lower() not in FUNCTIONS:
-            raise ValueError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {show(function)}")
+            raise UserError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {show(function)}")
         params["function_to_apply"] = function.lower()
         truncation = params["truncation"]
         if isinstance(truncation, (bool, str)) and truncation in TRUNCATION:
             params["truncation"] = TRUNCATION[truncation]
         else:
-            raise ValueError(
+            raise UserError(
                 f"truncation must be true, false, 'longest_first' or 'do_not_truncate', got {show(truncation)}"
             )
         return params

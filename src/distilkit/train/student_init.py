@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
+
 # BERT encoder-layer submodule -> DistilBERT transformer-layer submodule
 BERT_TO_DISTILBERT_LAYER = {
     "attention.self.query": "attention.q_lin",
@@ -41,7 +43,7 @@ def default_layer_map(teacher_layers: int) -> list[int]:
     """Half the teacher's layers, every other one: the bottom half counted up from layer 0 and the
     top half counted down from the last layer (12 -> [0, 2, 4, 7, 9, 11], 24 -> [0..10, 13..23])."""
     if teacher_layers < 1:
-        raise ValueError(f"teacher has {teacher_layers} layers")
+        raise UserError(f"teacher has {teacher_layers} layers")
     n = max(teacher_layers // 2, 1)
     bottom = [2 * i for i in range((n + 1) // 2)]
     top = [teacher_layers - 1 - 2 * i for i in range(n // 2)][::-1]
@@ -49,21 +51,21 @@ def default_layer_map(teacher_layers: int) -> list[int]:
 
 
 def parse_layers(text: str) -> list[int]:
-    """'0,2,4' -> [0, 2, 4]; raises ValueError naming --layers on bad input."""
+    """'0,2,4' -> [0, 2, 4]; raises UserError naming --layers on bad input."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"--layers expects comma-separated layer indices like 0,2,4,7,9,11, got {text!r}"
         ) from None
 
 
 def _check_layer_map(layers: list[int], teacher_layers: int) -> None:
     if not layers:
-        raise ValueError("--layers must name at least one teacher layer")
+        raise UserError("--layers must name at least one teacher layer")
     bad = [i for i in layers if not 0 <= i < teacher_layers]
     if bad:
-        raise ValueError(f"--layers {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
+        raise UserError(f"--layers {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
 
 
 def student_config(teacher_config: Any, n_layers: int) -> Any:
@@ -94,7 +96,7 @@ def student_config(teacher_config: Any, n_layers: int) -> Any:
             pad_token_id=t.pad_token_id,
         )
     else:
-        raise ValueError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
+        raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     config.architectures = [{"roberta": "RobertaForMaskedLM"}.get(kind, "DistilBertForMaskedLM")]
     return config
 
@@ -157,14 +159,14 @@ def build_student(
     """Student masked-LM model initialised from ``teacher`` (a *ForMaskedLM); returns it and the layer map.
 
     Raises:
-        ValueError: unsupported family or layer indices out of range.
+        UserError: unsupported family or layer indices out of range.
     """
     import transformers
 
     config = teacher.config
     kind = config.model_type
     if kind not in FAMILIES:
-        raise ValueError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
+        raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     depth = config.n_layers if kind == "distilbert" else config.num_hidden_layers
     layers = list(layers) if layers is not None else default_layer_map(depth)
     _check_layer_map(layers, depth)
@@ -189,14 +191,13 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     its weights are not available); the student copies them like real ones.
 
     Raises:
-        ValueError: unsupported teacher, bad layers, or a non-empty output directory.
+        UserError: unsupported teacher, bad layers, or a non-empty output directory.
     """
-    from distilkit.models import load_model
-    from distilkit.train.distill import save_model_dir
+    from distilkit.models import load_model, save_model_dir
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
-        raise ValueError(f"--output {output} is not empty; choose a new directory")
+        raise UserError(f"--output {output} is not empty; choose a new directory")
     teacher = load_model(teacher_ref, "fill-mask", dummy_weights=dummy_weights, seed=seed)
     student, layers = build_student(teacher.model, layers)
     output.mkdir(parents=True, exist_ok=True)
