@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.inference import runtime
 from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 from distilkit.model_info import LoadedModel
@@ -57,7 +58,7 @@ class Predictor:
         compile: bool = False,
     ):
         if max_batch_tokens < 1 or max_batch_size < 1 or pad_to_multiple_of < 1:
-            raise ValueError("max_batch_tokens, max_batch_size and pad_to_multiple_of must be >= 1")
+            raise UserError("max_batch_tokens, max_batch_size and pad_to_multiple_of must be >= 1")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -78,7 +79,7 @@ class Predictor:
         self.tokenizer_lock = threading.RLock()
         if compile:
             if first is None:
-                raise ValueError("--compile needs the torch backend; an ONNX model is already a compiled graph")
+                raise UserError("--compile needs the torch backend; an ONNX model is already a compiled graph")
             runtime.compile_encoder(self.model)
 
     @classmethod

@@ -85,7 +85,7 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
     """Build the app for ``predictors`` (name -> Predictor); the scheduler runs during the app's lifespan.
 
     Raises:
-        ValueError: settings the models cannot be served with (the message names the flag).
+        UserError: settings the models cannot be served with (the message names the flag).
     """
     metrics = ServerMetrics(settings.max_batch_size, settings.max_batch_tokens)
     server = ModelServer(settings, predictors, metrics)

@@ -2,7 +2,7 @@
 
 Pure functions with no web framework, so the server, tests and batch jobs share them:
 
-    request = parse_score_request(task, payload)          # FieldError (a ValueError) naming the field
+    request = parse_score_request(task, payload)          # FieldError (a UserError) naming the field
     results = predictor.predict(request.items, request.params)
     body    = request.respond(results)
 
@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from distilkit.errors import UserError
 
-class FieldError(ValueError):
+
+class FieldError(UserError):
     """A request that does not fit the format; ``field`` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str):

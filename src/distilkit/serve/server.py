@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from distilkit.errors import UserError
 from distilkit.inference.predictor import Predictor
 from distilkit.serve.errors import ApiError
 from distilkit.serve.formats import FieldError, ParsedRequest
@@ -46,11 +47,11 @@ class ModelServer:
 
     def __init__(self, settings: ServeSettings, predictors: dict[str, Predictor], metrics: ServerMetrics):
         if not predictors:
-            raise ValueError("no model to serve")
+            raise UserError("no model to serve")
         for name, predictor in predictors.items():
             longest = predictor.padded_length(predictor.handler.max_length)
             if settings.max_batch_tokens < longest:
-                raise ValueError(f"--max-batch-tokens must be at least {longest}, the longest input model "
+                raise UserError(f"--max-batch-tokens must be at least {longest}, the longest input model "
                                  f"{name!r} accepts (one row must fit in a pass), got {settings.max_batch_tokens}")
         self.settings, self.predictors, self.metrics = settings, predictors, metrics
         self.default = next(iter(predictors))

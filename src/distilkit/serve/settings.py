@@ -6,17 +6,23 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from distilkit.errors import UserError
+
 # The three models of the DistilBERT catalog cards, served when no --model is given.
 CARD_MODELS = ("distilbert-base-cased", "distilbert-base-cased-distilled-squad", "distilroberta-base")
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Limits and batching of ``distilkit serve``; ``__post_init__`` names the flag of a bad value."""
+    """Limits and batching of ``distilkit serve`` (each field is its flag); ``__post_init__`` raises
+    UserError naming the flag of a bad value."""
 
     host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0: every interface)."""
     port: int = 8000
+    """TCP port to listen on."""
     api_key: str | None = None
+    """Require 'Authorization: Bearer KEY' (health, metrics and the playground page stay open)."""
     max_batch_size: int = 32
     """Rows per forward pass across requests."""
     max_batch_tokens: int = 4096
@@ -28,6 +34,7 @@ class ServeSettings:
     timeout_s: float = 30.0
     """Per-request deadline (504 after it)."""
     max_body_bytes: int = 1 << 20
+    """Request body size (413 above)."""
     max_inputs: int = 64
     """Inputs per request (413 above)."""
     max_features: int = 256
@@ -47,13 +54,13 @@ class ServeSettings:
         for name in ("max_batch_size", "max_batch_tokens", "max_queue", "max_body_bytes", "max_inputs",
                      "max_features", "max_masks", "max_candidates", "max_response_bytes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
-            raise ValueError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+            raise UserError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.timeout_s <= 0:
-            raise ValueError(f"--timeout-s must be > 0, got {self.timeout_s}")
+            raise UserError(f"--timeout-s must be > 0, got {self.timeout_s}")
         if not 0 <= self.port < 65536:
-            raise ValueError(f"--port must be between 0 and 65535, got {self.port}")
+            raise UserError(f"--port must be between 0 and 65535, got {self.port}")
 
 
 # HTTP status of a request over each cost bound: too much work 413, a parameter asking too much 422.
