@@ -314,7 +314,12 @@ def main() -> None:
                 result["in_process"] = in_process(model, texts)
                 print(f"in process: {result['in_process']}", file=sys.stderr)
             for name in peers:
-                server = Server(*commands[name])
+                try:  # a peer that does not start is reported, and the others still run
+                    server = Server(*commands[name])
+                except RuntimeError as err:
+                    result.setdefault("failed", {})[name] = str(err)[-2000:]
+                    print(f"{name} did not start: {err}", file=sys.stderr)
+                    continue
                 try:
                     result["servers"][name] = measure(name, server, texts, args)
                 finally:
