@@ -124,3 +124,12 @@ def test_a_client_that_disconnects_is_dropped_from_the_queue(bert):
         assert httpx.post(url + "/models/bert", json={"inputs": "the [MASK]"}, timeout=30).status_code == 200
     left = bert.tokenizer("Paris [MASK] London")["input_ids"]
     assert left not in [row for rows in gate.passes for row in rows]  # the client that left never ran
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000], ids=["open", "balanced"])
+def test_json_nested_100000_deep_under_the_default_body_limit_is_a_400(bert, body):
+    with serving({"bert": bert}) as url:  # default --max-body-bytes (1 MiB): the body is read and parsed
+        r = httpx.post(url + "/models/bert", content=body, headers={"content-type": "application/json"}, timeout=30)
+        after = httpx.post(url + "/models/bert", json={"inputs": "the [MASK]"}, timeout=30)
+    assert r.status_code == 400 and "nested deeper than" in r.json()["error"]["message"]
+    assert after.status_code == 200
