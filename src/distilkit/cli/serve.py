@@ -21,11 +21,15 @@ from distilkit.serve.settings import CARD_MODELS, ServeSettings, parse_model_spe
 E = "DISTILKIT_"
 
 
-@config_command(ServeSettings, envvars={f.name: E + f.name.upper() for f in dataclasses.fields(ServeSettings)})
+ENVVARS = {f.name: E + f.name.upper() for f in dataclasses.fields(ServeSettings)}
+
+
+@config_command(ServeSettings, envvars=ENVVARS)
 def serve(
     flags: dict[str, Any],
-    model: list[str] = typer.Option([], "--model", "-m", envvar=E + "MODEL",
-                                    help="REF, NAME=REF or NAME:TASK=REF (repeatable). Default: the three card models."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", envvar=E + "MODEL",
+        help="REF, NAME=REF or NAME:TASK=REF (repeatable). Default: the three card models."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", envvar=E + "DUMMY_WEIGHTS",
                                        help="Random weights of the real architectures (load tests)."),
     dtype: str = typer.Option("auto", "--dtype", envvar=E + "DTYPE",
@@ -47,8 +51,8 @@ def serve(
     # Loaded on a thread that then ends: the OpenMP team its loading opened goes with it, and the
     # scheduler's model thread stays the only one (see distilkit.serve.scheduler).
     with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:
-        predictors = loader.submit(load_predictors, model, dummy_weights=dummy_weights, dtype=dtype, device=device,
-                                   compile=compile, backend=backend).result()
+        predictors = loader.submit(load_predictors, model, dummy_weights=dummy_weights, dtype=dtype,
+                                   device=device, compile=compile, backend=backend).result()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings, predictors)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the handler it
@@ -73,8 +77,9 @@ def load_predictors(specs: list[str], **options) -> dict:
             return {ref: Predictor.from_ref(ref, **options) for ref in CARD_MODELS}
         except ModelNotFoundError as err:
             raise UserError(
-                "no --model given and the card models (" + ", ".join(CARD_MODELS) + ") are not in the Hugging "
-                "Face cache (offline or not downloaded yet). Serve a local model directory with --model DIR "
+                "no --model given and the card models (" + ", ".join(CARD_MODELS) + ") are not in the "
+                "Hugging Face cache (offline or not downloaded yet). Serve a local model directory with "
+                "--model DIR "
                 "(or NAME=DIR, NAME:TASK=DIR; repeatable), and add --dummy-weights to run a directory that "
                 f"holds only config.json and tokenizer files with random weights. ({err})"
             ) from err

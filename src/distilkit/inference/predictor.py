@@ -71,7 +71,8 @@ class Predictor:
         self._uses_token_types = "token_type_ids" in accepted
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         first = next(self.model.parameters(), None)  # None: an ONNX Runtime model (weights in its session)
-        self.device = first.device if first is not None else getattr(self.model, "device", torch.device("cpu"))
+        self.device = (first.device if first is not None
+                       else getattr(self.model, "device", torch.device("cpu")))
         self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
         # Fast tokenizers are not safe to call from several threads at once (truncation state is
         # shared): ``prepare`` and ``finish`` hold this lock. Reentrant, so that a server can take
@@ -79,7 +80,8 @@ class Predictor:
         self.tokenizer_lock = threading.RLock()
         if compile:
             if first is None:
-                raise UserError("--compile needs the torch backend; an ONNX model is already a compiled graph")
+                raise UserError(
+                    "--compile needs the torch backend; an ONNX model is already a compiled graph")
             runtime.compile_encoder(self.model)
 
     @classmethod
@@ -104,8 +106,8 @@ class Predictor:
         torch_dtype = runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
-        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype, device=dev,
-                            backend=backend)
+        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype,
+                            device=dev, backend=backend)
         return cls(loaded, **batching)
 
     # --- the three stages ------------------------------------------------------------------------
@@ -133,7 +135,8 @@ class Predictor:
         """Forward ``features`` in length-grouped batches; return one output per feature, in order."""
         lengths = [len(f) for f in features]
         batches = plan_batches(
-            lengths, self.max_batch_tokens, self.max_batch_size, self.pad_to_multiple_of, self.handler.max_length
+            lengths, self.max_batch_tokens, self.max_batch_size, self.pad_to_multiple_of,
+            self.handler.max_length,
         )
         outputs: list[Any] = [None] * len(features)
         for idx in batches:

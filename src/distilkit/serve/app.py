@@ -70,7 +70,8 @@ class Guard:
         except Exception:  # a server bug: answer 500 with the error format and keep serving
             log.exception("unhandled error on %s", scope["path"])
             if not started:
-                await error_response(500, "internal error; see the server log")(scope, receive, send_and_watch)
+                response = error_response(500, "internal error; see the server log")
+                await response(scope, receive, send_and_watch)
         finally:
             label = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(label, str(status)).inc()
@@ -98,7 +99,8 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
         server.stop()  # uvicorn has stopped accepting and finished in-flight requests by now
 
     app = FastAPI(title="distilkit", version=__version__, lifespan=lifespan,
-                  description="Real-time inference for the DistilBERT model family (the model cards' formats).")
+                  description="Real-time inference for the DistilBERT model family "
+                              "(the model cards' formats).")
     app.state.server = server
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)

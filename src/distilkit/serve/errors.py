@@ -27,14 +27,16 @@ ERROR_SCHEMA = {
 class ApiError(Exception):
     """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message = status, message
         self.code = code or STATUS_CODES.get(status, "error")
         self.headers = headers or {}
 
 
-def error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(status: int, message: str, code: str | None = None,
+                   headers: dict | None = None) -> JSONResponse:
     """The one error body of the server."""
     body = {"error": {"code": code or STATUS_CODES.get(status, "error"), "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)

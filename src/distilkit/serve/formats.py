@@ -81,7 +81,8 @@ def _qa_items(columns: dict[str, Any], field: str) -> list[dict[str, str]]:
     if len(contexts) == 1 and len(questions) > 1:
         contexts = contexts * len(questions)
     if len(questions) != len(contexts):
-        raise FieldError(field, f"question and context must have the same length ({len(questions)} vs {len(contexts)})")
+        raise FieldError(field, "question and context must have the same length "
+                                f"({len(questions)} vs {len(contexts)})")
     return [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
 
 
@@ -117,8 +118,8 @@ def parse_score_request(task: str, payload: Any) -> ParsedRequest:
         if isinstance(inputs, dict):
             if "input_string" not in inputs:
                 raise FieldError("inputs", "expected 'input_string' (a list of strings)")
-            return ParsedRequest(_string_list(inputs["input_string"], "inputs.input_string"), params, _one_per_item,
-                                "inputs.input_string")
+            texts = _string_list(inputs["input_string"], "inputs.input_string")
+            return ParsedRequest(texts, params, _one_per_item, "inputs.input_string")
         return ParsedRequest(_string_list(inputs, "inputs"), params, _one_per_item)
     raise FieldError("body", "expected 'input_data' or 'inputs'")
 
@@ -169,7 +170,8 @@ def _columns(task: str, columns: dict[str, Any], field: str) -> list[Any]:
 
 def _items(task: str, value: Any, field: str) -> list[Any]:
     if isinstance(value, dict):
-        if task == "question-answering" and all(isinstance(value.get(k), str) for k in ("question", "context")):
+        pair = ("question", "context")
+        if task == "question-answering" and all(isinstance(value.get(k), str) for k in pair):
             return [_item(task, value, field)]
         return _columns(task, value, field)
     if isinstance(value, str):
@@ -201,7 +203,8 @@ def parse_mlflow_request(task: str, payload: Any) -> ParsedRequest:
     if not isinstance(payload, dict):
         raise FieldError("body", "expected a JSON object")
     params = _params(payload, "params")
-    keys = [k for k in ("input_data", "inputs", "instances", "dataframe_split", "dataframe_records") if k in payload]
+    names = ("input_data", "inputs", "instances", "dataframe_split", "dataframe_records")
+    keys = [k for k in names if k in payload]
     if len(keys) != 1:
         raise FieldError("body", "expected exactly one of input_data, inputs, instances, dataframe_split, "
                                  "dataframe_records")

@@ -27,16 +27,17 @@ class ServerMetrics:
     def __init__(self, max_batch_size: int = 32, max_batch_tokens: int = 4096) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("distilkit_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
+        self.requests = Counter("distilkit_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
         self.request_seconds = Histogram("distilkit_request_seconds", "Request latency", ["route"],
                                          buckets=STAGE_BUCKETS, registry=r)
-        self.queue_depth = Gauge("distilkit_queue_depth", "Inputs waiting for a forward pass", ["model"], registry=r)
+        self.queue_depth = Gauge("distilkit_queue_depth", "Inputs waiting for a forward pass", ["model"],
+                                 registry=r)
         self.batch_rows = Histogram("distilkit_batch_rows", "Rows per forward pass", ["model"],
                                     buckets=powers_of_two_to(max_batch_size), registry=r)
         self.batch_padded_tokens = Histogram(
-            "distilkit_batch_padded_tokens", "Padded tokens (rows x padded length) per forward pass", ["model"],
-            buckets=powers_of_two_to(max_batch_tokens), registry=r)
+            "distilkit_batch_padded_tokens", "Padded tokens (rows x padded length) per forward pass",
+            ["model"], buckets=powers_of_two_to(max_batch_tokens), registry=r)
         self.batch_seconds = Histogram("distilkit_batch_seconds", "Duration of one forward pass", ["model"],
                                        buckets=STAGE_BUCKETS, registry=r)
         self.stage_seconds = Histogram("distilkit_stage_seconds",

@@ -34,7 +34,8 @@ OFFSET = {"type": ["integer", "null"]}
 ENTITY = {"type": "object", "required": ["score", "word", "start", "end"], "properties": {
     "entity": STRING, "entity_group": STRING, "score": NUMBER, "word": STRING, "index": INTEGER,
     "start": OFFSET, "end": OFFSET}}
-RESULT = {"description": "One input's result in the transformers pipeline's shape for the model's task", "anyOf": [
+RESULT = {"description": "One input's result in the transformers pipeline's shape for the model's task",
+          "anyOf": [
     array(CANDIDATE), array(array(CANDIDATE)),  # fill-mask: one list, or one per mask
     ANSWER, array(ANSWER),  # question-answering: the best answer, or the top_k
     LABEL, array(LABEL),  # text-classification: the best label, or the top_k
@@ -52,7 +53,8 @@ PARAMS = {"type": "object", "description": "The task's pipeline parameters", "pr
     "top_k": {"type": "integer", "minimum": 1}, "targets": {"anyOf": [STRING, STRINGS]},
     "doc_stride": {"type": "integer", "minimum": 0}, "max_seq_len": INTEGER, "max_question_len": INTEGER,
     "max_answer_len": {"type": "integer", "minimum": 1}, "handle_impossible_answer": {"type": "boolean"},
-    "align_to_words": {"type": "boolean"}, "function_to_apply": {"enum": ["default", "softmax", "sigmoid", "none"]},
+    "align_to_words": {"type": "boolean"},
+    "function_to_apply": {"enum": ["default", "softmax", "sigmoid", "none"]},
     "aggregation_strategy": {"enum": ["none", "simple", "first", "average", "max"]},
     "ignore_labels": array(STRING), "stride": {"type": "integer", "minimum": 0}}}
 QA_COLUMNS = obj(["question", "context"], question=STRINGS, context=STRINGS)
@@ -63,8 +65,8 @@ TEXT_RECORD = {"type": "object", "description": "A text in one of the columns in
 RECORDS = {"type": "array", "minItems": 1, "items": {"anyOf": [STRING, TEXT_RECORD, QA_ITEM]}}
 SCORE_REQUEST = {"anyOf": [
     obj(["input_data"], {"params": PARAMS}, input_data={"anyOf": [STRINGS, QA_COLUMNS]}),
-    obj(["inputs"], {"parameters": PARAMS}, inputs={"anyOf": [STRINGS, QA_COLUMNS, obj(["input_string"],
-                                                                                         input_string=STRINGS)]}),
+    obj(["inputs"], {"parameters": PARAMS},
+        inputs={"anyOf": [STRINGS, QA_COLUMNS, obj(["input_string"], input_string=STRINGS)]}),
 ]}
 HF_REQUEST = obj(["inputs"], {"parameters": PARAMS}, inputs={"anyOf": [STRING, RECORDS, QA_ITEM, QA_COLUMNS]})
 MLFLOW_REQUEST = {"anyOf": [
@@ -76,9 +78,10 @@ MLFLOW_REQUEST = {"anyOf": [
     obj(["dataframe_records"], {"params": PARAMS}, dataframe_records=RECORDS),
 ]}
 KSERVE_REQUEST = obj(["instances"], {"parameters": PARAMS}, instances=RECORDS)
-V2_REQUEST = obj(["inputs"], {"id": STRING, "parameters": PARAMS}, inputs={"type": "array", "minItems": 1, "items": obj(
-    ["name", "shape", "datatype", "data"], name={"enum": ["text", "question", "context"]}, shape=array(INTEGER),
-    datatype={"const": "BYTES"}, data=STRINGS)})
+V2_TENSOR = obj(["name", "shape", "datatype", "data"], name={"enum": ["text", "question", "context"]},
+                shape=array(INTEGER), datatype={"const": "BYTES"}, data=STRINGS)
+V2_REQUEST = obj(["inputs"], {"id": STRING, "parameters": PARAMS},
+                 inputs={"type": "array", "minItems": 1, "items": V2_TENSOR})
 
 ERRORS = {
     400: "Body is not JSON, or nested too deeply",

@@ -28,8 +28,10 @@ CARD_RESPONSES = {
     "question-answering": [{"score": 0.99, "start": 11, "end": 15, "answer": "John"},
                            {"score": 0.98, "start": 11, "end": 15, "answer": "Ravi"}],
     "fill-mask with top_k (input_string)": [
-        [{"score": 0.62, "token": 812, "token_str": " capital", "sequence": "Paris is the capital of France."},
-         {"score": 0.05, "token": 1867, "token_str": " birthplace", "sequence": "Paris is the birthplace of France."}],
+        [{"score": 0.62, "token": 812, "token_str": " capital",
+          "sequence": "Paris is the capital of France."},
+         {"score": 0.05, "token": 1867, "token_str": " birthplace",
+          "sequence": "Paris is the birthplace of France."}],
         [{"score": 0.31, "token": 205, "token_str": " good", "sequence": "Today is a good day!"},
          {"score": 0.12, "token": 372, "token_str": " great", "sequence": "Today is a great day!"}]],
 }
@@ -48,7 +50,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
     """Attach health, metadata and every prediction route to ``app``."""
     names = sorted(server.predictors)
     def model_query() -> Any:
-        return Query(None, description="Model name when several are served", json_schema_extra={"enum": names})
+        return Query(None, description="Model name when several are served",
+                     json_schema_extra={"enum": names})
 
     def model_path() -> Any:
         return Path(description="A served model's name", json_schema_extra={"enum": names})
@@ -58,7 +61,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
         return JSONResponse({"status": "ok"})
 
     @app.get("/ready", tags=["health"], summary="Readiness: models loaded",
-             responses={200: ok(doc.obj(["status", "models"], status=doc.STRING, models=doc.array(doc.STRING))),
+             responses={200: ok(doc.obj(["status", "models"], status=doc.STRING,
+                                        models=doc.array(doc.STRING))),
                         503: ok(STATUS, "Loading")})
     async def ready() -> JSONResponse:
         if not server.ready:
@@ -96,7 +100,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
         name, predictor = server.model(name)
         inputs = ([{"name": "question", "datatype": "BYTES", "shape": [-1]},
                    {"name": "context", "datatype": "BYTES", "shape": [-1]}]
-                  if predictor.task == "question-answering" else [{"name": "text", "datatype": "BYTES", "shape": [-1]}])
+                  if predictor.task == "question-answering"
+                  else [{"name": "text", "datatype": "BYTES", "shape": [-1]}])
         return JSONResponse({"name": name, "platform": "distilkit", "inputs": inputs,
                              "outputs": [{"name": "output", "datatype": "BYTES", "shape": [-1]}]})
 
@@ -116,7 +121,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
     @app.post("/models/{name}", tags=["hugging face inference"],
               **doc.prediction_doc(doc.HF_REQUEST, {"anyOf": [doc.RESULT, doc.array(doc.RESULT)]},
                                    "Hugging Face inference API",
-                                   {"fill-mask": {"inputs": "Paris is the [MASK] of France.", "parameters": {"top_k": 2}}}))
+                                   {"fill-mask": {"inputs": "Paris is the [MASK] of France.",
+                                                  "parameters": {"top_k": 2}}}))
     async def hf_inference(request: Request, name: str = model_path()) -> Response:
         return await server.predict(request, name, formats.parse_hf_request)
 
@@ -139,7 +145,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
                   "text": {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
                                        "data": ["Paris is the [MASK] of France."]}]}}))
     async def v2_infer(request: Request, name: str = model_path()) -> Response:
-        return await server.predict(request, name, lambda task, payload: formats.parse_v2_request(task, payload, name))
+        return await server.predict(request, name,
+                                    lambda task, payload: formats.parse_v2_request(task, payload, name))
 
 
 def _describe(name: str, predictor: Any) -> dict[str, Any]:

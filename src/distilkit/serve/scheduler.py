@@ -266,7 +266,8 @@ class Scheduler:
         try:
             outputs = queue.predictor.run_batch([job.features[i] for job, i in taken])
             if len(outputs) != len(taken):
-                raise RuntimeError(f"the model returned {len(outputs)} outputs for a pass of {len(taken)} rows")
+                raise RuntimeError(
+                    f"the model returned {len(outputs)} outputs for a pass of {len(taken)} rows")
         except Exception as err:  # never let the model thread die: fail these requests instead
             log.exception("forward pass failed")
             for job in jobs:

@@ -52,7 +52,8 @@ class ModelServer:
             longest = predictor.padded_length(predictor.handler.max_length)
             if settings.max_batch_tokens < longest:
                 raise UserError(f"--max-batch-tokens must be at least {longest}, the longest input model "
-                                 f"{name!r} accepts (one row must fit in a pass), got {settings.max_batch_tokens}")
+                                 f"{name!r} accepts (one row must fit in a pass), "
+                                 f"got {settings.max_batch_tokens}")
         self.settings, self.predictors, self.metrics = settings, predictors, metrics
         self.default = next(iter(predictors))
         self.limits = CostLimits(max_features=settings.max_features, max_masks=settings.max_masks,
@@ -96,7 +97,8 @@ class ModelServer:
                            "model_not_found")
         return name, self.predictors[name]
 
-    async def predict(self, request: Request, name: str | None, parse: Callable[[str, Any], ParsedRequest]) -> Response:
+    async def predict(self, request: Request, name: str | None,
+                      parse: Callable[[str, Any], ParsedRequest]) -> Response:
         """Body -> items -> batched prediction -> JSON response, with every limit applied."""
         name, predictor = self.model(name)
         if self.scheduler is None:
@@ -108,7 +110,8 @@ class ModelServer:
             except FieldError as err:
                 raise ApiError(422, str(err)) from err
             if len(parsed.items) > self.settings.max_inputs:
-                raise ApiError(413, f"{parsed.field}: {len(parsed.items)} inputs; at most {self.settings.max_inputs} "
+                raise ApiError(413, f"{parsed.field}: {len(parsed.items)} inputs; "
+                                    f"at most {self.settings.max_inputs} "
                                     f"per request ({flag('max_inputs')})", "too_many_inputs")
             small = _text_size(parsed.items) <= INLINE_CHARS
             start = time.perf_counter()
@@ -116,7 +119,8 @@ class ModelServer:
                 prepared = await self._on_tokenizer(predictor, small, predictor.prepare, parsed.items,
                                                     parsed.params, self.limits)
             except CostError as err:
-                raise ApiError(COST_LIMIT_STATUS[err.limit], f"{err} ({flag(err.limit)})", "over_limit") from err
+                raise ApiError(COST_LIMIT_STATUS[err.limit], f"{err} ({flag(err.limit)})",
+                               "over_limit") from err
             except ValueError as err:
                 raise ApiError(422, f"{parsed.field}: {err}") from err
             tokenized = time.perf_counter()
@@ -128,14 +132,16 @@ class ModelServer:
                 raise ApiError(503, str(err), headers={"Retry-After": "1"}) from err
         outputs = await wait_for_outputs(request, job, self.settings.timeout_s)
         decoding = time.perf_counter()
-        small = small and len(prepared.features) <= INLINE_FEATURES and _top_k(prepared.params) <= INLINE_TOP_K
+        small = (small and len(prepared.features) <= INLINE_FEATURES
+                 and _top_k(prepared.params) <= INLINE_TOP_K)
         results = await self._on_tokenizer(predictor, small, predictor.finish, prepared, outputs)
         # Results are plain JSON types already: no recursive re-encoding, as Starlette's JSONResponse.
         body = json.dumps(parsed.respond(results), ensure_ascii=False, allow_nan=False,
                           separators=(",", ":")).encode()
         if len(body) > self.settings.max_response_bytes:
-            raise ApiError(413, f"the response is {len(body)} bytes; at most {self.settings.max_response_bytes} "
-                                f"({flag('max_response_bytes')}): ask for fewer candidates or inputs", "over_limit")
+            raise ApiError(413, f"the response is {len(body)} bytes; at most "
+                                f"{self.settings.max_response_bytes} ({flag('max_response_bytes')}): "
+                                "ask for fewer candidates or inputs", "over_limit")
         stages = {"tokenize": tokenized - start, "queue": job.queue_seconds, "forward": job.forward_seconds,
                   "decode": time.perf_counter() - decoding}
         self._record(name, stages)
@@ -221,7 +227,8 @@ async def wait_for_outputs(request: Request, job: Job, timeout: float) -> list[A
     """
     watcher = asyncio.ensure_future(request.receive())
     try:
-        done, _ = await asyncio.wait({job.future, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({job.future, watcher}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
     if job.future in done:

@@ -151,7 +151,8 @@ class TaskHandler:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise UserError(
-                f"unknown parameter {show(unknown[0])} for {self.task}; expected one of {sorted(self.defaults)}"
+                f"unknown parameter {show(unknown[0])} for {self.task}; "
+                f"expected one of {sorted(self.defaults)}"
             )
         merged = {**self.defaults, **params}
         return self.validate_params(merged)

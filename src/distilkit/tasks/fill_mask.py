@@ -22,7 +22,8 @@ from distilkit.tasks.base import (
 
 # Mask tokens of the model families users mix up; a text holding another family's token is named.
 KNOWN_MASK_TOKENS = ("[MASK]", "<mask>")
-# JSON bytes of one candidate besides its sequence: {"score": .., "token": .., "token_str": .., "sequence": ""}
+# JSON bytes of one candidate besides its sequence:
+# {"score": .., "token": .., "token_str": .., "sequence": ""}
 CANDIDATE_BYTES = 96
 
 
@@ -97,17 +98,19 @@ class FillMaskHandler(TaskHandler):
         if worst is not None and limits.max_masks is not None and masks[worst] > limits.max_masks:
             raise CostError("max_masks", f"input {worst} has {masks[worst]} {self.mask_token} tokens; "
                                          f"at most {limits.max_masks} per input")
-        if worst is not None and limits.max_candidates is not None and masks[worst] * k > limits.max_candidates:
+        bound = limits.max_candidates
+        if worst is not None and bound is not None and masks[worst] * k > bound:
             raise CostError("max_candidates", f"input {worst} asks for {masks[worst] * k} candidates "
                                               f"(top_k {k} x {masks[worst]} masks); at most "
-                                              f"{limits.max_candidates} per input: lower top_k")
+                                              f"{bound} per input: lower top_k")
         if limits.max_response_bytes is not None:
-            size = sum(m * k * (len(text.encode()) + CANDIDATE_BYTES) for m, text in zip(masks, items, strict=True))
+            size = sum(m * k * (len(text.encode()) + CANDIDATE_BYTES)
+                       for m, text in zip(masks, items, strict=True))
             if size > limits.max_response_bytes:
-                raise CostError("max_response_bytes", f"the response would be about {size} bytes (each of the "
-                                                      f"{sum(masks) * k} candidates repeats its input text); at "
-                                                      f"most {limits.max_response_bytes}: lower top_k or send "
-                                                      "fewer or shorter inputs")
+                raise CostError("max_response_bytes",
+                                f"the response would be about {size} bytes (each of the {sum(masks) * k} "
+                                f"candidates repeats its input text); at most {limits.max_response_bytes}: "
+                                "lower top_k or send fewer or shorter inputs")
         super().check_cost(items, params, limits)
 
     def target_ids(self, targets: str | list[str]) -> np.ndarray:
@@ -127,7 +130,8 @@ class FillMaskHandler(TaskHandler):
                 continue  # nothing to score, as the reference implementation ignores it
             if len(pieces) > 1:
                 tokens = self.tokenizer.convert_ids_to_tokens(pieces)
-                raise UserError(f"target {show(target)} is {len(pieces)} tokens {tokens}; targets must be single tokens")
+                raise UserError(f"target {show(target)} is {len(pieces)} tokens {tokens}; "
+                                "targets must be single tokens")
             ids.append(pieces[0])
         if not ids:
             raise UserError("targets: at least one target must be a token of this model's vocabulary")

@@ -117,14 +117,16 @@ class TextClassificationHandler(TaskHandler):
         if function is None or (isinstance(function, str) and function.lower() == "default"):
             function = self.default_function
         if not isinstance(function, str) or function.lower() not in FUNCTIONS:
-            raise UserError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {show(function)}")
+            raise UserError(
+                f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {show(function)}")
         params["function_to_apply"] = function.lower()
         truncation = params["truncation"]
         if isinstance(truncation, (bool, str)) and truncation in TRUNCATION:
             params["truncation"] = TRUNCATION[truncation]
         else:
             raise UserError(
-                f"truncation must be true, false, 'longest_first' or 'do_not_truncate', got {show(truncation)}"
+                "truncation must be true, false, 'longest_first' or 'do_not_truncate', "
+                f"got {show(truncation)}"
             )
         return params
 
