@@ -83,15 +83,16 @@ def base(models):
 
 def post(url: str, path: str, body, **kw) -> httpx.Response:
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(url + path, content=content, headers={"content-type": "application/json", **kw.pop("headers", {})},
-                      timeout=30, **kw)
+    headers = {"content-type": "application/json", **kw.pop("headers", {})}
+    return httpx.post(url + path, content=content, headers=headers, timeout=30, **kw)
 
 
 # --- the card payloads ------------------------------------------------------------------------------
 def test_card_fill_mask_input_data_returns_top1_strings(base, models):
     r = post(base, "/score?model=bert", {"input_data": ["the [MASK] of France", "a [MASK]"], "params": {}})
     assert r.status_code == 200
-    expected = distilkit.pipeline("fill-mask", model=models["bert"], dtype="float32")(["the [MASK] of France", "a [MASK]"], top_k=1)
+    pipe = distilkit.pipeline("fill-mask", model=models["bert"], dtype="float32")
+    expected = pipe(["the [MASK] of France", "a [MASK]"], top_k=1)
     assert r.json() == [e[0]["token_str"] for e in expected]
 
 
@@ -106,8 +107,8 @@ def test_card_question_answering_returns_one_span_per_pair(base):
 
 
 def test_card_roberta_input_string_with_top_k_returns_lists(base):
-    r = post(base, "/score?model=roberta", {"inputs": {"input_string": ["Paris is the<mask>.", "a<mask> day"]},
-                                            "parameters": {"top_k": 2}})
+    body = {"inputs": {"input_string": ["Paris is the<mask>.", "a<mask> day"]}, "parameters": {"top_k": 2}}
+    r = post(base, "/score?model=roberta", body)
     assert r.status_code == 200
     assert [len(candidates) for candidates in r.json()] == [2, 2]
     assert set(r.json()[0][0]) == {"score", "token", "token_str", "sequence"}
@@ -116,7 +117,8 @@ def test_card_roberta_input_string_with_top_k_returns_lists(base):
 # --- the other routes -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("path", "body", "check"), [
     ("/models/bert", {"inputs": "a [MASK]", "parameters": {"top_k": 3}}, lambda b: len(b) == 3),
-    ("/models/squad", {"inputs": {"question": "Who?", "context": "Ann lives here."}}, lambda b: "answer" in b),
+    ("/models/squad", {"inputs": {"question": "Who?", "context": "Ann lives here."}},
+     lambda b: "answer" in b),
     ("/invocations?model=bert", {"input_data": ["a [MASK]"], "params": {"top_k": 1}},
      lambda b: len(b["predictions"]) == 1),
     ("/invocations?model=bert", {"inputs": ["a [MASK]", "the [MASK]"]}, lambda b: len(b["predictions"]) == 2),
@@ -125,7 +127,8 @@ def test_card_roberta_input_string_with_top_k_returns_lists(base):
      lambda b: len(b["predictions"]) == 1),
     ("/invocations?model=squad", {"dataframe_records": [{"question": "Who?", "context": "Ann lives here."}]},
      lambda b: "answer" in b["predictions"][0]),
-    ("/v1/models/bert:predict", {"instances": ["a [MASK]", "the [MASK]"]}, lambda b: len(b["predictions"]) == 2),
+    ("/v1/models/bert:predict", {"instances": ["a [MASK]", "the [MASK]"]},
+     lambda b: len(b["predictions"]) == 2),
     ("/v2/models/bert/infer", {"id": "7", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
                                                       "data": ["a [MASK]"]}]},
      lambda b: b["id"] == "7" and len(json.loads(b["outputs"][0]["data"][0])) == 5),
@@ -149,7 +152,8 @@ def test_health_ready_models_docs_and_metrics(base):
     post(base, "/score?model=bert", {"input_data": ["a [MASK]"]})
     metrics = httpx.get(base + "/metrics").text
     for family in ("distilkit_requests_total", "distilkit_queue_depth", "distilkit_batch_rows_bucket",
-                   "distilkit_batch_padded_tokens_bucket", "distilkit_batch_seconds_bucket", 'stage="tokenize"',
+                   "distilkit_batch_padded_tokens_bucket", "distilkit_batch_seconds_bucket",
+                   'stage="tokenize"',
                    'stage="queue"', 'stage="forward"', 'stage="decode"'):
         assert family in metrics
 
@@ -176,15 +180,19 @@ def test_every_prediction_answers_its_per_stage_times_in_server_timing(base):
     ("/score?model=squad", {"inputs": {"question": ["a"], "context": [""]}}, 422, "context"),
     ("/score?model=nope", {"input_data": ["a [MASK]"]}, 404, "no model named 'nope'"),
     ("/models/nope", {"inputs": "a [MASK]"}, 404, "no model named"),
-    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "FP32", "data": [1.0]}]}, 422, "BYTES"),
-    ("/v2/models/bert/infer", {"id": [[1]], "inputs": [{"name": "text", "data": ["a [MASK]"]}]}, 422, "id: expected"),
+    ("/v2/models/bert/infer", {"inputs": [{"name": "text", "datatype": "FP32", "data": [1.0]}]}, 422,
+     "BYTES"),
+    ("/v2/models/bert/infer", {"id": [[1]], "inputs": [{"name": "text", "data": ["a [MASK]"]}]}, 422,
+     "id: expected"),
     ("/score?model=bert", b"[" * 4000, 400, "nested deeper than"),
     ("/score?model=bert", b'{"input_data": [' + b"[" * 40 + b"]" * 40 + b"]}", 400, "nested deeper than"),
     ("/score?model=bert", b'{"input_data": ["a [MASK]"], "params": {"top_k": ' + b"9" * 4400 + b"}}", 400,
      "not valid JSON"),
-    ("/score?model=bert", {"input_data": ["a [MASK]"], "params": {"top_k": 10**6}}, 422, "top_k must be at most"),
+    ("/score?model=bert", {"input_data": ["a [MASK]"], "params": {"top_k": 10**6}}, 422,
+     "top_k must be at most"),
     ("/score?model=bert", {"input_data": ["a" + " [MASK]" * 21]}, 413, "--max-masks"),
-    ("/score?model=bert", {"input_data": ["a [MASK] [MASK]"], "params": {"top_k": 101}}, 422, "--max-candidates"),
+    ("/score?model=bert", {"input_data": ["a [MASK] [MASK]"], "params": {"top_k": 101}}, 422,
+     "--max-candidates"),
     ("/score?model=bert", {"input_data": ["a [MASK]"], "params": {"targets": [[[["x"] * 3] * 3] * 3]}}, 422,
      "targets must be a string or a list of strings"),
     ("/models/squad", {"inputs": {"question": "Who?", "context": "Ann lives in Paris . " * 150},
@@ -205,7 +213,8 @@ def test_api_key_is_required_except_on_health_ready_and_metrics(models):
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
         ok = post(url, "/score", {"input_data": ["a [MASK]"]}, headers={"authorization": "Bearer s3cret"})
         assert ok.status_code == 200
-        assert httpx.get(url + "/health").status_code == 200 and httpx.get(url + "/metrics").status_code == 200
+        assert httpx.get(url + "/health").status_code == 200
+        assert httpx.get(url + "/metrics").status_code == 200
 
 
 def test_32_clients_x_20_requests_are_all_answered_with_their_own_results(base, models):
@@ -240,7 +249,8 @@ def test_32_clients_x_20_requests_are_all_answered_with_their_own_results(base, 
 
 def test_sigterm_finishes_requests_in_flight_then_exits_0(models):
     # One QA request of ~200 windows, one per pass: still running when SIGTERM arrives.
-    long = {"inputs": {"question": "Who?", "context": "Ann lives in Paris . " * 150}, "parameters": {"doc_stride": 110}}
+    long = {"inputs": {"question": "Who?", "context": "Ann lives in Paris . " * 150},
+            "parameters": {"doc_stride": 110}}
     args = ("--model", f"squad={models['squad']}", "--max-batch-size", "1", "--max-batch-tokens", "128")
     with server(*args) as (proc, url):
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
@@ -254,8 +264,9 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(models):
 
 
 def test_no_model_and_no_cache_is_a_one_paragraph_error(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "distilkit", "serve"], check=False, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "distilkit", "serve"], check=False, capture_output=True,
+                         text=True, timeout=60, env=env)
     assert out.returncode == 2
     assert "--model DIR" in out.stderr and "--dummy-weights" in out.stderr
     assert out.stderr.strip().count("\n") == 0

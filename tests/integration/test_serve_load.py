@@ -35,7 +35,8 @@ def test_no_forward_pass_exceeds_the_padded_token_budget_or_the_row_limit(bert):
     texts = [f"the [MASK] {'city ' * (i % 13)}" for i in range(40)]
     with serving({"bert": bert}, max_batch_size=8, max_batch_tokens=128, max_wait_ms=0) as url:
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
-            futures = [pool.submit(httpx.post, url + "/models/bert", json={"inputs": t}, timeout=60) for t in texts]
+            futures = [pool.submit(httpx.post, url + "/models/bert", json={"inputs": t}, timeout=60)
+                       for t in texts]
             time.sleep(0.5)
             gate.open.set()
             assert all(f.result().status_code == 200 for f in futures)
@@ -129,7 +130,8 @@ def test_a_client_that_disconnects_is_dropped_from_the_queue(bert):
 @pytest.mark.parametrize("body", [b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000], ids=["open", "balanced"])
 def test_json_nested_100000_deep_under_the_default_body_limit_is_a_400(bert, body):
     with serving({"bert": bert}) as url:  # default --max-body-bytes (1 MiB): the body is read and parsed
-        r = httpx.post(url + "/models/bert", content=body, headers={"content-type": "application/json"}, timeout=30)
+        r = httpx.post(url + "/models/bert", content=body, headers={"content-type": "application/json"},
+                       timeout=30)
         after = httpx.post(url + "/models/bert", json={"inputs": "the [MASK]"}, timeout=30)
     assert r.status_code == 400 and "nested deeper than" in r.json()["error"]["message"]
     assert after.status_code == 200

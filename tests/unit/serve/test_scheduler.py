@@ -72,7 +72,8 @@ def test_no_pass_exceeds_the_padded_token_budget_or_the_row_limit():
     predictor = EchoPredictor()
     predictor.gate.clear()
     sched = scheduler(predictor, max_batch_size=6, max_batch_tokens=64, max_wait_ms=0)
-    requests = [[Feature(item=i, input_ids=[r * 100 + i] * rng.randint(1, 30)) for i in range(rng.randint(1, 9))]
+    requests = [[Feature(item=i, input_ids=[r * 100 + i] * rng.randint(1, 30))
+                 for i in range(rng.randint(1, 9))]
                 for r in range(40)]
 
     async def main():

@@ -26,12 +26,14 @@ def fill_mask(tokenizer) -> FillMaskHandler:
 
 @pytest.fixture(scope="module")
 def qa(tokenizer) -> QuestionAnsweringHandler:
-    return QuestionAnsweringHandler(tokenizer, make_config("distilbert", "question-answering", len(tokenizer)))
+    config = make_config("distilbert", "question-answering", len(tokenizer))
+    return QuestionAnsweringHandler(tokenizer, config)
 
 
 @pytest.fixture(scope="module")
 def ner(tokenizer) -> TokenClassificationHandler:
-    return TokenClassificationHandler(tokenizer, make_config("distilbert", "token-classification", len(tokenizer)))
+    config = make_config("distilbert", "token-classification", len(tokenizer))
+    return TokenClassificationHandler(tokenizer, config)
 
 
 def check(handler, items, params, **limits) -> None:
@@ -41,7 +43,8 @@ def check(handler, items, params, **limits) -> None:
 def test_top_k_past_the_vocabulary_is_refused_naming_the_largest_value(fill_mask):
     vocab = fill_mask.vocab_size
     assert fill_mask.check_params({"top_k": vocab})["top_k"] == vocab
-    with pytest.raises(ValueError, match=f"top_k must be at most {vocab} \\(the vocabulary size\\), got {vocab + 1}"):
+    expected = f"top_k must be at most {vocab} \\(the vocabulary size\\), got {vocab + 1}"
+    with pytest.raises(ValueError, match=expected):
         fill_mask.check_params({"top_k": vocab + 1})
 
 
@@ -101,7 +104,8 @@ def rand_text(rng: random.Random, n: int) -> str:
 def test_qa_window_count_equals_the_features_encode_makes(qa):
     rng = random.Random(0)
     for _ in range(30):
-        items = qa.check_inputs([{"question": rand_text(rng, rng.randint(1, 6)), "context": rand_text(rng, rng.randint(1, 300))}
+        items = qa.check_inputs([{"question": rand_text(rng, rng.randint(1, 6)),
+                                  "context": rand_text(rng, rng.randint(1, 300))}
                                  for _ in range(rng.randint(1, 3))])
         params = qa.check_params({"max_seq_len": rng.randint(24, 128)})
         params = qa.check_params({"max_seq_len": params["max_seq_len"], "doc_stride": rng.randint(0, 12)})
