@@ -132,7 +132,8 @@ async def load(url: str, texts: list[str], clients: int, seconds: float, max_req
             latencies.append(time.perf_counter() - t)
 
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         elapsed = time.perf_counter() - start
@@ -194,7 +195,8 @@ def in_process(model: Path, texts: list[str]) -> dict:
         start = time.perf_counter()
         predictor.predict([text])
         single.append(time.perf_counter() - start)
-    return {"sentences_per_s": round(len(texts) / best, 1), "dtype": str(predictor.dtype).replace("torch.", ""),
+    return {"sentences_per_s": round(len(texts) / best, 1),
+            "dtype": str(predictor.dtype).replace("torch.", ""),
             "single_p50_ms": round(1000 * float(np.median(single)), 2)}
 
 
@@ -219,8 +221,8 @@ def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, ev
     while time.perf_counter() - start < seconds:
         rows.append(asyncio.run(load(url, texts, clients, every, 10**9)))
         samples.append(round(server.rss_mb(), 1))
-        print(f"soak {time.perf_counter() - start:5.0f} s: {rows[-1]['req_per_s']} req/s, RSS {samples[-1]} MB, "
-              f"errors {rows[-1]['errors']}", file=sys.stderr)
+        print(f"soak {time.perf_counter() - start:5.0f} s: {rows[-1]['req_per_s']} req/s, "
+              f"RSS {samples[-1]} MB, errors {rows[-1]['errors']}", file=sys.stderr)
     first = samples[0]
     return {"clients": clients, "seconds": round(time.perf_counter() - start), "rss_mb": samples,
             "rss_change_pct": round(100 * (samples[-1] - first) / first, 2),
@@ -239,14 +241,15 @@ def summarize(result: dict) -> None:
         for i, row in enumerate(ours):
             best = max(others, key=lambda k: others[k][i]["req_per_s"])
             lowest_p99 = min(v[i]["p99_ms"] for v in others.values())
-            result["vs_best_peer"].append({"clients": row["clients"], "best_peer": best,
-                                           "throughput": round(row["req_per_s"] / others[best][i]["req_per_s"], 2),
+            ratio = round(row["req_per_s"] / others[best][i]["req_per_s"], 2)
+            result["vs_best_peer"].append({"clients": row["clients"], "best_peer": best, "throughput": ratio,
                                            "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99})
     if ours and "in_process" in result:
         by_level = {r["clients"]: r for r in ours}
         inproc = result["in_process"]
         if 32 in by_level:
-            result["share_of_in_process_at_32"] = round(by_level[32]["req_per_s"] / inproc["sentences_per_s"], 3)
+            share = by_level[32]["req_per_s"] / inproc["sentences_per_s"]
+            result["share_of_in_process_at_32"] = round(share, 3)
         if 1 in by_level:
             result["p50_over_in_process_at_1_ms"] = round(by_level[1]["p50_ms"] - inproc["single_p50_ms"], 2)
 
@@ -266,7 +269,8 @@ def plot(result: dict, path: Path) -> None:
     if "in_process" in result:
         left.axhline(result["in_process"]["sentences_per_s"], ls="--", color="#2a7ab9", lw=1,
                      label="distilkit Predictor in process")
-    left.set(xlabel="concurrent clients", ylabel="requests / s", xscale="log", title="throughput (higher is better)")
+    left.set(xlabel="concurrent clients", ylabel="requests / s", xscale="log",
+             title="throughput (higher is better)")
     right.set(xlabel="concurrent clients", ylabel="p99 latency (ms)", xscale="log", yscale="log",
               title="p99 latency (lower is better)")
     for ax in (left, right):
@@ -278,7 +282,8 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
@@ -286,7 +291,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12, help="measured seconds per level")
     parser.add_argument("--requests", type=int, default=3000, help="at most this many requests per level")
     parser.add_argument("--no-in-process", action="store_true")
-    parser.add_argument("--soak", type=float, default=0, help="instead: distilkit at 32 clients for this long")
+    parser.add_argument("--soak", type=float, default=0,
+                        help="instead: distilkit at 32 clients for this long")
     parser.add_argument("--name", default="serve", help="output file stem")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()

@@ -46,8 +46,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     api = FillMaskAPI(args.model, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers, timeout=120, fast_queue=True)
-    server.run(host="127.0.0.1", port=args.port, num_api_servers=1, generate_client_file=False, log_level="warning")
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers, timeout=120,
+                          fast_queue=True)
+    server.run(host="127.0.0.1", port=args.port, num_api_servers=1, generate_client_file=False,
+               log_level="warning")
 
 
 if __name__ == "__main__":

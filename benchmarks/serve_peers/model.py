@@ -30,7 +30,8 @@ class FillMask:
             rows, cols = (enc["input_ids"] == self.tokenizer.mask_token_id).nonzero(as_tuple=True)
             values, ids = logits[rows, cols].float().softmax(-1).topk(self.top_k)  # (M, k)
         out: list[list[dict]] = [[] for _ in texts]
-        for row, col, scores, tokens in zip(rows.tolist(), cols.tolist(), values.tolist(), ids.tolist(), strict=True):
+        found = zip(rows.tolist(), cols.tolist(), values.tolist(), ids.tolist(), strict=True)
+        for row, col, scores, tokens in found:
             if out[row]:  # one list per text: the first mask
                 continue
             sequence = enc["input_ids"][row][enc["attention_mask"][row].bool()].clone()
