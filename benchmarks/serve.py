@@ -1,13 +1,24 @@
-"""Serving: distilkit serve vs a plain FastAPI + transformers.pipeline endpoint, loopback only.
+"""Serving: distilkit serve vs LitServe, Ray Serve and a FastAPI + pipeline endpoint, loopback only.
 
-    python benchmarks/serve.py            # 1/8/32 clients, <= 400 requests or 40 s per level (~2 min)
-    python benchmarks/serve.py --quick    # a smoke check
+    python benchmarks/serve.py                                   # everything (~8 min on 2 cores)
+    python benchmarks/serve.py --peers distilkit,litserve --levels 1,32
+    python benchmarks/serve.py --soak 180                        # distilkit at 32 clients, RSS over time
+    python benchmarks/serve.py --quick                           # a smoke check
 
-Both servers run distilbert-base-cased fill-mask (real config and tokenizer from ../shared,
-dummy weights) in their own process on 127.0.0.1; clients send one WikiText-2 sentence per
-request (Hugging Face format: {"inputs": text}) with 1, 8 and 32 concurrent connections.
-Prints JSON (requests/s, p50/p95/p99 latency per level, ratios) and writes serve.{json,png}.
-The load generator shares the machine's cores with the server under test (both servers alike).
+One run, one weights directory, one client, one set of sentences: random weights of
+distilbert-base-cased's real architecture are saved once to a temp dir (with the real tokenizer
+from ../shared) and every server loads them; clients send one WikiText-2 sentence per request
+(``{"inputs": text}``, fill-mask, top-5 answers) with 1, 8, 32 and 128 concurrent connections
+(aiohttp, keep-alive). The servers:
+
+- distilkit: ``distilkit serve --model mlm=DIR`` (defaults: bf16 here, max batch 32);
+- litserve: LitServe with dynamic batching (max batch 32), ``benchmarks/serve_peers/``;
+- ray: Ray Serve with ``@serve.batch`` (max batch 32), ``benchmarks/serve_peers/``;
+- baseline: a FastAPI app calling ``transformers.pipeline`` per request (``baseline_server.py``).
+
+Also measured in the same run: the in-process Predictor on the same sentences (all at once, and
+one at a time). Writes serve.json and serve.png (or serve_soak.json); prints JSON. The load
+generator shares the machine's cores with the server under test (every server alike).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,14 +35,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from workloads import fill_mask_texts  # noqa: E402
+from workloads import fill_mask_texts
 
 DEFAULT_SHARED = HERE.parent.parent / "shared"
+PEERS = ("distilkit", "litserve", "ray", "baseline")
+STAGE = re.compile(r'distilkit_stage_seconds_(sum|count)\{model="mlm",stage="(\w+)"\} (\S+)')
 
 
 def free_port() -> int:
@@ -42,68 +57,201 @@ def free_port() -> int:
 class Server:
     """A server process on a free loopback port, logging to a temp file, stopped on exit."""
 
-    def __init__(self, cmd: list[str], health: str):
+    def __init__(self, cmd: list[str], ready: str, path: str, start_timeout: float = 240):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile("w+")
+        self.path = path
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115  (lives as long as the server)
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self.proc = subprocess.Popen([c.format(port=self.port) for c in cmd], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 120
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise RuntimeError(f"server exited: {self.log.read()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log.read()[-3000:]}")
             try:
-                if httpx.get(self.url + health, timeout=1).status_code == 200:
+                if httpx.post(self.url + ready, json={"inputs": "a [MASK] ."}, timeout=5).status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.3)
-        raise RuntimeError("server did not start")
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"{cmd} did not start")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (the one that answers HTTP), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
+        os.killpg(self.proc.pid, 15)  # the whole group: Ray and LitServe start worker processes
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
         self.log.close()
 
 
-async def load(url: str, texts: list[str], clients: int, requests: int, seconds: float) -> dict:
-    """``clients`` connections send single-sentence requests until ``requests`` or ``seconds``."""
+def servers(model: Path) -> dict[str, tuple[list[str], str, str]]:
+    """name -> (command, readiness path, prediction path)."""
+    py = sys.executable
+    return {
+        "distilkit": ([py, "-m", "distilkit", "serve", "--model", f"mlm={model}", "--port", "{port}"],
+                      "/models/mlm", "/models/mlm"),
+        "litserve": ([py, str(HERE / "serve_peers" / "litserve_server.py"), "--model", str(model), "--port",
+                      "{port}"], "/predict", "/predict"),
+        "ray": ([py, str(HERE / "serve_peers" / "ray_server.py"), "--model", str(model), "--port", "{port}"],
+                "/predict", "/predict"),
+        "baseline": ([py, str(HERE / "baseline_server.py"), "--model", str(model), "--port", "{port}"],
+                     "/predict", "/predict"),
+    }
+
+
+async def load(url: str, texts: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` keep-alive connections send one sentence per request for ``seconds``."""
     latencies: list[float] = []
     errors = 0
     sent = 0
     stop_at = time.perf_counter() + seconds
 
-    async def client(i: int) -> None:
+    async def client(session: aiohttp.ClientSession) -> None:
         nonlocal sent, errors
-        async with httpx.AsyncClient(timeout=120) as http:
-            while sent < requests and time.perf_counter() < stop_at:
-                text = texts[sent % len(texts)]
-                sent += 1
-                t = time.perf_counter()
-                r = await http.post(url, json={"inputs": text})
-                latencies.append(time.perf_counter() - t)
-                errors += r.status_code != 200
+        while sent < max_requests and time.perf_counter() < stop_at:
+            text = texts[sent % len(texts)]
+            sent += 1
+            t = time.perf_counter()
+            try:
+                async with session.post(url, json={"inputs": text}) as r:
+                    await r.read()
+                    errors += r.status != 200
+            except (TimeoutError, aiohttp.ClientError):
+                errors += 1
+            latencies.append(time.perf_counter() - t)
 
-    start = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - start
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
     return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "req_per_s": round(len(latencies) / elapsed, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+            "req_per_s": round(len(latencies) / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1)}
 
 
-def measure(name: str, server: Server, path: str, texts: list[str], args) -> list[dict]:
-    url = server.url + path
-    asyncio.run(load(url, texts, 4, 16, 60))  # warm-up
+def stage_split(url: str) -> dict[str, float]:
+    """Per-stage seconds (sum) and counts from distilkit's /metrics."""
+    out: dict[str, float] = {}
+    for kind, stage, value in STAGE.findall(httpx.get(url + "/metrics").text):
+        out[f"{stage}_{kind}"] = float(value)
+    return out
+
+
+def stage_ms(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean ms per observation of each stage between two scrapes."""
+    stages = {k.rsplit("_", 1)[0] for k in after}
+    out = {}
+    for stage in sorted(stages):
+        count = after.get(f"{stage}_count", 0) - before.get(f"{stage}_count", 0)
+        if count:
+            total = after[f"{stage}_sum"] - before.get(f"{stage}_sum", 0)
+            out[stage] = round(1000 * total / count, 2)
+    return out
+
+
+def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
+    url = server.url + server.path
+    asyncio.run(load(url, texts, 4, 3, 10**9))  # warm-up
     rows = []
     for clients in args.levels:
-        row = asyncio.run(load(url, texts, clients, args.requests, args.seconds))
-        print(f"{name} {clients:>2} clients: {row['req_per_s']} req/s p50 {row['p50_ms']} ms "
+        asyncio.run(load(url, texts, clients, 1.5, 10**9))  # this level's connections, discarded
+        before = stage_split(server.url) if name == "distilkit" else {}
+        row = asyncio.run(load(url, texts, clients, args.seconds, args.requests))
+        if name == "distilkit":
+            row["stage_ms"] = stage_ms(before, stage_split(server.url))
+        print(f"{name} {clients:>3} clients: {row['req_per_s']} req/s p50 {row['p50_ms']} ms "
               f"p99 {row['p99_ms']} ms errors {row['errors']}", file=sys.stderr)
         rows.append(row)
     return rows
+
+
+def in_process(model: Path, texts: list[str]) -> dict:
+    """The Predictor on the same sentences in this process: all at once, and one at a time."""
+    from distilkit.inference.predictor import Predictor
+
+    predictor = Predictor.from_ref(model, "fill-mask")
+    predictor.predict(texts[:64])
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        predictor.predict(texts)
+        best = min(best, time.perf_counter() - start)
+    single = []
+    for text in texts[:200]:
+        start = time.perf_counter()
+        predictor.predict([text])
+        single.append(time.perf_counter() - start)
+    return {"sentences_per_s": round(len(texts) / best, 1),
+            "dtype": str(predictor.dtype).replace("torch.", ""),
+            "single_p50_ms": round(1000 * float(np.median(single)), 2)}
+
+
+def save_weights(shared: Path, out: Path) -> Path:
+    """Random weights of distilbert-base-cased's real architecture + its real tokenizer, saved once."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    source = shared / "models" / "distilbert-base-cased"
+    torch.manual_seed(0)
+    AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, every: float = 10) -> dict:
+    """``clients`` for ``seconds``: throughput, errors and the server's RSS sampled every ``every`` s."""
+    url = server.url + server.path
+    asyncio.run(load(url, texts, clients, 20, 10**9))  # warm-up: allocator pools and caches settle first
+    samples, rows = [], []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        rows.append(asyncio.run(load(url, texts, clients, every, 10**9)))
+        samples.append(round(server.rss_mb(), 1))
+        print(f"soak {time.perf_counter() - start:5.0f} s: {rows[-1]['req_per_s']} req/s, "
+              f"RSS {samples[-1]} MB, errors {rows[-1]['errors']}", file=sys.stderr)
+    first = samples[0]
+    return {"clients": clients, "seconds": round(time.perf_counter() - start), "rss_mb": samples,
+            "rss_change_pct": round(100 * (samples[-1] - first) / first, 2),
+            "rss_max_change_pct": round(100 * max(abs(s - first) for s in samples) / first, 2),
+            "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
+            "req_per_s": round(float(np.mean([r["req_per_s"] for r in rows])), 1),
+            "p99_ms_worst": max(r["p99_ms"] for r in rows)}
+
+
+def summarize(result: dict) -> None:
+    """Ratios against the best other server at each level, and the server's own overhead."""
+    ours = result["servers"].get("distilkit")
+    others = {k: v for k, v in result["servers"].items() if k != "distilkit"}
+    if ours and others:
+        result["vs_best_peer"] = []
+        for i, row in enumerate(ours):
+            best = max(others, key=lambda k: others[k][i]["req_per_s"])
+            lowest_p99 = min(v[i]["p99_ms"] for v in others.values())
+            ratio = round(row["req_per_s"] / others[best][i]["req_per_s"], 2)
+            result["vs_best_peer"].append({"clients": row["clients"], "best_peer": best, "throughput": ratio,
+                                           "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99})
+    if ours and "in_process" in result:
+        by_level = {r["clients"]: r for r in ours}
+        inproc = result["in_process"]
+        if 32 in by_level:
+            share = by_level[32]["req_per_s"] / inproc["sentences_per_s"]
+            result["share_of_in_process_at_32"] = round(share, 3)
+        if 1 in by_level:
+            result["p50_over_in_process_at_1_ms"] = round(by_level[1]["p50_ms"] - inproc["single_p50_ms"], 2)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -112,55 +260,81 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
-    for name, color in (("baseline", "#9e9e9e"), ("distilkit", "#2a7ab9")):
-        rows = result[name]
+    colors = {"distilkit": "#2a7ab9", "litserve": "#7b4fa8", "ray": "#e08a1e", "baseline": "#9e9e9e"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in result["servers"].items():
         clients = [r["clients"] for r in rows]
-        left.plot(clients, [r["req_per_s"] for r in rows], "o-", color=color, label=name)
-        right.plot(clients, [r["p99_ms"] for r in rows], "o-", color=color, label=name)
-    left.set(xlabel="concurrent clients", ylabel="requests / s", xscale="log", title="throughput (higher is better)")
+        left.plot(clients, [r["req_per_s"] for r in rows], "o-", color=colors[name], label=name)
+        right.plot(clients, [r["p99_ms"] for r in rows], "o-", color=colors[name], label=name)
+    if "in_process" in result:
+        left.axhline(result["in_process"]["sentences_per_s"], ls="--", color="#2a7ab9", lw=1,
+                     label="distilkit Predictor in process")
+    left.set(xlabel="concurrent clients", ylabel="requests / s", xscale="log",
+             title="throughput (higher is better)")
     right.set(xlabel="concurrent clients", ylabel="p99 latency (ms)", xscale="log", yscale="log",
               title="p99 latency (lower is better)")
     for ax in (left, right):
         ax.set_xticks(result["levels"], [str(c) for c in result["levels"]])
-        ax.legend(frameon=False)
-    fig.suptitle("distilkit serve vs FastAPI + transformers.pipeline (fill-mask, 2 CPU cores)")
+        ax.legend(frameon=False, fontsize=8)
+    fig.suptitle("fill-mask serving, one sentence per request (distilbert-base-cased, 2 CPU cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
+    parser.add_argument("--levels", default="1,8,32,128")
+    parser.add_argument("--seconds", type=float, default=12, help="measured seconds per level")
+    parser.add_argument("--requests", type=int, default=3000, help="at most this many requests per level")
+    parser.add_argument("--no-in-process", action="store_true")
+    parser.add_argument("--soak", type=float, default=0,
+                        help="instead: distilkit at 32 clients for this long")
+    parser.add_argument("--name", default="serve", help="output file stem")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    args.levels = [1, 8, 32]
-    args.requests, args.seconds = (48, 10) if args.quick else (400, 40)
-    model = args.shared / "models" / "distilbert-base-cased"
-    from transformers import AutoTokenizer
+    args.levels = [int(c) for c in args.levels.split(",")]
+    peers = [p for p in args.peers.split(",") if p]
+    if args.quick:
+        args.levels, args.seconds = [1, 8], 3
+    with tempfile.TemporaryDirectory() as tmp:
+        model = save_weights(args.shared, Path(tmp) / "distilbert-base-cased-random")
+        from transformers import AutoTokenizer
 
-    texts = fill_mask_texts(args.shared, AutoTokenizer.from_pretrained(model), 256, 20)
-    result = {"levels": args.levels, "model": "distilbert-base-cased (dummy weights)",
-              "requests_per_level": args.requests, "seconds_per_level": args.seconds}
-    baseline = Server([sys.executable, str(HERE / "baseline_server.py"), "--model", str(model), "--port", "{port}"],
-                      "/health")
-    try:
-        result["baseline"] = measure("baseline", baseline, "/predict", texts, args)
-    finally:
-        baseline.stop()
-    ours = Server([sys.executable, "-m", "distilkit", "serve", "--model", f"mlm={model}", "--dummy-weights",
-                   "--port", "{port}"], "/ready")
-    try:
-        result["distilkit"] = measure("distilkit", ours, "/models/mlm", texts, args)
-    finally:
-        ours.stop()
-    result["ratios"] = [{"clients": b["clients"], "throughput": round(d["req_per_s"] / b["req_per_s"], 2),
-                         "p50": round(d["p50_ms"] / b["p50_ms"], 2), "p99": round(d["p99_ms"] / b["p99_ms"], 2)}
-                        for b, d in zip(result["baseline"], result["distilkit"], strict=True)]
+        texts = fill_mask_texts(args.shared, AutoTokenizer.from_pretrained(model), 256, 20)
+        commands = servers(model)
+        if args.soak:
+            server = Server(*commands["distilkit"])
+            try:
+                result = {"soak": soak(server, texts, args.soak)}
+            finally:
+                server.stop()
+            args.name = "serve_soak" if args.name == "serve" else args.name
+        else:
+            result = {"levels": args.levels, "seconds_per_level": args.seconds, "servers": {},
+                      "model": "distilbert-base-cased architecture, random weights (one directory for all)"}
+            if not args.no_in_process:
+                result["in_process"] = in_process(model, texts)
+                print(f"in process: {result['in_process']}", file=sys.stderr)
+            for name in peers:
+                try:  # a peer that does not start is reported, and the others still run
+                    server = Server(*commands[name])
+                except RuntimeError as err:
+                    result.setdefault("failed", {})[name] = str(err)[-2000:]
+                    print(f"{name} did not start: {err}", file=sys.stderr)
+                    continue
+                try:
+                    result["servers"][name] = measure(name, server, texts, args)
+                finally:
+                    server.stop()
+            summarize(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "serve.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    if result.get("servers"):
+        plot(result, args.out / f"{args.name}.png")
     print(json.dumps(result, indent=2))
 
 

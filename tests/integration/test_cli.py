@@ -138,7 +138,10 @@ def test_any_other_error_prints_its_traceback_and_exits_1(tiny_model):
 
 
 def test_serve_keeps_its_one_line_errors():
-    """serve's own checks still raise ValueError (reworked on its own branch): they stay exit 2, one line."""
+    """serve's checks raise UserError: exit 2 with one line naming the mistake (models or flags)."""
     out = run("serve", "--model", "a=x", "--model", "a=y")
     assert out.returncode == 2
     assert out.stderr == "error: two --model entries are named 'a'; name them with NAME=REF\n"
+    out = run("serve", "--model", "a=x", "--max-queue", "0")
+    assert out.returncode == 2
+    assert out.stderr == "error: --max-queue must be >= 1, got 0\n"

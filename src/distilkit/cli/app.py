@@ -3,10 +3,7 @@ error prints its traceback and exits 1."""
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import typer
 
@@ -19,26 +16,6 @@ from distilkit.cli.predict import predict
 from distilkit.cli.registry import app as registry_app
 from distilkit.cli.serve import serve
 from distilkit.errors import UserError
-
-
-def _serve_value_errors_are_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Keep ``serve``'s flag and model checks, which raise ValueError, at one line and exit 2.
-
-    Transitional: cli/serve.py and serve/settings.py are being reworked on their own branch; once they
-    raise UserError, this wrapper goes (see ``test_cli_errors``).
-    """
-
-    @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except UserError:
-            raise
-        except ValueError as err:
-            raise UserError(str(err)) from err
-
-    return run
-
 
 app = typer.Typer(
     name="distilkit",
@@ -55,7 +32,7 @@ app.command(no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(finetune)
 app.add_typer(registry_app, name="registry")
 app.add_typer(export_app, name="export")
-app.command()(_serve_value_errors_are_user_errors(serve))
+app.command()(serve)
 
 
 def _version(value: bool) -> None:

@@ -1,7 +1,9 @@
 """The Predictor: the only inference path (task handler encode -> batched model -> decode).
 
-Serving, batch prediction and evaluation all call ``Predictor.predict`` (or its three stages
-``prepare`` / ``run`` / ``finish`` when they batch features of several requests together).
+Serving, batch prediction and evaluation all call ``Predictor.predict`` or its three stages:
+``prepare`` (check and encode), ``run`` (plan length-grouped batches and forward them; for
+offline callers) or ``run_batch`` (forward exactly one planned batch; the server's scheduler
+plans its passes itself), and ``finish`` (decode).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import torch
 from distilkit.errors import UserError
 from distilkit.export.cache import int8_model
 from distilkit.inference import runtime
-from distilkit.inference.batching import collate, padded_length, plan_batches
+from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 from distilkit.model_info import LoadedModel
 from distilkit.models import load_model
-from distilkit.tasks import Feature, get_handler_class
+from distilkit.tasks import CostLimits, Feature, get_handler_class
 
 DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -57,7 +59,7 @@ class Predictor:
         compile: bool = False,
     ):
         if max_batch_tokens < 1 or max_batch_size < 1 or pad_to_multiple_of < 1:
-            raise ValueError("max_batch_tokens, max_batch_size and pad_to_multiple_of must be >= 1")
+            raise UserError("max_batch_tokens, max_batch_size and pad_to_multiple_of must be >= 1")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -70,14 +72,17 @@ class Predictor:
         self._uses_token_types = "token_type_ids" in accepted
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         first = next(self.model.parameters(), None)  # None: an ONNX Runtime model (weights in its session)
-        self.device = first.device if first is not None else getattr(self.model, "device", torch.device("cpu"))
+        self.device = (first.device if first is not None
+                       else getattr(self.model, "device", torch.device("cpu")))
         self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
         # Fast tokenizers are not safe to call from several threads at once (truncation state is
-        # shared): servers encode/decode requests concurrently, so those stages take this lock.
-        self._tokenizer_lock = threading.Lock()
+        # shared): ``prepare`` and ``finish`` hold this lock. Reentrant, so that a server can take
+        # it without blocking first and then call them on the same thread.
+        self.tokenizer_lock = threading.RLock()
         if compile:
             if first is None:
-                raise ValueError("--compile needs the torch backend; an ONNX model is already a compiled graph")
+                raise UserError(
+                    "--compile needs the torch backend; an ONNX model is already a compiled graph")
             runtime.compile_encoder(self.model)
 
     @classmethod
@@ -107,43 +112,64 @@ class Predictor:
         torch_dtype = runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
-        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype, device=dev,
-                            backend=backend)
+        loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype,
+                            device=dev, backend=backend)
         return cls(loaded, **batching)
 
     # --- the three stages ------------------------------------------------------------------------
-    def prepare(self, items: list[Any], params: dict[str, Any] | None = None) -> Prepared:
-        """Validate params and items and encode them into features (no model call)."""
-        resolved = self.handler.check_params(params)
-        checked = self.handler.check_inputs(list(items))
-        with self._tokenizer_lock:
+    def prepare(
+        self, items: list[Any], params: dict[str, Any] | None = None, limits: CostLimits | None = None
+    ) -> Prepared:
+        """Validate params and items, check their cost against ``limits``, encode them (no model call).
+
+        Raises:
+            ValueError: a bad parameter or input; ``CostError`` (a ValueError) past ``limits``.
+        """
+        with self.tokenizer_lock:  # parameters too: fill-mask targets are tokenized
+            resolved = self.handler.check_params(params)
+            checked = self.handler.check_inputs(list(items))
+            if limits is not None:
+                self.handler.check_cost(checked, resolved, limits)
             features = self.handler.encode(checked, resolved)
         return Prepared(checked, resolved, features)
+
+    def padded_length(self, length: int) -> int:
+        """The width a row of ``length`` tokens pads to in a batch (what a row costs a pass)."""
+        return padded_length(length, self.pad_to_multiple_of, self.handler.max_length)
 
     def run(self, features: list[Feature]) -> list[Any]:
         """Forward ``features`` in length-grouped batches; return one output per feature, in order."""
         lengths = [len(f) for f in features]
         batches = plan_batches(
-            lengths, self.max_batch_tokens, self.max_batch_size, self.pad_to_multiple_of, self.handler.max_length
+            lengths, self.max_batch_tokens, self.max_batch_size, self.pad_to_multiple_of,
+            self.handler.max_length,
         )
         outputs: list[Any] = [None] * len(features)
-        with torch.inference_mode():
-            for idx in batches:
-                rows = [features[i] for i in idx]
-                width = padded_length(max(lengths[i] for i in idx), self.pad_to_multiple_of, self.handler.max_length)
-                types = [f.token_type_ids or [0] * len(f) for f in rows] if self._uses_token_types else None
-                batch = collate([f.input_ids for f in rows], self._pad_id, width, types)
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                for i, out in zip(idx, self.handler.forward(self.model, batch, rows), strict=True):
-                    outputs[i] = out
+        for idx in batches:
+            for i, out in zip(idx, self.run_batch([features[i] for i in idx]), strict=True):
+                outputs[i] = out
         return outputs
+
+    def run_batch(self, features: list[Feature]) -> list[Any]:
+        """Forward exactly ``features`` as one batch, padded to the longest (rounded up to the multiple).
+
+        The caller owns the plan: a batch of ``n`` rows costs ``n x padded_length(longest)`` tokens.
+        """
+        if not features:
+            return []
+        width = self.padded_length(max(len(f) for f in features))
+        types = [f.token_type_ids or [0] * len(f) for f in features] if self._uses_token_types else None
+        batch = pad_batch([f.input_ids for f in features], self._pad_id, width, types)
+        with torch.inference_mode():
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            return self.handler.forward(self.model, batch, features)
 
     def finish(self, prepared: Prepared, outputs: list[Any]) -> list[Any]:
         """Decode each item from its features' outputs."""
         per_item: list[list[int]] = [[] for _ in prepared.items]
         for i, f in enumerate(prepared.features):
             per_item[f.item].append(i)
-        with self._tokenizer_lock:
+        with self.tokenizer_lock:
             return [
                 self.handler.decode(
                     item, [prepared.features[i] for i in fidx], [outputs[i] for i in fidx], prepared.params

@@ -1,13 +1,12 @@
 """The HTTP app: ``create_app(settings, predictors)`` -> FastAPI with every route, limit and metric.
 
-The server does no pre/post-processing of its own: a route's wire format turns the body into
-items (``serve.formats``), the Predictor validates/encodes them, the model's Batcher runs their
-features with other requests', and the Predictor decodes.
+This module only builds the app: ``serve.server.ModelServer`` owns the models and a request's
+path through them, ``serve.routes`` the routes (one wire-format parser each), ``serve.errors``
+the error body, and ``Guard`` (below) what wraps every request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -17,116 +16,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distilkit import __version__
 from distilkit.inference.predictor import Predictor
-from distilkit.serve.batcher import Batcher, BatchStats, QueueFull
-from distilkit.serve.formats import FieldError, ScoreRequest
+from distilkit.serve.errors import ApiError, error_response
 from distilkit.serve.metrics import ServerMetrics
+from distilkit.serve.playground import add_playground
+from distilkit.serve.routes import add_routes
+from distilkit.serve.server import ModelServer
 from distilkit.serve.settings import ServeSettings
 from distilkit.serve.timing import append_timing
 
 log = logging.getLogger("distilkit.serve")
 # Probes and the playground page (its API calls send the key) stay open.
 OPEN_PATHS = {"/health", "/ready", "/metrics", "/v2/health/ready", "/v2/health/live", "/", "/playground"}
-STATUS_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large", 422: "invalid_request", 429: "queue_full", 503: "unavailable",
-                504: "timeout", 500: "internal_error"}
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message = status, message
-        self.code = code or STATUS_CODES.get(status, "error")
-        self.headers = headers or {}
-
-
-def error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    """The one error body of the server."""
-    body = {"error": {"code": code or STATUS_CODES.get(status, "error"), "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class ModelServer:
-    """The served models with their batchers; what routes use to predict."""
-
-    def __init__(self, settings: ServeSettings, predictors: dict[str, Predictor], metrics: ServerMetrics):
-        if not predictors:
-            raise ValueError("no model to serve")
-        self.settings, self.predictors, self.metrics = settings, predictors, metrics
-        self.default = next(iter(predictors))
-        self.batchers: dict[str, Batcher] = {}
-        self.ready = False
-
-    def start(self) -> None:
-        s = self.settings
-        for name, predictor in self.predictors.items():
-            self.batchers[name] = Batcher(
-                predictor, max_batch_size=s.max_batch_size, max_batch_tokens=s.max_batch_tokens,
-                max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, on_batch=self._observer(name), name=name)
-        self.ready = True
-
-    def stop(self) -> None:
-        self.ready = False
-        for batcher in self.batchers.values():
-            batcher.close(drain=True)
-
-    def _observer(self, name: str) -> Callable[[BatchStats], None]:
-        m = self.metrics
-
-        def observe(stats: BatchStats) -> None:
-            m.batch_size.labels(name).observe(stats.rows)
-            m.batch_tokens.labels(name).observe(stats.tokens)
-            m.stage_seconds.labels(name, "queue").observe(stats.queue_seconds)
-            m.stage_seconds.labels(name, "infer").observe(stats.infer_seconds)
-            m.queue_depth.labels(name).set(self.batchers[name].queued)
-            log.info(json.dumps({"event": "batch", "model": name, "rows": stats.rows, "tokens": stats.tokens,
-                                 "requests": stats.requests, "queue_ms": round(stats.queue_seconds * 1e3, 2),
-                                 "infer_ms": round(stats.infer_seconds * 1e3, 2)}))
-
-        return observe
-
-    def model(self, name: str | None) -> tuple[str, Predictor]:
-        name = name or self.default
-        if name not in self.predictors:
-            raise ApiError(404, f"no model named {name!r}; served: {sorted(self.predictors)}", "model_not_found")
-        return name, self.predictors[name]
-
-    async def predict(self, request: Request, name: str | None, parse: Callable[[str, Any], ScoreRequest]) -> Response:
-        """Body -> items -> batched prediction -> JSON response, with every limit applied."""
-        name, predictor = self.model(name)
-        payload = await read_json(request, self.settings.max_body_bytes)
-        try:
-            parsed = parse(predictor.task, payload)
-        except FieldError as err:
-            raise ApiError(422, str(err)) from err
-        if len(parsed.items) > self.settings.max_inputs:
-            raise ApiError(413, f"{parsed.field}: {len(parsed.items)} inputs; at most {self.settings.max_inputs} "
-                                "per request", "too_many_inputs")
-        start = time.perf_counter()
-        try:
-            prepared = await run_in_threadpool(predictor.prepare, parsed.items, parsed.params)
-        except ValueError as err:
-            raise ApiError(422, f"{parsed.field}: {err}") from err
-        self.metrics.stage_seconds.labels(name, "tokenize").observe(time.perf_counter() - start)
-        batcher = self.batchers[name]
-        try:
-            job = batcher.submit(prepared.features)
-        except QueueFull as err:
-            raise ApiError(429, f"{err}; retry shortly", headers={"Retry-After": "1"}) from err
-        except RuntimeError as err:
-            raise ApiError(503, str(err)) from err
-        self.metrics.queue_depth.labels(name).set(batcher.queued)
-        outputs = await wait_for_outputs(request, job, self.settings.timeout_s)
-        results = await run_in_threadpool(predictor.finish, prepared, outputs)
-        # Results are plain JSON types already: skip FastAPI's recursive re-encoding.
-        return JSONResponse(parsed.respond(results))
 
 
 class Guard:
@@ -165,7 +70,8 @@ class Guard:
         except Exception:  # a server bug: answer 500 with the error format and keep serving
             log.exception("unhandled error on %s", scope["path"])
             if not started:
-                await error_response(500, "internal error; see the server log")(scope, receive, send_and_watch)
+                response = error_response(500, "internal error; see the server log")
+                await response(scope, receive, send_and_watch)
         finally:
             label = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(label, str(status)).inc()
@@ -176,49 +82,13 @@ class Guard:
         return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json", "/playground/static/"))
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Read the body within ``limit`` bytes (413 past it) and parse it as JSON (400 if it is not)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"body is not valid JSON: {err}") from err
-
-
-async def wait_for_outputs(request: Request, job: Any, timeout: float) -> list[Any]:
-    """Await a job's outputs; drop it from the queue if the client leaves or the deadline passes."""
-
-    async def disconnected() -> None:
-        while not await request.is_disconnected():
-            await asyncio.sleep(0.05)
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        done, _ = await asyncio.wait({job.future, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if job.future in done:
-        return job.future.result()
-    job.cancel()
-    if watcher in done:
-        raise ApiError(499, "client disconnected", "client_closed")
-    raise ApiError(504, f"no result within {timeout:g} s", headers={"Retry-After": "1"})
-
-
 def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> FastAPI:
-    """Build the app for ``predictors`` (name -> Predictor); batchers start with the app's lifespan."""
-    from distilkit.serve.playground import add_playground
-    from distilkit.serve.routes import add_routes
+    """Build the app for ``predictors`` (name -> Predictor); the scheduler runs during the app's lifespan.
 
-    metrics = ServerMetrics()
+    Raises:
+        UserError: settings the models cannot be served with (the message names the flag).
+    """
+    metrics = ServerMetrics(settings.max_batch_size, settings.max_batch_tokens)
     server = ModelServer(settings, predictors, metrics)
 
     @asynccontextmanager
@@ -229,7 +99,8 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
         server.stop()  # uvicorn has stopped accepting and finished in-flight requests by now
 
     app = FastAPI(title="distilkit", version=__version__, lifespan=lifespan,
-                  description="Real-time inference for the DistilBERT model family (the model cards' formats).")
+                  description="Real-time inference for the DistilBERT model family "
+                              "(the model cards' formats).")
     app.state.server = server
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)
@@ -240,7 +111,7 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, str(err.detail))
+        return error_response(err.status_code, str(err.detail), headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -2,11 +2,11 @@
 
 Pure functions with no web framework, so the server, tests and batch jobs share them:
 
-    request = parse_score_request(task, payload)          # ValueError naming the field
+    request = parse_score_request(task, payload)          # FieldError (a UserError) naming the field
     results = predictor.predict(request.items, request.params)
     body    = request.respond(results)
 
-The three card formats (DESIGN.md §3):
+The three formats of the model cards (the cloud catalog's scoring examples):
 - ``{"input_data": ["Paris is [MASK] of France"], "params": {}}`` -> ``["part"]`` (fill-mask:
   top-1 token string per input; other tasks: the pipeline result per input);
 - ``{"inputs": {"question": [...], "context": [...]}}`` -> ``[{"score","start","end","answer"}, ...]``;
@@ -19,12 +19,15 @@ Protocol v2 (``parse_v2_request``). Every parser raises ``FieldError`` naming th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from distilkit.errors import UserError
 
-class FieldError(ValueError):
+
+class FieldError(UserError):
     """A request that does not fit the format; ``field`` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str):
@@ -33,8 +36,9 @@ class FieldError(ValueError):
 
 
 @dataclass
-class ScoreRequest:
-    """Items and parameters for the Predictor plus the function that shapes its results."""
+class ParsedRequest:
+    """A request of any wire format, parsed: items and parameters for the Predictor plus the
+    function that shapes its results into that format's response."""
 
     items: list[Any]
     params: dict[str, Any]
@@ -77,7 +81,8 @@ def _qa_items(columns: dict[str, Any], field: str) -> list[dict[str, str]]:
     if len(contexts) == 1 and len(questions) > 1:
         contexts = contexts * len(questions)
     if len(questions) != len(contexts):
-        raise FieldError(field, f"question and context must have the same length ({len(questions)} vs {len(contexts)})")
+        raise FieldError(field, "question and context must have the same length "
+                                f"({len(questions)} vs {len(contexts)})")
     return [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
 
 
@@ -85,7 +90,7 @@ def _one_per_item(results: list[Any]) -> list[Any]:
     return results
 
 
-def parse_score_request(task: str, payload: Any) -> ScoreRequest:
+def parse_score_request(task: str, payload: Any) -> ParsedRequest:
     """Parse a ``/score`` payload for a model of ``task``.
 
     Raises:
@@ -97,25 +102,25 @@ def parse_score_request(task: str, payload: Any) -> ScoreRequest:
         data = payload["input_data"]
         if task == "question-answering":
             if isinstance(data, dict):
-                return ScoreRequest(_qa_items(data, "input_data"), _params(payload, "params"), _one_per_item,
+                return ParsedRequest(_qa_items(data, "input_data"), _params(payload, "params"), _one_per_item,
                                     "input_data")
             raise FieldError("input_data", "question-answering expects {'question': [...], 'context': [...]}")
         items = _string_list(data, "input_data")
         respond = _top1_strings if task == "fill-mask" else _one_per_item
-        return ScoreRequest(items, _params(payload, "params"), respond, "input_data")
+        return ParsedRequest(items, _params(payload, "params"), respond, "input_data")
     if "inputs" in payload:
         inputs = payload["inputs"]
         params = _params(payload, "parameters")
         if task == "question-answering":
             if not isinstance(inputs, dict):
                 raise FieldError("inputs", "question-answering expects {'question': [...], 'context': [...]}")
-            return ScoreRequest(_qa_items(inputs, "inputs"), params, _one_per_item)
+            return ParsedRequest(_qa_items(inputs, "inputs"), params, _one_per_item)
         if isinstance(inputs, dict):
             if "input_string" not in inputs:
                 raise FieldError("inputs", "expected 'input_string' (a list of strings)")
-            return ScoreRequest(_string_list(inputs["input_string"], "inputs.input_string"), params, _one_per_item,
-                                "inputs.input_string")
-        return ScoreRequest(_string_list(inputs, "inputs"), params, _one_per_item)
+            texts = _string_list(inputs["input_string"], "inputs.input_string")
+            return ParsedRequest(texts, params, _one_per_item, "inputs.input_string")
+        return ParsedRequest(_string_list(inputs, "inputs"), params, _one_per_item)
     raise FieldError("body", "expected 'input_data' or 'inputs'")
 
 
@@ -165,7 +170,8 @@ def _columns(task: str, columns: dict[str, Any], field: str) -> list[Any]:
 
 def _items(task: str, value: Any, field: str) -> list[Any]:
     if isinstance(value, dict):
-        if task == "question-answering" and all(isinstance(value.get(k), str) for k in ("question", "context")):
+        pair = ("question", "context")
+        if task == "question-answering" and all(isinstance(value.get(k), str) for k in pair):
             return [_item(task, value, field)]
         return _columns(task, value, field)
     if isinstance(value, str):
@@ -173,7 +179,7 @@ def _items(task: str, value: Any, field: str) -> list[Any]:
     return _records(task, value, field)
 
 
-def parse_hf_request(task: str, payload: Any) -> ScoreRequest:
+def parse_hf_request(task: str, payload: Any) -> ParsedRequest:
     """Hugging Face inference: ``{"inputs": str | [..] | {question, context}, "parameters": {..}}``.
 
     The response is the pipeline's: one result for one input, a list for a list.
@@ -184,20 +190,21 @@ def parse_hf_request(task: str, payload: Any) -> ScoreRequest:
     items = _items(task, inputs, "inputs")
     single = isinstance(inputs, str) or (task == "question-answering" and isinstance(inputs, dict)
                                          and isinstance(inputs.get("question"), str))
-    return ScoreRequest(items, _params(payload, "parameters"), (lambda r: r[0]) if single else _one_per_item)
+    return ParsedRequest(items, _params(payload, "parameters"), (lambda r: r[0]) if single else _one_per_item)
 
 
 def _predictions(results: list[Any]) -> dict[str, Any]:
     return {"predictions": results}
 
 
-def parse_mlflow_request(task: str, payload: Any) -> ScoreRequest:
+def parse_mlflow_request(task: str, payload: Any) -> ParsedRequest:
     """MLflow scoring: ``input_data`` | ``inputs`` | ``instances`` | ``dataframe_split`` |
     ``dataframe_records`` plus ``params``; the response is ``{"predictions": [...]}``."""
     if not isinstance(payload, dict):
         raise FieldError("body", "expected a JSON object")
     params = _params(payload, "params")
-    keys = [k for k in ("input_data", "inputs", "instances", "dataframe_split", "dataframe_records") if k in payload]
+    names = ("input_data", "inputs", "instances", "dataframe_split", "dataframe_records")
+    keys = [k for k in names if k in payload]
     if len(keys) != 1:
         raise FieldError("body", "expected exactly one of input_data, inputs, instances, dataframe_split, "
                                  "dataframe_records")
@@ -212,27 +219,25 @@ def parse_mlflow_request(task: str, payload: Any) -> ScoreRequest:
             if not isinstance(row, list) or len(row) != len(columns):
                 raise FieldError(f"{key}.data[{i}]", f"expected a list of {len(columns)} values")
         table = {str(c): [row[j] for row in value["data"]] for j, c in enumerate(columns)}
-        return ScoreRequest(_columns(task, table, key), params, _predictions, key)
+        return ParsedRequest(_columns(task, table, key), params, _predictions, key)
     if key == "dataframe_records":
-        return ScoreRequest(_records(task, value, key), params, _predictions, key)
-    return ScoreRequest(_items(task, value, key), params, _predictions, key)
+        return ParsedRequest(_records(task, value, key), params, _predictions, key)
+    return ParsedRequest(_items(task, value, key), params, _predictions, key)
 
 
-def parse_kserve_v1_request(task: str, payload: Any) -> ScoreRequest:
+def parse_kserve_v1_request(task: str, payload: Any) -> ParsedRequest:
     """KServe v1: ``{"instances": [...], "parameters"?: {...}}`` -> ``{"predictions": [...]}``."""
     if not isinstance(payload, dict) or "instances" not in payload:
         raise FieldError("body", "expected a JSON object with 'instances'")
-    return ScoreRequest(_records(task, payload["instances"], "instances"), _params(payload, "parameters"),
+    return ParsedRequest(_records(task, payload["instances"], "instances"), _params(payload, "parameters"),
                         _predictions, "instances")
 
 
-def parse_v2_request(task: str, payload: Any, model_name: str) -> ScoreRequest:
+def parse_v2_request(task: str, payload: Any, model_name: str) -> ParsedRequest:
     """Open Inference Protocol v2: BYTES input tensors named ``text`` (or ``question``/``context``).
 
     Each output element is the JSON text of one pipeline result (BYTES tensor ``output``).
     """
-    import json
-
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise FieldError("inputs", "expected a non-empty list of input tensors")
     tensors: dict[str, list[str]] = {}
@@ -246,6 +251,8 @@ def parse_v2_request(task: str, payload: Any, model_name: str) -> ScoreRequest:
         tensors = {"text": next(iter(tensors.values()))}
     items = _columns(task, tensors, "inputs")
     request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise FieldError("id", f"expected a string, got {type(request_id).__name__}")
 
     def respond(results: list[Any]) -> dict[str, Any]:
         body = {"model_name": model_name, "outputs": [{
@@ -255,4 +262,4 @@ def parse_v2_request(task: str, payload: Any, model_name: str) -> ScoreRequest:
             body["id"] = request_id
         return body
 
-    return ScoreRequest(items, _params(payload, "parameters"), respond, "inputs")
+    return ParsedRequest(items, _params(payload, "parameters"), respond, "inputs")

@@ -1,26 +1,45 @@
-"""Prometheus metrics of one server: requests, queue depth, batch sizes, per-stage durations."""
+"""Prometheus metrics of one server: requests, queue depth, forward passes, per-stage durations."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STAGES = ("tokenize", "queue", "forward", "decode")
+
+
+def powers_of_two_to(limit: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below ``limit``, then ``limit`` itself: the top bucket is the configured budget."""
+    buckets, b = [], 1
+    while b < limit:
+        buckets.append(b)
+        b *= 2
+    return (*buckets, limit)
 
 
 class ServerMetrics:
-    """Metric families on a private registry (several apps in one process do not collide)."""
+    """Metric families on a private registry (several apps in one process do not collide).
 
-    def __init__(self) -> None:
+    The pass histograms end at the configured budgets, so ``_bucket{le="<max>"}`` equal to
+    ``_count`` shows that no forward pass went past them.
+    """
+
+    def __init__(self, max_batch_size: int = 32, max_batch_tokens: int = 4096) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("distilkit_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
+        self.requests = Counter("distilkit_requests", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
         self.request_seconds = Histogram("distilkit_request_seconds", "Request latency", ["route"],
                                          buckets=STAGE_BUCKETS, registry=r)
-        self.queue_depth = Gauge("distilkit_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
-        self.batch_size = Histogram("distilkit_batch_size", "Rows per forward pass", ["model"],
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
-        self.batch_tokens = Histogram("distilkit_batch_tokens", "Tokens per forward pass", ["model"],
-                                      buckets=(16, 64, 256, 512, 1024, 2048, 4096, 8192), registry=r)
-        self.stage_seconds = Histogram("distilkit_stage_seconds", "Time per stage (tokenize, queue, infer)",
+        self.queue_depth = Gauge("distilkit_queue_depth", "Inputs waiting for a forward pass", ["model"],
+                                 registry=r)
+        self.batch_rows = Histogram("distilkit_batch_rows", "Rows per forward pass", ["model"],
+                                    buckets=powers_of_two_to(max_batch_size), registry=r)
+        self.batch_padded_tokens = Histogram(
+            "distilkit_batch_padded_tokens", "Padded tokens (rows x padded length) per forward pass",
+            ["model"], buckets=powers_of_two_to(max_batch_tokens), registry=r)
+        self.batch_seconds = Histogram("distilkit_batch_seconds", "Duration of one forward pass", ["model"],
+                                       buckets=STAGE_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("distilkit_stage_seconds",
+                                       "Time per request and stage: " + ", ".join(STAGES),
                                        ["model", "stage"], buckets=STAGE_BUCKETS, registry=r)

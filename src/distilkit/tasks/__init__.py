@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from distilkit.model_info import canonical_task
-from distilkit.tasks.base import Feature, TaskHandler
+from distilkit.tasks.base import CostError, CostLimits, Feature, TaskHandler
 
 HANDLERS = {
     "fill-mask": "distilkit.tasks.fill_mask:FillMaskHandler",
@@ -21,4 +21,4 @@ def get_handler_class(task: str) -> type[TaskHandler]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["HANDLERS", "Feature", "TaskHandler", "get_handler_class"]
+__all__ = ["HANDLERS", "CostError", "CostLimits", "Feature", "TaskHandler", "get_handler_class"]

@@ -5,6 +5,7 @@ A handler owns everything task-specific and nothing about batching or devices. T
 
     items    = handler.check_inputs(raw_items)          # validated, normalised items
     params   = handler.check_params(user_params)        # defaults merged, values validated
+    handler.check_cost(items, params, limits)           # optional: refuse work over the bounds
     features = handler.encode(items, params)            # >= 1 Feature per item, in item order
     outputs  = handler.forward(model, batch, features)  # per batch, one output per feature
     result_i = handler.decode(items[i], feats_i, outs_i, params)
@@ -15,6 +16,7 @@ unit-tested with hand-made logits and no model.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,6 +39,55 @@ class Feature:
         return len(self.input_ids)
 
 
+@dataclass(frozen=True)
+class CostLimits:
+    """Bounds on the work one call may ask for, checked before encoding (None: unbounded).
+
+    A request's size does not bound its cost: one fill-mask input with 500 masks and a large
+    ``top_k`` answers thousands of candidates, each repeating the text; a long context with a
+    ``doc_stride`` close to the window length becomes thousands of windows. The server admits
+    requests by these bounds (its settings of the same names).
+    """
+
+    max_features: int | None = None
+    """Model rows per call: inputs x windows."""
+    max_masks: int | None = None
+    """Mask tokens per fill-mask input."""
+    max_candidates: int | None = None
+    """Answers per input: top_k x masks (fill-mask), top_k (question-answering)."""
+    max_response_bytes: int | None = None
+    """Estimated size of the results, where the task can tell before running the model."""
+
+
+class CostError(UserError):
+    """A call over one of the ``CostLimits``; ``limit`` is the name of the bound it passed."""
+
+    def __init__(self, limit: str, message: str):
+        super().__init__(message)
+        self.limit = limit
+
+
+def window_count(length: int, room: int, stride: int) -> int:
+    """Windows the tokenizer cuts ``length`` tokens into when ``room`` fit in one window and
+    consecutive windows overlap by ``stride`` tokens (the tokenizers library's overflow rule).
+
+    A sequence that cannot be cut (``room <= stride``) counts as one window: encoding refuses it.
+    """
+    step = room - stride
+    if length <= room or step <= 0:
+        return 1
+    return 1 + -(-(length - room) // step)
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlist, _SHOW.maxdict = 2, 60, 60, 6, 4
+
+
+def show(value: Any) -> str:
+    """A short repr of a user value for error messages (bounded depth and length)."""
+    return _SHOW.repr(value)
+
+
 def input_error(index: int, message: str) -> UserError:
     """The one format of per-input errors: ``input 3: <what is wrong and what is expected>``."""
     return UserError(f"input {index}: {message}")
@@ -47,7 +98,7 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
         isinstance(value, float) and value.is_integer()
     ):
-        raise UserError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {show(value)}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
@@ -61,7 +112,7 @@ def check_bool(name: str, value: Any) -> bool:
         return value
     if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
-    raise UserError(f"{name} must be true or false, got {value!r}")
+    raise UserError(f"{name} must be true or false, got {show(value)}")
 
 
 def check_text(index: int, value: Any, what: str = "text") -> str:
@@ -100,7 +151,8 @@ class TaskHandler:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise UserError(
-                f"unknown parameter {unknown[0]!r} for {self.task}; expected one of {sorted(self.defaults)}"
+                f"unknown parameter {show(unknown[0])} for {self.task}; "
+                f"expected one of {sorted(self.defaults)}"
             )
         merged = {**self.defaults, **params}
         return self.validate_params(merged)
@@ -108,6 +160,32 @@ class TaskHandler:
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate/convert merged parameter values (subclasses override)."""
         return params
+
+    # --- cost --------------------------------------------------------------------------------
+    feature_noun: ClassVar[str] = "one per input"
+
+    def count_features(self, items: list[Any], params: dict[str, Any], enough: int | None = None) -> int:
+        """Features ``encode`` would make, counted without making them.
+
+        Windowed tasks may answer a cheap upper bound when it is at most ``enough``; above it
+        the count is exact. Here: one feature per item.
+        """
+        return len(items)
+
+    def check_cost(self, items: list[Any], params: dict[str, Any], limits: CostLimits) -> None:
+        """Refuse checked items/params whose work passes ``limits`` (``CostError`` naming the bound).
+
+        Tasks with costs of their own (masks, candidates, windows) extend this.
+        """
+        if limits.max_features is None:
+            return
+        n = self.count_features(items, params, limits.max_features)
+        if n > limits.max_features:
+            raise CostError(
+                "max_features",
+                f"this request needs {n} model rows ({self.feature_noun}); at most {limits.max_features} "
+                "are allowed per request: send fewer or shorter inputs",
+            )
 
     def describe(self) -> dict[str, Any]:
         """What a client needs to build a request: every parameter with its type and default.

@@ -9,10 +9,22 @@ import numpy as np
 import torch
 
 from distilkit.errors import UserError
-from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error
+from distilkit.tasks.base import (
+    CostError,
+    CostLimits,
+    Feature,
+    TaskHandler,
+    check_int,
+    check_text,
+    input_error,
+    show,
+)
 
 # Mask tokens of the model families users mix up; a text holding another family's token is named.
 KNOWN_MASK_TOKENS = ("[MASK]", "<mask>")
+# JSON bytes of one candidate besides its sequence:
+# {"score": .., "token": .., "token_str": .., "sequence": ""}
+CANDIDATE_BYTES = 96
 
 
 def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -35,11 +47,17 @@ def top_candidates(
     if target_ids is not None:
         probs = probs[:, target_ids]
     k = min(top_k, probs.shape[-1])
-    values, idx = torch.from_numpy(probs).topk(k)  # same tie order as the reference implementation
-    ids = idx.numpy()
+    values = np.empty((len(probs), k), dtype=probs.dtype)
+    ids = np.empty((len(probs), k), dtype=np.int64)
+    # torch's topk: the same tie order as the reference implementation. One row at a time, because
+    # topk over several rows opens an OpenMP team in the calling thread (servers decode on request
+    # threads, and a second idle team makes libgomp throttle the model thread's spin-waits).
+    for row, p in enumerate(probs):
+        top = torch.from_numpy(p).topk(k)
+        values[row], ids[row] = top.values.numpy(), top.indices.numpy()
     if target_ids is not None:
         ids = target_ids[ids]
-    return values.numpy(), ids
+    return values, ids
 
 
 class FillMaskHandler(TaskHandler):
@@ -55,23 +73,52 @@ class FillMaskHandler(TaskHandler):
             raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
+        self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
         self._token_str: dict[int, str] = {}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "mask_token": self.mask_token}
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params["top_k"] = check_int("top_k", params["top_k"], 1)
         targets = params["targets"]
         params["target_ids"] = None if targets is None else self.target_ids(targets)
+        top_k = params["top_k"] = check_int("top_k", params["top_k"], 1)
+        # Like the reference: top_k past the vocabulary is an error; past the targets it is cut to them.
+        if targets is None and top_k > self.vocab_size:
+            raise UserError(f"top_k must be at most {self.vocab_size} (the vocabulary size), got {top_k}")
         return params
+
+    def check_cost(self, items: list[str], params: dict[str, Any], limits: CostLimits) -> None:
+        """Masks per input, candidates per input (top_k x masks) and the response size they make
+        (every candidate repeats its input's text), then the features."""
+        ids = params["target_ids"]
+        k = params["top_k"] if ids is None else min(params["top_k"], len(ids))
+        masks = [text.count(self.mask_token) for text in items]
+        worst = max(range(len(items)), key=masks.__getitem__, default=None)
+        if worst is not None and limits.max_masks is not None and masks[worst] > limits.max_masks:
+            raise CostError("max_masks", f"input {worst} has {masks[worst]} {self.mask_token} tokens; "
+                                         f"at most {limits.max_masks} per input")
+        bound = limits.max_candidates
+        if worst is not None and bound is not None and masks[worst] * k > bound:
+            raise CostError("max_candidates", f"input {worst} asks for {masks[worst] * k} candidates "
+                                              f"(top_k {k} x {masks[worst]} masks); at most "
+                                              f"{bound} per input: lower top_k")
+        if limits.max_response_bytes is not None:
+            size = sum(m * k * (len(text.encode()) + CANDIDATE_BYTES)
+                       for m, text in zip(masks, items, strict=True))
+            if size > limits.max_response_bytes:
+                raise CostError("max_response_bytes",
+                                f"the response would be about {size} bytes (each of the {sum(masks) * k} "
+                                f"candidates repeats its input text); at most {limits.max_response_bytes}: "
+                                "lower top_k or send fewer or shorter inputs")
+        super().check_cost(items, params, limits)
 
     def target_ids(self, targets: str | list[str]) -> np.ndarray:
         """Vocabulary ids of ``targets``; a target that is several tokens is an error naming it."""
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-            raise UserError(f"targets must be a string or a list of strings, got {targets!r}")
+            raise UserError(f"targets must be a string or a list of strings, got {show(targets)}")
         vocab = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
@@ -83,9 +130,8 @@ class FillMaskHandler(TaskHandler):
                 continue  # nothing to score, as the reference implementation ignores it
             if len(pieces) > 1:
                 tokens = self.tokenizer.convert_ids_to_tokens(pieces)
-                raise UserError(
-                    f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens"
-                )
+                raise UserError(f"target {show(target)} is {len(pieces)} tokens {tokens}; "
+                                "targets must be single tokens")
             ids.append(pieces[0])
         if not ids:
             raise UserError("targets: at least one target must be a token of this model's vocabulary")

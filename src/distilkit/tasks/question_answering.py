@@ -16,7 +16,17 @@ import numpy as np
 import torch
 
 from distilkit.errors import UserError
-from distilkit.tasks.base import Feature, TaskHandler, check_bool, check_int, check_text, input_error
+from distilkit.tasks.base import (
+    CostError,
+    CostLimits,
+    Feature,
+    TaskHandler,
+    check_bool,
+    check_int,
+    check_text,
+    input_error,
+    window_count,
+)
 
 MASKED_LOGIT = -10000.0  # what the reference puts on tokens that cannot be in an answer
 NULL_SCORE_START = 1000000  # "no null score seen yet" (the reference's large positive start value)
@@ -258,6 +268,36 @@ class QuestionAnsweringHandler(TaskHandler):
         for name in ("handle_impossible_answer", "align_to_words"):
             params[name] = check_bool(name, params[name])
         return params
+
+    feature_noun: ClassVar[str] = (
+        "context windows: each context is cut into windows of max_seq_len tokens that advance by "
+        "max_seq_len - question - doc_stride tokens; raise the advance by lowering doc_stride"
+    )
+
+    def count_features(self, items: list[QAItem], params: dict[str, Any], enough: int | None = None) -> int:
+        """Context windows of ``items``: a bound from byte lengths (a token spans at least one byte)
+        when it is at most ``enough``, else counted from the tokenized questions and contexts."""
+        max_seq_len, stride = params["max_seq_len"], params["doc_stride"]
+        bound = 0
+        for it in items:
+            room = max_seq_len - len(it.question.encode()) - self.n_special
+            context = len(it.context.encode())
+            bound += window_count(context, room, stride) if room > stride else context
+        if enough is not None and bound <= enough:
+            return bound
+        questions = self.tokenizer([it.question for it in items], add_special_tokens=False)["input_ids"]
+        contexts = self.tokenizer([it.context for it in items], add_special_tokens=False)["input_ids"]
+        return sum(
+            window_count(len(c), max_seq_len - len(q) - self.n_special, stride)
+            for q, c in zip(questions, contexts, strict=True)
+        )
+
+    def check_cost(self, items: list[QAItem], params: dict[str, Any], limits: CostLimits) -> None:
+        """Answers per question (top_k), then the context windows."""
+        if limits.max_candidates is not None and params["top_k"] > limits.max_candidates:
+            raise CostError("max_candidates", f"top_k {params['top_k']} asks for more answers per question "
+                                              f"than the {limits.max_candidates} allowed")
+        super().check_cost(items, params, limits)
 
     def check_inputs(self, items: list[Any]) -> list[QAItem]:
         checked = []

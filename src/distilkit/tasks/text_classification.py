@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from distilkit.errors import UserError
-from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error, sigmoid, softmax
+from distilkit.tasks.base import (
+    Feature,
+    TaskHandler,
+    check_int,
+    check_text,
+    input_error,
+    show,
+    sigmoid,
+    softmax,
+)
 
 # ``top_k`` value meaning "not given": the pipeline's legacy best-label-only output.
 LEGACY_TOP_K = "legacy"
@@ -66,7 +75,7 @@ def normalize_item(index: int, item: Any) -> tuple[str, str | None]:
     if isinstance(item, dict):
         extra = sorted(set(item) - {"text", "text_pair"})
         if extra or "text" not in item:
-            what = f"unexpected key {extra[0]!r}" if extra else "missing key 'text'"
+            what = f"unexpected key {show(extra[0])}" if extra else "missing key 'text'"
             raise input_error(index, f"{what}; {PAIR_HINT}")
         pair = item.get("text_pair")
         return check_text(index, item["text"]), None if pair is None else check_text(index, pair, "text_pair")
@@ -108,14 +117,16 @@ class TextClassificationHandler(TaskHandler):
         if function is None or (isinstance(function, str) and function.lower() == "default"):
             function = self.default_function
         if not isinstance(function, str) or function.lower() not in FUNCTIONS:
-            raise UserError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {function!r}")
+            raise UserError(
+                f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {show(function)}")
         params["function_to_apply"] = function.lower()
         truncation = params["truncation"]
         if isinstance(truncation, (bool, str)) and truncation in TRUNCATION:
             params["truncation"] = TRUNCATION[truncation]
         else:
             raise UserError(
-                f"truncation must be true, false, 'longest_first' or 'do_not_truncate', got {truncation!r}"
+                "truncation must be true, false, 'longest_first' or 'do_not_truncate', "
+                f"got {show(truncation)}"
             )
         return params
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from distilkit.errors import UserError
-from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, softmax
+from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, show, softmax, window_count
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 WORD_STRATEGIES = frozenset({"first", "average", "max"})
@@ -203,7 +203,7 @@ def check_strategy(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.lower() not in STRATEGIES:
-        raise UserError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {value!r}")
+        raise UserError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {show(value)}")
     return value.lower()
 
 
@@ -214,7 +214,7 @@ def check_ignore_labels(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise UserError(f"ignore_labels must be a list of label names, got {value!r}")
+        raise UserError(f"ignore_labels must be a list of label names, got {show(value)}")
     return list(value)
 
 
@@ -268,6 +268,23 @@ class TokenClassificationHandler(TaskHandler):
             if not self.is_fast:
                 raise UserError("stride needs a fast tokenizer")
         return params
+
+    feature_noun: ClassVar[str] = (
+        "text windows: with stride, a long text is cut into windows of the model's length that "
+        "advance by that length minus stride tokens; lower stride"
+    )
+
+    def count_features(self, items: list[str], params: dict[str, Any], enough: int | None = None) -> int:
+        """Windows of ``items`` (one per text without ``stride``): a bound from byte lengths when it
+        is at most ``enough``, else counted from the tokenized texts."""
+        if params["stride"] is None:
+            return len(items)
+        room = self.max_length - self.n_special
+        bound = sum(window_count(len(text.encode()), room, params["stride"]) for text in items)
+        if enough is not None and bound <= enough:
+            return bound
+        lengths = [len(ids) for ids in self.tokenizer(items, add_special_tokens=False)["input_ids"]]
+        return sum(window_count(n, room, params["stride"]) for n in lengths)
 
     def check_inputs(self, items: list[Any]) -> list[str]:
         return [check_text(i, text) for i, text in enumerate(items)]

@@ -1,9 +1,15 @@
-"""Length-aware batch planning and collation: group rows by length under a token budget."""
+"""Packing token rows into padded batches: length-aware planning under a budget, and padding.
+
+``plan_batches`` groups rows of very different lengths for offline callers (the Predictor's
+``run``); the server's scheduler plans its own passes with ``padded_length`` as the cost of a
+row and hands each one to ``Predictor.run_batch``; ``pad_batch`` builds the tensors of one pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -54,7 +60,7 @@ def plan_batches(
     return batches
 
 
-def collate(
+def pad_batch(
     rows: Sequence[Sequence[int]],
     pad_id: int,
     width: int,
@@ -62,15 +68,15 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Right-pad token rows to ``width``; return input_ids, attention_mask (and token_type_ids)."""
     n = len(rows)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)  # (B, T)
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=n)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)  # (B, T)
     for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        attention_mask[i, : len(row)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        input_ids[i, : len(row)] = row
+    attention_mask = (np.arange(width) < lengths[:, None]).astype(np.int64)  # (B, T)
+    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
     if type_rows is not None:
-        token_type_ids = torch.zeros((n, width), dtype=torch.long)
+        token_type_ids = np.zeros((n, width), dtype=np.int64)
         for i, row in enumerate(type_rows):
-            token_type_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        batch["token_type_ids"] = token_type_ids
+            token_type_ids[i, : len(row)] = row
+        batch["token_type_ids"] = torch.from_numpy(token_type_ids)
     return batch

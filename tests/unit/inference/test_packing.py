@@ -1,4 +1,4 @@
-"""Length-aware batch planning and collation."""
+"""Length-aware batch planning and padding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from distilkit.inference.batching import collate, padded_length, plan_batches
+from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 
 
 def test_every_row_is_planned_exactly_once():
@@ -39,8 +39,8 @@ def test_padded_length_rounds_up_to_the_multiple_but_not_past_the_model_limit():
     assert padded_length(509, 8, 510) == 510
 
 
-def test_collate_right_pads_and_masks():
-    batch = collate([[5, 6, 7], [8]], pad_id=0, width=4, type_rows=[[0, 0, 1], [0]])
+def test_pad_batch_right_pads_and_masks():
+    batch = pad_batch([[5, 6, 7], [8]], pad_id=0, width=4, type_rows=[[0, 0, 1], [0]])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 1, 0], [0, 0, 0, 0]]
