@@ -32,6 +32,35 @@ class ModelNotFoundError(ValueError):
     """A model reference that names neither a local model directory nor a reachable hub model."""
 
 
+class TaskNotFoundError(ValueError):
+    """``config.architectures`` names no task head (e.g. a bare ``BertModel`` encoder) and none was given.
+
+    Commands re-raise it with ``naming(flag)`` so the message says which of their flags names the task.
+    """
+
+    def __init__(self, architectures: Any, flag: str = "name it explicitly"):
+        self.architectures = architectures
+        base = bool(architectures) and all(
+            not any(a.endswith(s) for s in ARCHITECTURE_TASKS) and a.endswith("Model") for a in architectures
+        )
+        what = (
+            " (an encoder without a task head: fine-tune it first with `distilkit finetune TASK --model DIR "
+            "--train FILE --output OUT`)" if base else ""
+        )
+        super().__init__(
+            f"cannot infer the task from config.architectures={architectures!r}{what}; {flag} "
+            f"(one of {sorted(TASK_AUTO_CLASSES)})"
+        )
+
+    def naming(self, flag: str) -> TaskNotFoundError:
+        """The same error, saying which flag (or argument) supplies the task."""
+        return TaskNotFoundError(self.architectures, f"name the task with {flag}")
+
+
+class MissingHeadError(ModelNotFoundError):
+    """The checkpoint has no weights for the task head a command asked for (it would run untrained)."""
+
+
 @dataclass
 class LoadedModel:
     """A model ready for inference: weights in eval mode, its tokenizer, config and task."""
@@ -57,10 +86,7 @@ def infer_task(config: Any) -> str:
         for suffix, task in ARCHITECTURE_TASKS.items():
             if arch.endswith(suffix):
                 return task
-    raise ValueError(
-        f"cannot infer the task from config.architectures={getattr(config, 'architectures', None)!r}; "
-        f"name it explicitly (one of {sorted(TASK_AUTO_CLASSES)})"
-    )
+    raise TaskNotFoundError(getattr(config, "architectures", None))
 
 
 def _offline() -> bool:
@@ -118,20 +144,49 @@ def resolve_source(ref: str | os.PathLike) -> str:
 
 def _has_weights(directory: str) -> bool:
     names = os.listdir(directory)
-    return any(n.endswith((".safetensors", ".bin")) or n.endswith(".safetensors.index.json") for n in names)
+    return any(n.endswith((".safetensors", ".bin", ".safetensors.index.json")) for n in names)
 
 
-def _quiet_from_pretrained(auto_cls: Any, source: str) -> torch.nn.Module:
-    """``from_pretrained`` without transformers' per-load progress bar (it would litter CLI output)."""
+def quiet_from_pretrained(auto_cls: Any, source: str, **kwargs: Any) -> Any:
+    """``from_pretrained`` without transformers' per-load progress bar and load report (they would
+    litter CLI output; missing weights are checked by the callers that care)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
-        return auto_cls.from_pretrained(source)
+        return auto_cls.from_pretrained(source, **kwargs)
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _load_trained(auto_cls: Any, source: str, ref: str, task: str) -> torch.nn.Module:
+    """The checkpoint's weights for ``task``; a task head the checkpoint lacks is an error, not a
+    silently random head (a ``BertModel`` encoder asked for text-classification, say).
+
+    Raises:
+        MissingHeadError: naming the missing weights and how to get a model that has them.
+    """
+    model, info = quiet_from_pretrained(auto_cls, source, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        archs = getattr(model.config, "architectures", None)
+        how = (
+            "Fill-mask needs a checkpoint with its masked-LM head (a *ForMaskedLM model)"
+            if task == "fill-mask"
+            else f"Fine-tune it first: distilkit finetune {task} --model {ref} --train FILE --output DIR"
+        )
+        raise MissingHeadError(
+            f"{ref} has no weights for the {task} head ({shown}; config.architectures={archs!r}), so its "
+            f"answers would come from random weights. {how} (or add --dummy-weights to run random weights on "
+            "purpose)"
+        )
+    return model
 
 
 def load_model(
@@ -158,8 +213,9 @@ def load_model(
             do not apply to it).
 
     Raises:
-        ModelNotFoundError: unknown/unreachable reference or missing weights.
-        ValueError: unknown task, or a task the config cannot tell.
+        ModelNotFoundError: unknown/unreachable reference or missing weights (``MissingHeadError``:
+            the checkpoint has no weights for the task's head, e.g. a ``BertModel`` encoder).
+        ValueError: unknown task, or a task the config cannot tell (``TaskNotFoundError``).
     """
     import transformers
     from transformers import AutoConfig, AutoTokenizer
@@ -186,6 +242,6 @@ def load_model(
                 f"{source} has no weights (*.safetensors / *.bin); add --dummy-weights to run its "
                 "architecture with random weights"
             )
-        model = _quiet_from_pretrained(auto_cls, source)
+        model = _load_trained(auto_cls, source, str(ref), task)
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, task=task, source=str(ref))

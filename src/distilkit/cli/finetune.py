@@ -25,6 +25,7 @@ def finetune(
         None, "--config", help="YAML file of options (keys as below, snake_case); flags win."
     ),
     glue_task: str = typer.Option(None, "--glue-task", help=_help("glue_task")),
+    label_names: str = typer.Option(None, "--label-names", help=_help("label_names")),
     problem_type: str = typer.Option(None, "--problem-type", help=_help("problem_type")),
     init: str = typer.Option(None, "--init", help=_help("init")),
     num_layers: int = typer.Option(None, "--num-layers", help=_help("num_layers")),

@@ -89,7 +89,7 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
     """
     import transformers
 
-    from distilkit.models import TASK_AUTO_CLASSES, _has_weights
+    from distilkit.models import TASK_AUTO_CLASSES, _has_weights, quiet_from_pretrained
 
     auto_cls = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
     if cfg.init == "scratch":
@@ -99,14 +99,8 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
         raise ValueError(
             f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
         )
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized head" is the point of fine-tuning, not news
-    try:
-        return auto_cls.from_pretrained(source, config=config)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    # "newly initialized head" is the point of fine-tuning, not news (nor is the loading bar)
+    return quiet_from_pretrained(auto_cls, source, config=config)
 
 
 def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> Any:
@@ -146,6 +140,7 @@ def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.Label
     if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
         raise ValueError(
             f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
+            " (name the data's labels as the teacher does with --label-names)"
         )
     return task_data.LabelSpace(
         names if space.problem_type != task_data.REGRESSION else space.labels, space.problem_type
@@ -195,10 +190,15 @@ def task_distillation_loss(
 
 
 def compute_losses(
-    cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict
+    cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict,
+    student_inputs: set[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The task loss (the model's own head loss) and, with a teacher, the distillation term."""
-    out = student(**batch)
+    """The task loss (the model's own head loss) and, with a teacher, the distillation term.
+
+    ``student_inputs``: the batch keys the student takes (None: all). A BERT teacher reads the
+    token types a DistilBERT student has no input for (QA's context segment, text pairs).
+    """
+    out = student(**{k: v for k, v in batch.items() if student_inputs is None or k in student_inputs})
     terms = {"task": out.loss}
     if teacher is not None:
         accepted = set(inspect.signature(teacher.forward).parameters) - {
@@ -239,13 +239,14 @@ def finetune(cfg: FinetuneConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source)
     examples = task_data.read_examples(cfg.task, cfg.train, cfg.glue_task)
     space = task_data.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
+    space, renames = task_data.name_labels(space, cfg.label_name_list(), cfg.glue_task)
+    examples = task_data.rename_examples(examples, renames)
     teacher = load_teacher(cfg, tokenizer, accelerator.device)
     if teacher is not None:
         space = teacher_labels(teacher, space)
     if cfg.validation is not None:  # unknown validation labels fail now, not after training
-        task_data.check_known_labels(
-            space, cfg.task, task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
-        )
+        validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
+        task_data.check_known_labels(space, cfg.task, task_data.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(
@@ -261,6 +262,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accumulation)
     warmup_steps = math.ceil(cfg.warmup * total_steps)
     accepted = set(inspect.signature(student.forward).parameters)
+    wanted = accepted | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
     decay = [p for n, p in student.named_parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
     rest = [p for n, p in student.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
@@ -304,10 +306,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
                 epoch, batches = e, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, e)
             rows = batches[i * world + accelerator.process_index]
             batch = task_data.collate(data, rows, pad_id, cfg.task, space.problem_type)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items() if k in accepted}
+            batch = {k: v.to(accelerator.device) for k, v in batch.items() if k in wanted}
             sync = micro == cfg.grad_accumulation - 1
             with contextlib.nullcontext() if sync else accelerator.no_sync(student):
-                terms = compute_losses(cfg, space.problem_type, student, t_model, batch)
+                terms = compute_losses(cfg, space.problem_type, student, t_model, batch, accepted)
                 loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce})
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(

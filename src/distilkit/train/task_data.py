@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from distilkit.evaluation import datasets
+from distilkit.evaluation.datasets import GLUE_LABEL_NAMES
 from distilkit.evaluation.evaluate import GLUE_LABELS, word_spans
 
 IGNORE_INDEX = -100
@@ -207,6 +208,39 @@ def discover_labels(
     if len(labels) < 2 and problem_type == SINGLE:
         raise ValueError(f"the training data has one label ({labels}); classification needs at least 2")
     return LabelSpace(tuple(labels), problem_type)
+
+
+def name_labels(
+    space: LabelSpace, names: list[str] | None, glue_task: str | None = None
+) -> tuple[LabelSpace, dict[str, str]]:
+    """Give the data's labels names: ``names[k]`` for the k-th label of ``space`` (``--label-names``),
+    else GLUE's names when ``glue_task`` is a GLUE task whose files hold label indices.
+
+    Returns:
+        The renamed label space and the data label -> name map to apply to examples (empty: no renaming).
+
+    Raises:
+        ValueError: names for a regression or multi-label problem, or as many names as labels not given.
+    """
+    if names is None and glue_task in GLUE_LABEL_NAMES and space.labels == ("0", "1"):
+        names = GLUE_LABEL_NAMES[glue_task]
+    if names is None:
+        return space, {}
+    if space.problem_type != SINGLE:
+        raise ValueError(f"--label-names is for single-label classification; the data is {space.problem_type}")
+    if len(names) != len(space.labels):
+        raise ValueError(
+            f"--label-names gives {len(names)} names for the data's {len(space.labels)} labels "
+            f"{list(space.labels)[:20]} (one name per label, in that order)"
+        )
+    return LabelSpace(tuple(names), space.problem_type), dict(zip(space.labels, names, strict=True))
+
+
+def rename_examples(examples: list[Any], renames: dict[str, str]) -> list[Any]:
+    """Text examples with their labels renamed by ``renames`` (see ``name_labels``)."""
+    if not renames:
+        return examples
+    return [replace(ex, label=renames.get(ex.label, ex.label)) for ex in examples]
 
 
 def check_known_labels(space: LabelSpace, task: str, examples: list[Any], flag: str = "--validation") -> None:
