@@ -406,6 +406,8 @@ def test_a_bert_teacher_reads_the_token_types_its_distilbert_student_has_no_inpu
         teacher, model_input_names=["input_ids", "token_type_ids", "attention_mask"]
     ).save_pretrained(teacher)
     student = init_student(str(teacher), tmp_path / "student")
+    # the DistilBERT student's tokenizer gives no segment ids (its forward has no input for them)
+    assert AutoTokenizer.from_pretrained(student).model_input_names == ["input_ids", "attention_mask"]
     seen = {}
     real = finetune_module.compute_losses
 

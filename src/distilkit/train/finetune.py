@@ -252,7 +252,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
     )
-    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride)
+    teacher_types = teacher is not None and "token_type_ids" in inspect.signature(teacher.model.forward).parameters
+    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride,
+                                    token_types=teacher_types)
     lengths, pad_id = data.lengths, tokenizer.pad_token_id or 0
     per_epoch = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)) // world
     if per_epoch == 0:
@@ -262,6 +264,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accumulation)
     warmup_steps = math.ceil(cfg.warmup * total_steps)
     accepted = set(inspect.signature(student.forward).parameters)
+    if "token_type_ids" not in tokenizer.model_input_names:  # as at inference: the tokenizer decides
+        accepted.discard("token_type_ids")
     wanted = accepted | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
     decay = [p for n, p in student.named_parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
     rest = [p for n, p in student.named_parameters() if p.ndim <= 1]

@@ -13,6 +13,7 @@ BERT's pooler becomes DistilBERT's ``pre_classifier`` for sequence classificatio
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -248,12 +249,27 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
         raise ValueError(f"--output {output} is not empty; choose a new directory")
     teacher, tokenizer = load_teacher(teacher_ref, dummy_weights=dummy_weights, seed=seed)
     student, layers = build_student(teacher, layers)
+    if "token_type_ids" not in inspect.signature(student.forward).parameters:
+        # A BERT tokenizer on a DistilBERT student: its encodings must not carry segment ids the
+        # model has no input for (transformers' pipelines pass every tokenizer output to forward).
+        tokenizer = student_tokenizer(tokenizer)
     output.mkdir(parents=True, exist_ok=True)
     save_model_dir(student, tokenizer, output)
     record = {"teacher": str(teacher_ref), "teacher_type": teacher.config.model_type,
               "task": model_task(teacher), "layers": layers, "teacher_dummy_weights": dummy_weights}
     (output / STUDENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return output
+
+
+def student_tokenizer(tokenizer: Any) -> Any:
+    """The teacher's tokenizer without ``token_type_ids`` among its model inputs (saved that way too)."""
+    import copy
+
+    tokenizer = copy.deepcopy(tokenizer)
+    names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    tokenizer.model_input_names = names
+    tokenizer.init_kwargs["model_input_names"] = names
+    return tokenizer
 
 
 def load_teacher(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tuple[torch.nn.Module, Any]:

@@ -315,8 +315,9 @@ def answer_positions(
 
 
 # --- tokenizing -----------------------------------------------------------------------------------
-def _types(encoded: Any, tokenizer: Any) -> list[list[int]] | None:
-    return encoded.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
+def _types(encoded: Any, tokenizer: Any, token_types: bool = False) -> list[list[int]] | None:
+    wanted = token_types or "token_type_ids" in tokenizer.model_input_names
+    return encoded.get("token_type_ids") if wanted else None
 
 
 def build_features(
@@ -327,14 +328,18 @@ def build_features(
     space: LabelSpace,
     max_seq_len: int,
     doc_stride: int | None = None,
+    token_types: bool = False,
 ) -> TrainData:
     """Tokenize ``examples`` for training (see the module docstring for each task).
+
+    ``token_types``: also keep segment ids when the tokenizer's model inputs do not include them
+    (a BERT teacher reads them beside a DistilBERT student).
 
     Raises:
         ValueError: a file that mixes single texts and pairs; a QA question too long for a window.
     """
     if task == "question-answering":
-        return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride)
+        return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride, token_types)
     if task == "token-classification":
         ids = {name: i for i, name in enumerate(space.labels)}
         joined = [word_spans(ex.words) for ex in examples]
@@ -363,8 +368,10 @@ def build_features(
         truncation=True,
         max_length=max_seq_len,
         return_attention_mask=False,
+        return_token_type_ids=True,
     )
-    return TrainData(enc["input_ids"], _types(enc, tokenizer), _class_targets(examples, space), len(examples))
+    types = _types(enc, tokenizer, token_types)
+    return TrainData(enc["input_ids"], types, _class_targets(examples, space), len(examples))
 
 
 def _class_targets(examples: list[Any], space: LabelSpace) -> list[Any]:
@@ -383,11 +390,13 @@ def _class_targets(examples: list[Any], space: LabelSpace) -> list[Any]:
 
 
 def _qa_features(
-    examples: list[QATrainExample], tokenizer: Any, config: Any, max_seq_len: int, doc_stride: int | None
+    examples: list[QATrainExample], tokenizer: Any, config: Any, max_seq_len: int, doc_stride: int | None,
+    token_types: bool = False,
 ) -> TrainData:
     from distilkit.tasks.question_answering import QAItem, QuestionAnsweringHandler
 
     handler = QuestionAnsweringHandler(tokenizer, config)
+    handler.send_token_types |= token_types
     params = handler.check_params({"max_seq_len": max_seq_len, "doc_stride": doc_stride})
     features = handler.encode([QAItem(ex.question, ex.context) for ex in examples], params)
     cls_id = tokenizer.cls_token_id

@@ -196,3 +196,8 @@ def test_init_student_cli_takes_a_task_teacher(tiny_model, tmp_path):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr
     assert load_model(tmp_path / "s").task == "question-answering"  # a complete head: loads without error
+    # a DistilBERT student's tokenizer gives no token_type_ids, so pipelines can feed it what it encodes
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "s")
+    student = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "s")
+    assert "token_type_ids" not in tokenizer("a question", "a context")
+    student(**tokenizer("a question", "a context", return_tensors="pt"))
