@@ -13,9 +13,9 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "real"
 
 
-def run(script: str, shared: Path, out: Path) -> subprocess.CompletedProcess:
+def run(script: str, shared: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--quick", "--shared", str(shared), "--output", str(out)],
+        [sys.executable, str(EXAMPLES / script), "--quick", "--shared", str(shared), "--output", str(out), *args],
         check=False, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 
@@ -23,33 +23,30 @@ def run(script: str, shared: Path, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.shared
 def test_quick_studies_train_distil_quantise_compare_and_reuse_finished_steps(shared_dir, tmp_path):
+    # One task (CoNLL) keeps this short; every task runs the same steps (the README's full runs).
     out = tmp_path / "real"
-    done = run("distill_tasks.py", shared_dir, out)
+    done = run("distill_tasks.py", shared_dir, out, "--tasks", "conll")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["tasks"]) == {"sst2", "emotion", "conll", "squad"}
-    for task in results["tasks"].values():
-        assert set(task["scores"]) == {"teacher", "distilled", "plain"}
-        assert task["speed"]["teacher_per_s"] > 0 and task["speed"]["student_per_s"] > 0
-        for model in task["models"].values():
-            assert (Path(model) / "model.safetensors").is_file()  # normal model directories
-    student = json.loads((Path(results["tasks"]["squad"]["models"]["distilled"]) / "config.json").read_text())
-    assert student["architectures"] == ["DistilBertForQuestionAnswering"] and student["n_layers"] == 3
-    assert (out / "results.md").read_text().count("| SST-2 (dev accuracy) |") == 1
+    task = json.loads((out / "results.json").read_text())["tasks"]["conll"]
+    assert set(task["scores"]) == {"teacher", "distilled", "plain"}
+    assert task["speed"]["teacher_per_s"] > 0 and task["speed"]["student_per_s"] > 0
+    for model in task["models"].values():
+        assert (Path(model) / "model.safetensors").is_file()  # normal model directories
+    student = json.loads((Path(task["models"]["distilled"]) / "config.json").read_text())
+    assert student["architectures"] == ["DistilBertForTokenClassification"] and student["n_layers"] == 3
+    assert (out / "results.md").read_text().count("| CoNLL-2003 (test entity F1) |") == 1
 
-    quantized = run("quantize.py", shared_dir, out)
+    quantized = run("quantize.py", shared_dir, out, "--tasks", "conll", "--models", "teacher")
     assert quantized.returncode == 0, quantized.stdout[-3000:] + quantized.stderr[-3000:]
-    table = json.loads((out / "quantize.json").read_text())["tasks"]
-    for models in table.values():
-        assert set(models) == {"teacher", "distilled student"}
-        for variants in (m["variants"] for m in models.values()):
-            assert variants["ONNX int8"]["size_mb"] < variants["ONNX fp32"]["size_mb"] / 2
+    variants = json.loads((out / "quantize.json").read_text())["tasks"]["conll"]["teacher"]["variants"]
+    assert variants["ONNX int8"]["size_mb"] < variants["ONNX fp32"]["size_mb"] / 2
+    assert all(v["items_per_s"] > 0 for v in variants.values())
 
-    compared = run("parity.py", shared_dir, out)
+    compared = run("parity.py", shared_dir, out, "--tasks", "conll")
     assert compared.returncode == 0, compared.stdout[-3000:] + compared.stderr[-3000:]
     rows = json.loads((out / "parity.json").read_text())["rows"]
-    assert {r["task"] for r in rows} >= {"text-classification", "token-classification", "fill-mask"}
-    assert all(r["matching"] == r["inputs"] for r in rows)
+    assert len([r for r in rows if r["task"] == "token-classification"]) == 2 * 5  # 2 models x 5 strategies
+    assert all(r["matching"] == r["inputs"] for r in rows if r["matching"] is not None)
 
-    again = run("distill_tasks.py", shared_dir, out)  # every training is reused
-    assert again.returncode == 0 and again.stdout.count("(done before; reusing it)") == 4 * 4
+    again = run("distill_tasks.py", shared_dir, out, "--tasks", "conll")  # every step is reused
+    assert again.returncode == 0 and again.stdout.count("(done before; reusing it)") == 4
