@@ -1,6 +1,6 @@
 """Distillation step throughput: ``distilkit distill`` vs a naive fp32 loop doing the same maths.
 
-    python benchmarks/distill.py                        # bert-base-cased -> 6-layer DistilBERT, 8 x 128 tokens
+    python benchmarks/distill.py              # bert-base-cased -> 6-layer DistilBERT, 8 x 128 tokens
     python benchmarks/distill.py --steps 3 --batch-size 4   # a quick run
 
 Teacher: the real bert-base-cased architecture and tokenizer from ../shared/models with dummy
@@ -38,8 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 def make_models(shared: Path, root: Path) -> tuple[Path, Path]:
     """A dummy-weight bert-base-cased teacher directory and its init-student, under ``root``."""
-    from distilkit.models import load_model
-    from distilkit.train.distill import save_model_dir
+    from distilkit.models import load_model, save_model_dir
     from distilkit.train.student_init import init_student
 
     teacher = load_model(shared / "models" / "bert-base-cased", "fill-mask", dummy_weights=True, seed=0)
@@ -56,9 +55,11 @@ def run_distilkit(cfg, warmup: int) -> dict:
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     elapsed = [0.0] + [float(r["elapsed_s"]) for r in rows]  # loop seconds at the end of each step
-    tokens = sum(float(r["tokens_per_s"]) * (elapsed[i + 1] - elapsed[i]) for i, r in enumerate(rows) if i >= warmup)
+    tokens = sum(float(r["tokens_per_s"]) * (elapsed[i + 1] - elapsed[i])
+                 for i, r in enumerate(rows) if i >= warmup)
     seconds = elapsed[-1] - elapsed[warmup]
-    return {"tokens_per_s": round(tokens / seconds, 1), "seconds_per_step": round(seconds / (len(rows) - warmup), 3),
+    return {"tokens_per_s": round(tokens / seconds, 1),
+            "seconds_per_step": round(seconds / (len(rows) - warmup), 3),
             "first_step_loss": float(rows[0]["loss"])}
 
 
@@ -72,24 +73,27 @@ def run_naive(cfg, warmup: int, steps: int, autocast: bool = False) -> dict:
     from transformers import AutoModelForMaskedLM
 
     from distilkit.train.data import TokenShards
-    from distilkit.train.distill import MicroBatches
+    from distilkit.train.stream import MicroBatches
 
     torch.manual_seed(cfg.seed)
     teacher = AutoModelForMaskedLM.from_pretrained(cfg.teacher).float().eval()
     student = AutoModelForMaskedLM.from_pretrained(cfg.student).float().train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  eps=cfg.adam_eps)
     stream = MicroBatches(TokenShards(cfg.data), cfg, 0, 1, torch.device("cpu"))
     kl = torch.nn.KLDivLoss(reduction="batchmean")
     ce = torch.nn.CrossEntropyLoss(ignore_index=-100)
     cos = torch.nn.CosineEmbeddingLoss()
     tokens, seconds, first_loss = 0, 0.0, None
     for step in range(warmup + steps):
-        _, _, attention, batch = stream.get(step)
+        micro = stream.get(step)
+        attention, batch = micro.attention, micro.masked
         start = time.perf_counter()
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
         with amp:
             with torch.no_grad():
-                t_out = teacher(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
+                t_out = teacher(input_ids=batch.input_ids, attention_mask=attention,
+                                output_hidden_states=True)
             s_out = student(input_ids=batch.input_ids, attention_mask=attention, output_hidden_states=True)
             real = attention.bool()
             s_logits, t_logits = s_out.logits[real].float(), t_out.logits[real].float()  # (N, V)

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from distilkit.errors import UserError
+from distilkit.model_info import canonical_task
+
+# One precision vocabulary everywhere (--precision here, --dtype at inference): torch's dtype names.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+LEGACY_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # accepted, deprecated
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """``distilkit distill``: the DistilBERT recipe (DESIGN §7). Each field is the flag of the same name."""
+    """``distilkit distill``: the DistilBERT recipe (Sanh et al., 2019); each field is the flag of its name.
+
+    The defaults are the published recipe: loss 5·L_ce + 2·L_mlm + 1·L_cos at temperature 2; masking 15%
+    of the real tokens (80% mask token, 10% random, 10% kept) drawn ∝ count^-0.7; AdamW lr 5e-4, betas
+    (0.9, 0.98), eps 1e-6, 5% linear warmup, gradient-norm clip 5, effective batch of 4,096 sequences,
+    3 epochs.
+    """
 
     teacher: str = ""
     """Teacher model directory or hub id (a *ForMaskedLM); may be omitted when only MLM/CLM terms are on."""
@@ -73,7 +86,8 @@ class DistillConfig:
     seed: int = 56
     """Seed for data order, masking, dropout and random init."""
     precision: str = "auto"
-    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    """Compute dtype of mixed precision (weights stay float32): auto (bfloat16 on CUDA and on CPUs with
+    AMX/AVX512-BF16, else float32) | float32 | bfloat16 | float16."""
     teacher_dtype: str = "auto"
     """Teacher weights: auto (bf16 where fast) | float32 | bfloat16."""
     cpu: bool = False
@@ -94,9 +108,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         for name in ("student", "data", "output"):
             if not getattr(self, name):
-                raise ValueError(f"--{name} is required (flag or key {name!r} in --config)")
+                raise UserError(f"--{name} is required (flag or key {name!r} in --config)")
         if not self.teacher and self.uses_teacher:
-            raise ValueError(
+            raise UserError(
                 "--teacher is required for --alpha-ce/--alpha-cos/--alpha-mse (set them to 0 to train "
                 "the student with MLM/CLM only)"
             )
@@ -110,37 +124,36 @@ class DistillConfig:
             "max_grad_norm",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse + self.alpha_clm == 0:
-            raise ValueError("all --alpha-* are 0: nothing to train")
+            raise UserError("all --alpha-* are 0: nothing to train")
         if self.alpha_clm > 0 and self.alpha_mlm > 0:
-            raise ValueError("--alpha-clm and --alpha-mlm are exclusive (causal vs masked LM); set one to 0")
+            raise UserError("--alpha-clm and --alpha-mlm are exclusive (causal vs masked LM); set one to 0")
         if self.temperature <= 0:
-            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if not 0 < self.mlm_probability <= 1:
-            raise ValueError(f"--mlm-probability must be in (0, 1], got {self.mlm_probability}")
+            raise UserError(f"--mlm-probability must be in (0, 1], got {self.mlm_probability}")
         if self.mask_replace < 0 or self.random_replace < 0 or self.mask_replace + self.random_replace > 1:
-            raise ValueError("--mask-replace and --random-replace must be >= 0 and sum to at most 1")
+            raise UserError("--mask-replace and --random-replace must be >= 0 and sum to at most 1")
         if self.mlm_smoothing < 0:
-            raise ValueError(f"--mlm-smoothing must be >= 0, got {self.mlm_smoothing}")
+            raise UserError(f"--mlm-smoothing must be >= 0, got {self.mlm_smoothing}")
         if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+            raise UserError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+            raise UserError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1) or self.adam_eps <= 0:
-            raise ValueError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
+            raise UserError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
         for name in ("batch_size", "effective_batch_size", "epochs", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("grad_accumulation", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
-            raise ValueError("--save-every must be >= 0 and --keep-checkpoints >= 1")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
+        object.__setattr__(self, "precision", check_precision(self.precision))
         if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
+            raise UserError(f"--teacher-dtype must be auto, float32 or bfloat16, got {self.teacher_dtype!r}")
 
     @property
     def uses_teacher(self) -> bool:
@@ -156,6 +169,23 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration (what config.yaml holds)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def check_precision(value: str) -> str:
+    """A ``--precision`` value in the one vocabulary; the old ``fp32``/``bf16``/``fp16`` still work, with a
+    deprecation warning.
+
+    Raises:
+        UserError: any other value.
+    """
+    if value in LEGACY_PRECISIONS:
+        new = LEGACY_PRECISIONS[value]
+        warnings.warn(f"--precision {value} is deprecated; use --precision {new} (the --dtype names)",
+                      FutureWarning, stacklevel=4)
+        return new
+    if value not in PRECISIONS:
+        raise UserError(f"--precision must be one of {list(PRECISIONS)}, got {value!r}")
+    return value
 
 
 def _flag(name: str) -> str:
@@ -174,10 +204,10 @@ def _field_docs(cls: type) -> dict[str, str]:
 
     body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                docs[node.target.id] = str(following.value.value)
+    for node, following in itertools.pairwise(body):
+        named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        if named and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = str(following.value.value)
     return docs
 
 
@@ -185,7 +215,7 @@ def load_config(cls: type, yaml_path: str | Path | None, overrides: dict[str, An
     """Build ``cls`` from a YAML file (if any) overridden by the non-None ``overrides`` (CLI flags).
 
     Raises:
-        ValueError: unreadable YAML, unknown keys, or invalid values (from ``__post_init__``).
+        UserError: unreadable YAML, unknown keys, or invalid values (from ``__post_init__``).
     """
     import yaml
 
@@ -193,16 +223,19 @@ def load_config(cls: type, yaml_path: str | Path | None, overrides: dict[str, An
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():
-            raise ValueError(f"--config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+            raise UserError(f"--config {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"--config {path} is not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"--config {path} must be a mapping of option: value")
+            raise UserError(f"--config {path} must be a mapping of option: value")
         values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} in --config; known: {sorted(known)}")
+        raise UserError(f"unknown option(s) {unknown} in --config; known: {sorted(known)}")
     return cls(**values)
 
 
@@ -220,7 +253,8 @@ PROBLEM_TYPES = ("auto", "single_label_classification", "multi_label_classificat
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """``distilkit finetune``: fine-tuning, optionally task-distilled from a teacher (DESIGN §7-8).
+    """``distilkit finetune``: fine-tuning, optionally task-distilled from a teacher (the same KL at
+    temperature T on the task logits, how distilbert-base-cased-distilled-squad was made).
 
     Each field is the flag of the same name."""
 
@@ -281,7 +315,8 @@ class FinetuneConfig:
     seed: int = 42
     """Seed for data order, dropout and random init."""
     precision: str = "auto"
-    """auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32) | bf16 | fp16 | fp32."""
+    """Compute dtype of mixed precision (weights stay float32): auto (bfloat16 on CUDA and on CPUs with
+    AMX/AVX512-BF16, else float32) | float32 | bfloat16 | float16."""
     cpu: bool = False
     """Train on CPU even when CUDA is present."""
     log_every: int = 50
@@ -301,69 +336,66 @@ class FinetuneConfig:
         for name in ("task", "model", "train", "output"):
             if not getattr(self, name):
                 what = "TASK is required" if name == "task" else f"--{name} is required"
-                raise ValueError(f"{what} (or key {name!r} in --config)")
-        from distilkit.models import canonical_task
-
+                raise UserError(f"{what} (or key {name!r} in --config)")
         task = canonical_task(self.task)
         if task not in FINETUNE_TASKS:
-            raise ValueError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")
+            raise UserError(f"finetune supports {list(FINETUNE_TASKS)}, not {task!r}")
         object.__setattr__(self, "task", task)
         if self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(
+            raise UserError(
                 f"--problem-type must be one of {list(PROBLEM_TYPES)}, got {self.problem_type!r}"
             )
         if self.problem_type != "auto" and task != "text-classification":
-            raise ValueError("--problem-type is for text-classification")
+            raise UserError("--problem-type is for text-classification")
         if self.glue_task is not None and task != "text-classification":
-            raise ValueError("--glue-task is for text-classification")
+            raise UserError("--glue-task is for text-classification")
         if isinstance(self.label_names, (list, tuple)):  # a YAML list
             object.__setattr__(self, "label_names", ",".join(map(str, self.label_names)))
         if self.label_names is not None:
             if task != "text-classification":
-                raise ValueError("--label-names is for text-classification")
+                raise UserError("--label-names is for text-classification")
             names = self.label_name_list()
             if len(names) < 2 or "" in names or len(set(names)) != len(names):
-                raise ValueError(
+                raise UserError(
                     f"--label-names takes 2 or more distinct comma-separated names, got {self.label_names!r}"
                 )
         if self.init not in ("pretrained", "scratch"):
-            raise ValueError(f"--init must be pretrained or scratch, got {self.init!r}")
+            raise UserError(f"--init must be pretrained or scratch, got {self.init!r}")
         if self.init == "pretrained" and (self.num_layers is not None or self.hidden_size is not None):
-            raise ValueError("--num-layers/--hidden-size change the architecture: add --init scratch "
+            raise UserError("--num-layers/--hidden-size change the architecture: add --init scratch "
                              "(or build a student from a teacher with distilkit init-student)")
         if self.num_layers is not None and self.num_layers < 1:
-            raise ValueError(f"--num-layers must be >= 1, got {self.num_layers}")
+            raise UserError(f"--num-layers must be >= 1, got {self.num_layers}")
         if self.hidden_size is not None and (self.hidden_size < 64 or self.hidden_size % 64):
-            raise ValueError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
+            raise UserError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
         if self.teacher is None and self.alpha_ce is not None:
-            raise ValueError("--alpha-ce weighs the distillation term: it needs --teacher")
+            raise UserError("--alpha-ce weighs the distillation term: it needs --teacher")
         for name in ("alpha_ce", "alpha_task"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.loss_weights() == (0.0, 0.0):
-            raise ValueError("--alpha-ce and --alpha-task are both 0: nothing to train")
+            raise UserError("--alpha-ce and --alpha-task are both 0: nothing to train")
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+            raise UserError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if self.doc_stride is not None and self.doc_stride < 0:
-            raise ValueError(f"--doc-stride must be >= 0, got {self.doc_stride}")
+            raise UserError(f"--doc-stride must be >= 0, got {self.doc_stride}")
         for name in ("weight_decay", "max_grad_norm", "save_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "grad_accumulation", "epochs", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "max_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if None not in (self.max_seq_len, self.doc_stride) and self.doc_stride >= self.max_seq_len:
-            raise ValueError(
+            raise UserError(
                 f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "precision", check_precision(self.precision))
 
     def label_name_list(self) -> list[str] | None:
         """``label_names`` split at commas (None when not given)."""

@@ -1,92 +1,45 @@
-"""Resolve a model reference (local directory | hub id) into a loaded model, tokenizer and task."""
+"""Resolve a model reference (local directory | registry reference | hub id) into a loaded model,
+tokenizer and task; write a model directory back (``save_model_dir``).
+
+What a model is without loading it (task names, ``infer_task``, ``has_weights``, ``LoadedModel``)
+lives in the leaf module ``distilkit.model_info`` and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# Suffix of `config.architectures[0]` -> pipeline tag.
-ARCHITECTURE_TASKS = {
-    "ForMaskedLM": "fill-mask",
-    "ForQuestionAnswering": "question-answering",
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-}
+from distilkit.errors import UserError
+from distilkit.model_info import (  # re-exported: the loader's public names
+    ARCHITECTURE_TASKS,
+    TASK_ALIASES,
+    TASK_AUTO_CLASSES,
+    LoadedModel,
+    TaskNotFoundError,
+    canonical_task,
+    has_weights,
+    infer_task,
+)
 
-# Pipeline tag -> transformers auto class name.
-TASK_AUTO_CLASSES = {
-    "fill-mask": "AutoModelForMaskedLM",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-}
-
-TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+__all__ = [
+    "ARCHITECTURE_TASKS", "TASK_ALIASES", "TASK_AUTO_CLASSES", "LoadedModel", "MissingHeadError",
+    "ModelNotFoundError", "TaskNotFoundError", "canonical_task", "has_weights", "infer_task", "load_model",
+    "quiet_from_pretrained", "resolve_source", "save_model_dir",
+]
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(UserError):
     """A model reference that names neither a local model directory nor a reachable hub model."""
-
-
-class TaskNotFoundError(ValueError):
-    """``config.architectures`` names no task head (e.g. a bare ``BertModel`` encoder) and none was given.
-
-    Commands re-raise it with ``naming(flag)`` so the message says which of their flags names the task.
-    """
-
-    def __init__(self, architectures: Any, flag: str = "name it explicitly"):
-        self.architectures = architectures
-        base = bool(architectures) and all(
-            not any(a.endswith(s) for s in ARCHITECTURE_TASKS) and a.endswith("Model") for a in architectures
-        )
-        what = (
-            " (an encoder without a task head: fine-tune it first with `distilkit finetune TASK --model DIR "
-            "--train FILE --output OUT`)" if base else ""
-        )
-        super().__init__(
-            f"cannot infer the task from config.architectures={architectures!r}{what}; {flag} "
-            f"(one of {sorted(TASK_AUTO_CLASSES)})"
-        )
-
-    def naming(self, flag: str) -> TaskNotFoundError:
-        """The same error, saying which flag (or argument) supplies the task."""
-        return TaskNotFoundError(self.architectures, f"name the task with {flag}")
 
 
 class MissingHeadError(ModelNotFoundError):
     """The checkpoint has no weights for the task head a command asked for (it would run untrained)."""
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference: weights in eval mode, its tokenizer, config and task."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    config: Any
-    task: str
-    source: str
-
-
-def canonical_task(task: str) -> str:
-    """Map aliases (``ner``, ``sentiment-analysis``) to pipeline tags and reject unknown tasks."""
-    task = TASK_ALIASES.get(task, task)
-    if task not in TASK_AUTO_CLASSES:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_AUTO_CLASSES)}")
-    return task
-
-
-def infer_task(config: Any) -> str:
-    """Read the pipeline tag from ``config.architectures`` (e.g. DistilBertForMaskedLM -> fill-mask)."""
-    for arch in getattr(config, "architectures", None) or []:
-        for suffix, task in ARCHITECTURE_TASKS.items():
-            if arch.endswith(suffix):
-                return task
-    raise TaskNotFoundError(getattr(config, "architectures", None))
 
 
 def _offline() -> bool:
@@ -94,7 +47,7 @@ def _offline() -> bool:
 
 
 def _registry_source(text: str) -> str | None:
-    """The verified artifact directory of a registry reference (``N@V``, ``N:alias``, or ``N`` when registered).
+    """The verified artifact directory of a registry reference (``N@V``, ``N:alias``, or a registered ``N``).
 
     A bare name that the registry does not hold returns None, so hub ids keep working.
     """
@@ -120,7 +73,8 @@ def resolve_source(ref: str | os.PathLike) -> str:
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"{path} is a directory but has no config.json; is it a model directory?")
+            raise ModelNotFoundError(
+                f"{path} is a directory but has no config.json; is it a model directory?")
         return str(path)
     text = str(ref)
     registered = _registry_source(text)
@@ -142,14 +96,10 @@ def resolve_source(ref: str | os.PathLike) -> str:
         ) from err
 
 
-def _has_weights(directory: str) -> bool:
-    names = os.listdir(directory)
-    return any(n.endswith((".safetensors", ".bin", ".safetensors.index.json")) for n in names)
-
-
-def quiet_from_pretrained(auto_cls: Any, source: str, **kwargs: Any) -> Any:
-    """``from_pretrained`` without transformers' per-load progress bar and load report (they would
-    litter CLI output; missing weights are checked by the callers that care)."""
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence transformers' per-file progress bars and load reports (they would litter CLI output and
+    logs; the callers that care check missing weights themselves)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -157,11 +107,17 @@ def quiet_from_pretrained(auto_cls: Any, source: str, **kwargs: Any) -> Any:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        return auto_cls.from_pretrained(source, **kwargs)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def quiet_from_pretrained(auto_cls: Any, source: str, **kwargs: Any) -> Any:
+    """``auto_cls.from_pretrained(source, **kwargs)`` without progress bars or load report."""
+    with _no_progress_bars():
+        return auto_cls.from_pretrained(source, **kwargs)
 
 
 def _load_trained(auto_cls: Any, source: str, ref: str, task: str) -> torch.nn.Module:
@@ -187,6 +143,14 @@ def _load_trained(auto_cls: Any, source: str, ref: str, task: str) -> torch.nn.M
             "purpose)"
         )
     return model
+
+
+def save_model_dir(model: torch.nn.Module, tokenizer: Any, output: str | os.PathLike) -> None:
+    """Write a model directory in Hugging Face layout (config.json, model.safetensors, tokenizer files)
+    that ``load_model`` reads back: what distill, finetune and init-student leave in ``--output``."""
+    with _no_progress_bars():
+        model.save_pretrained(output)
+        tokenizer.save_pretrained(output)
 
 
 def load_model(
@@ -215,14 +179,15 @@ def load_model(
     Raises:
         ModelNotFoundError: unknown/unreachable reference or missing weights (``MissingHeadError``:
             the checkpoint has no weights for the task's head, e.g. a ``BertModel`` encoder).
-        ValueError: unknown task, or a task the config cannot tell (``TaskNotFoundError``).
+        UserError: unknown task or backend, a task the config cannot tell (``TaskNotFoundError``),
+            no fast tokenizer.
     """
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
     source = resolve_source(ref)
     if backend not in (None, "torch", "onnx"):
-        raise ValueError(f"backend must be torch or onnx, got {backend!r}")
+        raise UserError(f"--backend must be torch or onnx, got {backend!r}")
     from distilkit.inference.onnx_backend import is_exported_dir, load_exported
 
     if backend == "onnx" or (backend is None and is_exported_dir(source)):
@@ -232,12 +197,12 @@ def load_model(
     auto_cls = getattr(transformers, TASK_AUTO_CLASSES[task])
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not getattr(tokenizer, "is_fast", True):
-        raise ValueError(f"{source} has no fast tokenizer (tokenizer.json); distilkit needs offsets")
+        raise UserError(f"{source} has no fast tokenizer (tokenizer.json); distilkit needs offsets")
     if dummy_weights:
         torch.manual_seed(seed)
         model = auto_cls.from_config(config)
     else:
-        if not _has_weights(source):
+        if not has_weights(source):
             raise ModelNotFoundError(
                 f"{source} has no weights (*.safetensors / *.bin); add --dummy-weights to run its "
                 "architecture with random weights"

@@ -1,4 +1,4 @@
-"""``distilkit predict --input/--output`` end to end: formats, order, ids, errors, max-errors, URIs, kill + resume."""
+"""``distilkit predict --input/--output`` end to end: formats, order, ids, errors, URIs, kill + resume."""
 
 from __future__ import annotations
 
@@ -28,12 +28,19 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DISTILKIT_N
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=300,
-                          env=ENV, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "distilkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+        check=False,
+        **kw,
+    )
 
 
 def kill_9_when(ready, *args: str, timeout: float = 120) -> None:
-    """Run ``distilkit ARGS`` and SIGKILL it as soon as ``ready()`` is true (mid-run: it must not have ended)."""
+    """Run ``distilkit ARGS``; SIGKILL it as soon as ``ready()`` is true (mid-run: it must not have ended)."""
     proc = subprocess.Popen([sys.executable, "-m", "distilkit", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -95,14 +102,15 @@ def test_every_row_gives_one_output_row_in_order_with_its_id_and_error(tmp_path,
             assert out[i]["prediction"] is None
             continue
         (expected,) = predictor.predict([text], {"top_k": 2})
-        flat = lambda p: [c["token"] for c in (sum(p, []) if isinstance(p[0], list) else p)]  # noqa: E731
-        assert flat(out[i]["prediction"]) == flat(expected)
+        assert _tokens(out[i]["prediction"]) == _tokens(expected)
     assert len(out[4]["prediction"]) == 2 and len(out[4]["prediction"][0]) == 2  # two masks: one list each
 
 
 def test_rows_without_ids_get_row_numbers_and_the_cards_input_string_column(tmp_path, predictor):
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
-    write_input(src, [{"input_string": "Paris is the [MASK] of France."}, {"input_string": "Today is a <mask> day!"}])
+    write_input(
+        src, [{"input_string": "Paris is the [MASK] of France."}, {"input_string": "Today is a <mask> day!"}]
+    )
     predict_file(BatchConfig("fill-mask", "unused", src, dst), predictor)
     out = read_output(dst)
     assert [r["id"] for r in out] == ["0", "1"]
@@ -119,31 +127,71 @@ def test_max_errors_stops_after_the_chunk_that_exceeds_it_and_leaves_valid_outpu
     assert [r["id"] for r in out] == list(range(15)) and stop.value.summary.errors == 4
 
 
+def _tokens(prediction: list) -> list[str]:
+    """The candidate tokens of a fill-mask prediction, one list over all of its masks."""
+    lists = prediction if isinstance(prediction[0], list) else [prediction]
+    return [c["token"] for candidates in lists for c in candidates]
+
+
 def test_cli_file_mode_prints_a_json_summary_and_exits_1_past_max_errors(tmp_path, tiny_model):
     src = tmp_path / "in.jsonl"
     write_input(src, [{"text": t} for t in TEXTS])
     model = str(tiny_model("fill-mask"))
-    ok = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", str(tmp_path / "a.jsonl"))
+    ok = cli(
+        "predict", "fill-mask", "--model", model, "--input", str(src), "--output", str(tmp_path / "a.jsonl")
+    )
     assert ok.returncode == 0, ok.stderr
     summary = json.loads(ok.stdout.strip().splitlines()[-1])
     assert (summary["rows"], summary["errors"], summary["status"]) == (8, 3, "ok") and "rows_per_s" in summary
     assert "\x1b[" not in ok.stderr  # no progress bar when stderr is not a terminal
-    stop = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", str(tmp_path / "b.jsonl"),
-               "--max-errors", "1", "--batch-size", "2")
+    stop = cli(
+        "predict",
+        "fill-mask",
+        "--model",
+        model,
+        "--input",
+        str(src),
+        "--output",
+        str(tmp_path / "b.jsonl"),
+        "--max-errors",
+        "1",
+        "--batch-size",
+        "2",
+    )
     assert stop.returncode == 1 and "more than --max-errors 1" in stop.stderr
     assert json.loads(stop.stdout)["status"] == "max_errors_exceeded"
     assert len(read_output(tmp_path / "b.jsonl")) == 4  # chunks [0,1] and [2,3]: the 2nd error is row 3
-    again = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", str(tmp_path / "a.jsonl"))
+    again = cli(
+        "predict", "fill-mask", "--model", model, "--input", str(src), "--output", str(tmp_path / "a.jsonl")
+    )
     assert again.returncode == 2 and "--resume" in again.stderr
-    both = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", "x.jsonl", "a [MASK]")
+    both = cli(
+        "predict", "fill-mask", "--model", model, "--input", str(src), "--output", "x.jsonl", "a [MASK]"
+    )
     assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_question_answering_reads_question_and_context_columns(tmp_path, tiny_model):
     src, dst = tmp_path / "in.parquet", tmp_path / "out.parquet"
-    write_input(src, [{"qid": 7, "q": "Who?", "c": "Ann lives in Paris."}, {"qid": 8, "q": "Where?", "c": None}])
-    out = cli("predict", "question-answering", "--model", str(tiny_model("question-answering")), "--input", str(src),
-              "--output", str(dst), "--question-column", "q", "--context-column", "c", "--id-column", "qid")
+    write_input(
+        src, [{"qid": 7, "q": "Who?", "c": "Ann lives in Paris."}, {"qid": 8, "q": "Where?", "c": None}]
+    )
+    out = cli(
+        "predict",
+        "question-answering",
+        "--model",
+        str(tiny_model("question-answering")),
+        "--input",
+        str(src),
+        "--output",
+        str(dst),
+        "--question-column",
+        "q",
+        "--context-column",
+        "c",
+        "--id-column",
+        "qid",
+    )
     assert out.returncode == 0, out.stderr
     rows = read_output(dst)
     assert [r["id"] for r in rows] == [7, 8]
@@ -154,14 +202,35 @@ def test_question_answering_reads_question_and_context_columns(tmp_path, tiny_mo
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, tiny_model, fmt):
     src = tmp_path / f"in.{fmt}"
-    write_input(src, [{"id": i, "text": f"row {i} is the [MASK] of a city" if i % 97 else ""} for i in range(30000)])
+    write_input(
+        src, [{"id": i, "text": f"row {i} is the [MASK] of a city" if i % 97 else ""} for i in range(30000)]
+    )
     model = str(tiny_model("fill-mask"))
-    args = ["predict", "fill-mask", "--model", model, "--input", str(src), "--dtype", "float32", "--batch-size", "100",
-            "-p", "top_k=1"]
+    args = [
+        "predict",
+        "fill-mask",
+        "--model",
+        model,
+        "--input",
+        str(src),
+        "--dtype",
+        "float32",
+        "--batch-size",
+        "100",
+        "-p",
+        "top_k=1",
+    ]
     killed = tmp_path / f"killed.{fmt}"
     progress = killed if fmt == "jsonl" else tmp_path / f"killed.{fmt}.partial"
-    kill_9_when(lambda: progress.exists() and (progress.stat().st_size > 20000 if fmt == "jsonl"
-                                                else len(os.listdir(progress)) > 2), *args, "--output", str(killed))
+    kill_9_when(
+        lambda: (
+            progress.exists()
+            and (progress.stat().st_size > 20000 if fmt == "jsonl" else len(os.listdir(progress)) > 2)
+        ),
+        *args,
+        "--output",
+        str(killed),
+    )
     partial = len(killed.read_text().splitlines()) if fmt == "jsonl" else len(os.listdir(progress))
     resumed = cli(*args, "--output", str(killed), "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -192,18 +261,33 @@ def test_uris_and_other_pyarrow_filesystems_get_the_bytes_of_a_local_run(tmp_pat
         with fs.open_output_stream(f"{tmp_path.name}/in.{fmt}") as f:
             f.write(src.read_bytes())
         out = f"{tmp_path.name}/other.{fmt}"
-        summary = predict_file(BatchConfig(input=f"{tmp_path.name}/in.{fmt}", output=out, filesystem=fs, **run),
-                               predictor)
+        summary = predict_file(
+            BatchConfig(input=f"{tmp_path.name}/in.{fmt}", output=out, filesystem=fs, **run), predictor
+        )
         with fs.open_input_stream(out) as f:
             assert f.read() == local and summary.rows == 20
         assert fs.get_file_info(out + ".partial").type == pafs.FileType.NotFound
+
+
+def test_cli_file_mode_honours_backend(tmp_path, tiny_model):
+    """--backend reaches the loader with --input as it does with TEXT... (it used to be dropped)."""
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"text": "a [MASK]"}])
+    model = str(tiny_model("fill-mask"))
+    for mode in (["--input", str(src), "--output", str(tmp_path / "o.jsonl")], ["a [MASK]"]):
+        done = cli("predict", "fill-mask", "--model", model, "--backend", "onnx", *mode)
+        assert done.returncode == 2, done.stderr
+        assert "is not an exported ONNX directory" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_cli_refuses_a_uri_it_cannot_open_in_one_line_with_exit_2(tmp_path, tiny_model):
     src = tmp_path / "in.jsonl"
     write_input(src, [{"text": "a [MASK]"}])
     model = str(tiny_model("fill-mask"))
-    unknown = cli("predict", "fill-mask", "--model", model, "--input", "nope://bucket/in.jsonl", "--output", "o.jsonl")
+    unknown = cli(
+        "predict", "fill-mask", "--model", model, "--input", "nope://bucket/in.jsonl", "--output", "o.jsonl"
+    )
     unreachable = "s3://bucket/out.jsonl?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
     down = cli("predict", "fill-mask", "--model", model, "--input", str(src), "--output", unreachable)
     for done, flag, reason in ((unknown, "--input nope://", "Unrecognized filesystem"),

@@ -1,4 +1,10 @@
-"""The three model-card examples (DESIGN.md §3) give exactly the shapes the cards show."""
+"""The three examples of the DistilBERT catalog cards give exactly the shapes the cards show.
+
+``POST /score`` requests: ``{"input_data": [...], "params": {}}`` (fill-mask with ``[MASK]`` -> the top-1
+token string per input), ``{"inputs": {"question": [...], "context": [...]}}`` (question-answering -> one
+``{score, start, end, answer}`` per pair) and ``{"inputs": {"input_string": [...]}, "parameters":
+{"top_k": 2}}`` (fill-mask with ``<mask>`` -> ``top_k`` candidates per input).
+"""
 
 from __future__ import annotations
 

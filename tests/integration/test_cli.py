@@ -11,8 +11,8 @@ import pytest
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, check=False)
 
 
 def test_predict_fill_mask_prints_one_json_result_per_text(tiny_model):
@@ -122,3 +122,47 @@ def test_predicting_a_task_on_a_bare_encoder_says_to_fine_tune_it_first(tiny_enc
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
     assert "no weights for the text-classification head" in out.stderr
     assert f"distilkit finetune text-classification --model {tiny_encoder}" in out.stderr
+
+
+def test_a_user_error_is_one_line_and_exit_2_without_traceback(tiny_model):
+    out = run(
+        "predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--dtype", "float64", "a [MASK]"
+    )
+    assert out.returncode == 2
+    assert (
+        out.stderr
+        == "error: dtype must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float64'\n"
+    )
+
+
+BUG = """
+import sys
+import distilkit.models
+def broken(*args, **kwargs):
+    raise ValueError("an internal bug, not the user's input")
+distilkit.models.load_model = broken
+from distilkit.cli.app import main
+sys.argv = ["distilkit", *sys.argv[1:]]
+main()
+"""
+
+
+def test_any_other_error_prints_its_traceback_and_exits_1(tiny_model):
+    """A ValueError that is no UserError (a bug, inside torch or numpy say) is not dressed as a user error."""
+    model = str(tiny_model("fill-mask"))
+    out = subprocess.run([sys.executable, "-c", BUG, "predict", "fill-mask", "--model", model, "a [MASK]"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert out.returncode == 1
+    assert out.stderr.startswith("Traceback (most recent call last):")
+    assert "in broken" in out.stderr and out.stderr.rstrip().endswith(
+        "ValueError: an internal bug, not the user's input"
+    )
+    assert "error: " not in out.stderr.splitlines()[0]
+
+
+def test_serve_keeps_its_one_line_errors():
+    """serve's own checks still raise ValueError (reworked on its own branch): they stay exit 2, one line."""
+    out = run("serve", "--model", "a=x", "--model", "a=y")
+    assert out.returncode == 2
+    assert out.stderr == "error: two --model entries are named 'a'; name them with NAME=REF\n"

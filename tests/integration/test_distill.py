@@ -57,20 +57,20 @@ def setup(tiny_model, tmp_path_factory):
 
 def _config(setup, output, **over):
     teacher, student, data = setup
-    base = dict(
-        teacher=str(teacher),
-        student=str(student),
-        data=str(data),
-        output=str(output),
-        batch_size=4,
-        grad_accumulation=2,
-        max_steps=6,
-        save_every=3,
-        log_every=1,
-        precision="fp32",
-        progress=False,
-        seed=3,
-    )
+    base = {
+        "teacher": str(teacher),
+        "student": str(student),
+        "data": str(data),
+        "output": str(output),
+        "batch_size": 4,
+        "grad_accumulation": 2,
+        "max_steps": 6,
+        "save_every": 3,
+        "log_every": 1,
+        "precision": "float32",
+        "progress": False,
+        "seed": 3,
+    }
     return DistillConfig(**{**base, **over})
 
 
@@ -257,12 +257,15 @@ def test_mismatched_data_tokenizer_is_refused(setup, tiny_model, tmp_path):
 def test_mlm_only_training_needs_no_teacher(setup, tmp_path, monkeypatch):
     loaded = []
     real_load = distilkit.models.load_model
-    monkeypatch.setattr(distilkit.models, "load_model", lambda ref, *a, **k: loaded.append(ref) or real_load(ref, *a, **k))
+    monkeypatch.setattr(
+        distilkit.models, "load_model", lambda ref, *a, **k: loaded.append(ref) or real_load(ref, *a, **k)
+    )
     out = distill_module.distill(
         _config(setup, tmp_path / "mlm", teacher="", alpha_ce=0.0, alpha_cos=0.0, alpha_mlm=1.0, save_every=0)
     )
     assert loaded == [str(setup[1])]  # the student only
-    rows = list(csv.DictReader(open(out / "metrics.csv", newline="")))
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 6 and all(r["loss_ce"] == "" and float(r["loss_mlm"]) > 0 for r in rows)
     before, after = load_file(setup[1] / "model.safetensors"), load_file(out / "model.safetensors")
     assert not torch.equal(before["vocab_transform.weight"], after["vocab_transform.weight"])
@@ -273,7 +276,9 @@ def test_teacher_terms_without_a_teacher_are_refused(setup, tmp_path):
         _config(setup, tmp_path / "x", teacher="", alpha_cos=0.0)
 
 
-@pytest.mark.parametrize("over", [{"restrict_ce_to_mask": True}, {"teacher": "", "alpha_ce": 0.0, "alpha_cos": 0.0}])
+@pytest.mark.parametrize(
+    "over", [{"restrict_ce_to_mask": True}, {"teacher": "", "alpha_ce": 0.0, "alpha_cos": 0.0}]
+)
 def test_logits_at_masked_positions_only_give_the_same_losses(setup, tmp_path, monkeypatch, over):
     """When no term reads every position, the vocabulary projection runs on the masked rows only."""
     cfg = _config(setup, tmp_path / "x", teacher_dtype="float32", **over)
@@ -281,11 +286,11 @@ def test_logits_at_masked_positions_only_give_the_same_losses(setup, tmp_path, m
     models = distill_module.load_models(cfg, torch.device("cpu"))
     models.student.eval()  # no dropout: both paths see the same network
     stream = distill_module.MicroBatches(distill_module.TokenShards(cfg.data), cfg, 0, 1, torch.device("cpu"))
-    _, ids, attention, batch = stream.get(0)
+    batch = stream.get(0)
     student = distill_module.StudentForward(models.student)
-    fast = distill_module.compute_losses(cfg, student, models.teacher, ids, attention, batch)
+    fast = distill_module.compute_losses(cfg, student, models.teacher, batch)
     monkeypatch.setattr(distill_module, "logits_everywhere", lambda cfg: True)
-    full = distill_module.compute_losses(cfg, student, models.teacher, ids, attention, batch)
+    full = distill_module.compute_losses(cfg, student, models.teacher, batch)
     assert fast.keys() == full.keys() and "mlm" in fast
     for name in fast:
         assert torch.allclose(fast[name], full[name], rtol=1e-5, atol=1e-6), name
@@ -342,8 +347,8 @@ def test_torchrun_two_cpu_processes_train_one_data_parallel_run(setup, tmp_path)
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "distilkit", "distill",
          "--teacher", str(teacher), "--student", str(student), "--data", str(data), "--output", str(out),
          "--batch-size", "4", "--grad-accumulation", "2", "--max-steps", "4", "--save-every", "2",
-         "--log-every", "1", "--precision", "fp32", "--no-progress"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+         "--log-every", "1", "--precision", "float32", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 per step x 2 process(es)" in done.stdout and done.stdout.count("distill: done") == 1
@@ -360,6 +365,27 @@ def test_token_count_is_the_real_tokens_of_every_micro_batch(setup, tmp_path):
     cfg = _config(setup, tmp_path / "run", save_every=6)
     out = distill_module.distill(cfg)
     stream = distill_module.MicroBatches(distill_module.TokenShards(cfg.data), cfg, 0, 1, torch.device("cpu"))
-    expected = sum(int(stream.get(g)[2].sum()) for g in range(6 * 2))  # 6 steps x 2 micro-batches
+    expected = sum(int(stream.get(g).attention.sum()) for g in range(6 * 2))  # 6 steps x 2 micro-batches
     (checkpoint,) = (out / "checkpoints").iterdir()
     assert json.loads((checkpoint / "trainer_state.json").read_text())["tokens"] == expected
+
+
+def test_start_line_tells_the_step_plan_and_a_step_longer_than_an_epoch_is_warned(setup, tmp_path, capsys):
+    """What ``--batch-size 8 --max-steps 20`` with the default effective batch used to hide."""
+    stream = distill_module.MicroBatches(
+        distill_module.TokenShards(setup[2]), _config(setup, tmp_path / "x"), 0, 1, torch.device("cpu")
+    )
+    accumulation = stream.per_epoch + 2
+    distill_module.distill(_config(setup, tmp_path / "run", grad_accumulation=accumulation, max_steps=1,
+                                   save_every=0, progress=True))
+    out, err = capsys.readouterr()
+    assert (
+        f"{stream.per_epoch} micro-batches/epoch/process, {accumulation} per step x 1 process(es) = "
+        f"up to {4 * accumulation} sequences per step, "
+        f"{stream.per_epoch / accumulation:.3g} steps per epoch, "
+        "1 steps"
+    ) in out
+    assert (
+        f"warning: one optimizer step is {accumulation} micro-batches per process, more than an epoch" in err
+    )
+    assert "micro-batches:" in err and f"/{accumulation}" in err  # progress within the step

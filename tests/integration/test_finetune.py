@@ -1,4 +1,4 @@
-"""Fine-tuning end to end on tiny models: every task learns, the output contract, resume, teacher, CLI errors."""
+"""Fine-tuning end to end on tiny models: every task learns, output contract, resume, teacher, CLI errors."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def config(model, train, output, task="text-classification", **over):
         "warmup": 0.0,
         "max_steps": 30,
         "log_every": 1,
-        "precision": "fp32",
+        "precision": "float32",
         "progress": False,
         "seed": 3,
     }
@@ -339,7 +339,7 @@ def test_cli_trains_and_bad_flags_exit_2_with_one_line(tiny_model, tmp_path):
     train = write_texts(tmp_path / "train.jsonl")
     model = str(tiny_model("fill-mask"))
     common = ["text-classification", "--model", model, "--train", str(train), "--output", str(tmp_path / "o")]
-    ok = run_cli(*common, "--max-steps", "2", "--no-progress", "--precision", "fp32", "--tensorboard")
+    ok = run_cli(*common, "--max-steps", "2", "--no-progress", "--precision", "float32", "--tensorboard")
     assert ok.returncode == 0, ok.stderr
     assert "finetune: done, 2 steps" in ok.stdout
     assert list((tmp_path / "o" / "tensorboard").glob("events.out.tfevents.*"))

@@ -1,4 +1,4 @@
-"""``--register NAME`` on finetune and evaluate: the output lands in the registry with config, datasets, metrics."""
+"""``--register NAME`` on finetune and evaluate: the output lands in the registry with its config and data."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ TEXTS = [("the good day", "joy"), ("not the river", "sadness"), ("a great game t
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DISTILKIT_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "distilkit", *args], capture_output=True, text=True, timeout=300,
-                          env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "distilkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
 
 
 def write_texts(path: Path) -> Path:
@@ -25,10 +31,14 @@ def write_texts(path: Path) -> Path:
 
 
 def test_finetune_register_carries_config_datasets_and_metrics(tiny_model, tmp_path):
-    home, train, dev = tmp_path / "home", write_texts(tmp_path / "train.jsonl"), write_texts(tmp_path / "dev.jsonl")
+    home, train, dev = (
+        tmp_path / "home",
+        write_texts(tmp_path / "train.jsonl"),
+        write_texts(tmp_path / "dev.jsonl"),
+    )
     out = run(home, "finetune", "text-classification", "--model", str(tiny_model("fill-mask")),
               "--train", str(train), "--validation", str(dev), "--output", str(tmp_path / "o"),
-              "--max-steps", "2", "--save-every", "1", "--no-progress", "--precision", "fp32",
+              "--max-steps", "2", "--save-every", "1", "--no-progress", "--precision", "float32",
               "--register", "sentiment", "--register-alias", "candidate")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "registered sentiment@1"
@@ -40,12 +50,17 @@ def test_finetune_register_carries_config_datasets_and_metrics(tiny_model, tmp_p
     assert entry["datasets"] == [str(train.resolve()), str(dev.resolve())]
     assert entry["config"]["max_steps"] == 2 and entry["config"]["train"] == str(train)
     assert entry["metrics"]["examples"] == 4 and "accuracy" in entry["metrics"]["metrics"]
-    assert not any(f.startswith("checkpoints/") for f in entry["files"]) and "model.safetensors" in entry["files"]
+    assert (
+        not any(f.startswith("checkpoints/") for f in entry["files"])
+        and "model.safetensors" in entry["files"]
+    )
 
 
 def test_evaluate_register_attaches_its_metrics(tiny_model, tmp_path):
     home, data = tmp_path / "home", write_texts(tmp_path / "dev.jsonl")
-    model = shutil.copytree(tiny_model("text-classification", id2label=["sadness", "joy"]), tmp_path / "model")
+    model = shutil.copytree(
+        tiny_model("text-classification", id2label=["sadness", "joy"]), tmp_path / "model"
+    )
     out = run(home, "evaluate", "text-classification", "--model", str(model), "--data", str(data),
               "--dtype", "float32", "--output", str(tmp_path / "m.json"), "--register", "scored")
     assert out.returncode == 0, out.stderr

@@ -40,7 +40,7 @@ def test_distill_tensorboard_writes_events_that_registration_leaves_out(tiny_mod
     student = init_student(str(teacher), tmp_path / "student")
     args = ["distill", "--teacher", teacher, "--student", student, "--data", tmp_path / "data",
             "--output", tmp_path / "run", "--max-steps", 3, "--batch-size", 4, "--grad-accumulation", 1,
-            "--log-every", 1, "--precision", "fp32", "--no-progress", "--tensorboard"]
+            "--log-every", 1, "--precision", "float32", "--no-progress", "--tensorboard"]
     monkeypatch.setattr(sys, "argv", ["distilkit", *map(str, args)])
     with pytest.raises(SystemExit) as done:
         main()

@@ -51,7 +51,7 @@ def test_yaml_is_overridden_by_flags(tmp_path):
         ({"mlm_probability": 0.0}, "--mlm-probability"),
         ({"mask_replace": 0.95}, "--mask-replace"),
         ({"warmup": 1.5}, "--warmup"),
-        ({"precision": "fp8"}, "--precision"),
+        ({"precision": "fp8"}, "--precision must be one of"),
         ({"alpha_clm": 1.0}, "--alpha-clm and --alpha-mlm"),
         ({"teacher": ""}, "--teacher is required"),
         ({"max_steps": 0}, "--max-steps"),
@@ -72,3 +72,22 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 def test_every_field_has_help():
     for name in DistillConfig.__dataclass_fields__:
         assert field_help(DistillConfig, name), name
+
+
+def test_precision_uses_the_dtype_names_and_still_reads_the_old_ones():
+    assert DistillConfig(**REQUIRED, precision="bfloat16").precision == "bfloat16"
+    with pytest.warns(FutureWarning, match="--precision bf16 is deprecated; use --precision bfloat16"):
+        assert DistillConfig(**REQUIRED, precision="bf16").precision == "bfloat16"
+    with pytest.raises(
+        ValueError, match=r"--precision must be one of \['auto', 'float32', 'bfloat16', 'float16'\]"
+    ):
+        DistillConfig(**REQUIRED, precision="bf8")
+
+
+def test_a_config_file_that_is_not_yaml_is_a_user_error(tmp_path):
+    from distilkit.errors import UserError
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: [1\n")
+    with pytest.raises(UserError, match="is not valid YAML"):
+        load_config(DistillConfig, path, REQUIRED)

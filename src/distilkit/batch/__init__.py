@@ -21,7 +21,7 @@ def predict_file(config: BatchConfig, predictor: Any = None) -> BatchSummary:
         The run's summary (rows, errors, seconds, rows/s).
 
     Raises:
-        ValueError: a bad flag, parameter, column, existing output, or Ray missing for ``--engine ray``.
+        UserError: a bad flag, parameter, column, existing output, or Ray missing for ``--engine ray``.
         MaxErrorsExceeded: more rows failed than ``config.max_errors``; the output so far is valid.
     """
     if config.engine == "ray":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.batch.storage import is_uri, ref_path
+from distilkit.errors import UserError
 
 FORMATS = ("jsonl", "csv", "parquet")
 ENGINES = ("local", "ray")
@@ -24,79 +25,88 @@ class BatchConfig:
     """One file-to-file prediction run; every field is a ``distilkit predict`` flag.
 
     Raises:
-        ValueError: naming the flag, for a value that cannot work (checked before any model loads).
+        UserError: naming the flag, for a value that cannot work (checked before any model loads).
     """
 
     task: str
-    """Pipeline tag: fill-mask | question-answering | text-classification | token-classification."""
+    """fill-mask | question-answering | text-classification | token-classification."""
     model: str
-    """Model directory or hub id (``--model``)."""
+    """Model directory, hub id or registry reference."""
     input: str | Path
-    """Input file (``--input``): JSONL, CSV or Parquet; a local path or a URI (``s3://``, ``gs://``, ``file://``...)."""
+    """Predict every row of this JSONL/CSV/Parquet file: a path or a URI (s3://bucket/in.jsonl, gs://...,
+    hdfs://..., file:///abs/in.csv)."""
     output: str | Path
-    """Output file (``--output``), a path or URI like ``input``; its format follows its extension, else the input's."""
+    """Output file, a path or a URI like --input (format from its extension, else the input's); written
+    chunk by chunk, each chunk whole or absent."""
     input_format: str | None = None
-    """``--input-format``; None reads it from the input's extension."""
+    """jsonl | csv | parquet (default: the input's extension)."""
     output_format: str | None = None
-    """Output format; None reads it from the output's extension, else the input format."""
+    """jsonl | csv | parquet (default: the output's extension, else the input format)."""
     text_column: str | None = None
-    """``--text-column``; None means ``text``, or ``input_string`` (the cards' samples) when absent."""
+    """Text column (default: text, else input_string, the cards' samples)."""
     question_column: str = "question"
-    """``--question-column`` (question-answering)."""
+    """question-answering: the question column."""
     context_column: str = "context"
-    """``--context-column`` (question-answering)."""
+    """question-answering: the context column."""
     id_column: str = "id"
-    """``--id-column``: copied to the output's ``id``; rows without it get their 0-based row number."""
+    """Id column copied to the output's id (rows without it get their 0-based row number)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Task parameters (``--param k=v``), as for positional prediction."""
+    """Task parameters, as for positional prediction (the command line's --param k=v)."""
     batch_size: int = 256
-    """``--batch-size``: rows read, predicted and written together (one atomic write per chunk)."""
+    """Rows read, predicted and written together (one atomic write per chunk)."""
     max_errors: int | None = None
-    """``--max-errors``: stop (non-zero exit) once more rows than this failed; None never stops."""
+    """Stop with exit 1 once more rows than this failed (default: never)."""
     resume: bool = False
-    """``--resume``: keep the complete rows of an existing output and continue after them."""
+    """Continue an interrupted --output after its last complete chunk (either engine); the result
+    equals an uninterrupted run."""
     overwrite: bool = False
-    """``--overwrite``: replace an existing output instead of refusing."""
+    """Replace an existing --output instead of refusing."""
     engine: str = "local"
-    """``--engine``: local (this process) or ray (a Ray Data actor pool)."""
+    """local | ray (Ray Data actor pool; every Ray node must read --input: a URI or a shared path).
+    Both write the same output."""
     num_workers: int = 2
-    """``--num-workers``: Ray actors, one model each (``--engine ray`` only)."""
+    """Ray actors, one model each (--engine ray)."""
     dummy_weights: bool = False
-    """``--dummy-weights``: seeded random weights of the real architecture."""
+    """Seeded random weights of the model's real architecture."""
     dtype: str = "auto"
-    """``--dtype``: auto | float32 | bfloat16 | float16."""
+    """auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."""
     device: str | None = None
-    """``--device``: cpu | cuda | cuda:N."""
+    """cpu | cuda | cuda:N (default: cuda if present)."""
     compile: bool = False
-    """``--compile``: torch.compile the encoder."""
+    """torch.compile the encoder (pays off on large inputs)."""
+    backend: str | None = None
+    """torch | onnx (default: onnx for a `distilkit export onnx` directory)."""
     progress: bool | None = None
-    """Show a progress bar; None shows it when stderr is a terminal."""
+    """Show a progress bar (default: when stderr is a terminal)."""
     filesystem: Any = None
-    """A ``pyarrow.fs.FileSystem`` that ``input`` and ``output`` are paths on (Python API only; the CLI takes
-    URIs). With ``--engine ray`` the Ray workers read the input through it, so it must reach the same files."""
+    """A ``pyarrow.fs.FileSystem`` that ``input`` and ``output`` are paths on (Python API only; the CLI
+    takes URIs). With ``--engine ray`` the Ray workers read the input through it, so it must reach the
+    same files."""
 
     def __post_init__(self) -> None:
         if self.input_format is not None and self.input_format not in FORMATS:
-            raise ValueError(f"--input-format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
+            raise UserError(f"--input-format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
         if self.output_format is not None and self.output_format not in FORMATS:
-            raise ValueError(f"output format must be one of {', '.join(FORMATS)}, got {self.output_format!r}")
+            raise UserError(f"output format must be one of {', '.join(FORMATS)}, got {self.output_format!r}")
+        if self.backend not in (None, "torch", "onnx"):
+            raise UserError(f"--backend must be torch or onnx, got {self.backend!r}")
         if self.engine not in ENGINES:
-            raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+            raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_errors is not None and self.max_errors < 0:
-            raise ValueError(f"--max-errors must be >= 0, got {self.max_errors}")
+            raise UserError(f"--max-errors must be >= 0, got {self.max_errors}")
         if self.num_workers < 1:
-            raise ValueError(f"--num-workers must be >= 1, got {self.num_workers}")
+            raise UserError(f"--num-workers must be >= 1, got {self.num_workers}")
         if self.resume and self.overwrite:
-            raise ValueError("--resume and --overwrite exclude each other")
+            raise UserError("--resume and --overwrite exclude each other")
         if self.filesystem is None and not is_uri(self.input):  # URIs are checked when they are opened
             if not is_uri(self.output) and Path(self.input).resolve() == Path(self.output).resolve():
-                raise ValueError("--output must differ from --input")
+                raise UserError("--output must differ from --input")
             if not Path(self.input).is_file():
-                raise ValueError(f"--input {self.input}: no such file")
+                raise UserError(f"--input {self.input}: no such file")
         if self.resolved_input_format() is None:
-            raise ValueError(f"cannot tell the format of --input {self.input} from its extension; "
+            raise UserError(f"cannot tell the format of --input {self.input} from its extension; "
                              f"pass --input-format {'|'.join(FORMATS)}")
 
     def resolved_input_format(self) -> str | None:
@@ -105,4 +115,5 @@ class BatchConfig:
 
     def resolved_output_format(self) -> str:
         """The output format: explicit, else the output's extension, else the input's format."""
-        return self.output_format or format_from_path(self.output) or self.resolved_input_format()  # type: ignore[return-value]
+        found = self.output_format or format_from_path(self.output)
+        return found or self.resolved_input_format()  # type: ignore[return-value]

@@ -15,6 +15,7 @@ from distilkit.batch.readers import InputFile
 from distilkit.batch.rows import Columns, InputRow, predict_rows
 from distilkit.batch.storage import resolve_files
 from distilkit.batch.writers import open_output
+from distilkit.errors import UserError
 
 
 @dataclass
@@ -30,9 +31,15 @@ class BatchSummary:
 
     def as_dict(self) -> dict[str, Any]:
         new = self.rows - self.resumed_rows
-        return {"rows": self.rows, "errors": self.errors, "resumed_rows": self.resumed_rows,
-                "seconds": round(self.seconds, 3), "rows_per_s": round(new / self.seconds, 2) if self.seconds else 0.0,
-                "output": self.output, "status": self.status}
+        return {
+            "rows": self.rows,
+            "errors": self.errors,
+            "resumed_rows": self.resumed_rows,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(new / self.seconds, 2) if self.seconds else 0.0,
+            "output": self.output,
+            "status": self.status,
+        }
 
 
 class MaxErrorsExceeded(RuntimeError):
@@ -70,8 +77,15 @@ def progress_bar(enabled: bool, total: int | None, done: int):
         yield lambda n: None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
-                               TextColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
@@ -89,7 +103,7 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     """Predict every row of ``config.input`` into ``config.output`` in this process.
 
     Raises:
-        ValueError: a bad flag, parameter, column, URI or existing output (before any row is predicted).
+        UserError: a bad flag, parameter, column, URI or existing output (before any row is predicted).
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.inference.predictor import Predictor
@@ -98,8 +112,15 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
     task = canonical_task(config.task)
     source, columns, out = open_files(config, task)
     if predictor is None:
-        predictor = Predictor.from_ref(config.model, task, dummy_weights=config.dummy_weights, dtype=config.dtype,
-                                       device=config.device, compile=config.compile)
+        predictor = Predictor.from_ref(
+            config.model,
+            task,
+            dummy_weights=config.dummy_weights,
+            dtype=config.dtype,
+            device=config.device,
+            compile=config.compile,
+            backend=config.backend,
+        )
     predictor.handler.check_params(config.params)  # a bad --param fails before any row
     params = dict(config.params)
     done, errors = out.resume(config.batch_size)
@@ -119,10 +140,11 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
 
 
 def open_files(config: BatchConfig, task: str) -> tuple[InputFile, Columns, Any]:
-    """The run's input file, resolved columns and output writer (both engines): every check that needs no model.
+    """The run's input file, resolved columns and output writer (both engines): the checks that need no
+    model.
 
     Raises:
-        ValueError: a URI that cannot be opened, a missing column, an output that exists.
+        UserError: a URI that cannot be opened, a missing column, an output that exists.
     """
     source_at, out_at = resolve_files(config)
     source = InputFile(source_at, config.resolved_input_format())  # type: ignore[arg-type]
@@ -154,5 +176,7 @@ def record_chunk(out: Any, summary: BatchSummary, results: list[dict], start: fl
 def check_resumed(last_id: Any, input_id: Any, config: BatchConfig) -> None:
     """Refuse to resume an output whose last kept row is not the input's row at that position."""
     if str(last_id) != str(input_id):
-        raise ValueError(f"--resume: the last row of {config.output} has id {last_id!r} but that input row has id "
-                         f"{input_id!r}; is it the output of another input? Use --overwrite to start again")
+        raise UserError(
+            f"--resume: the last row of {config.output} has id {last_id!r} but that input row has id "
+            f"{input_id!r}; is it the output of another input? Use --overwrite to start again"
+        )

@@ -24,6 +24,7 @@ from distilkit.batch.local import BatchSummary, check_resumed, chunks, open_file
 from distilkit.batch.readers import InputFile
 from distilkit.batch.rows import Columns, predict_rows
 from distilkit.batch.storage import Location
+from distilkit.errors import UserError
 
 # Chunks per Ray task: enough to amortise a task, few enough that every actor gets several tasks.
 MAX_SPAN_CHUNKS = 16
@@ -35,9 +36,9 @@ def import_ray() -> Any:
     """Import Ray, or say how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as err:
-        raise ValueError(f"--engine ray needs Ray Data: pip install 'distilkit[ray]' ({err})") from err
+        raise UserError(f"--engine ray needs Ray Data: pip install 'distilkit[ray]' ({err})") from err
     return ray
 
 
@@ -80,10 +81,15 @@ def start_ray(ray: Any, workers: int) -> None:
 def predicted_rows(ray: Any, config: BatchConfig, source: InputFile, columns: Columns, task: str,
                    spans: list[tuple[int, int | None, int]]) -> Any:
     """The Ray dataset of output rows (``index``, pickled ``result``) for ``spans`` of the input, in order."""
-    threads = int(os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers))
-    ref = os.path.abspath(config.model) if os.path.isdir(config.model) else config.model  # actors' cwd may differ
+    threads = int(
+        os.environ.get("DISTILKIT_NUM_THREADS") or max(1, (os.cpu_count() or 1) // config.num_workers)
+    )
+    ref = (
+        os.path.abspath(config.model) if os.path.isdir(config.model) else config.model
+    )  # actors' cwd may differ
     model = {"model": ref, "task": task, "dummy_weights": config.dummy_weights, "dtype": config.dtype,
-             "device": config.device, "compile": config.compile, "num_threads": threads}
+             "device": config.device, "compile": config.compile, "backend": config.backend,
+             "num_threads": threads}
     items = [{"first": first, "offset": offset, "rows": rows} for first, offset, rows in spans]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         PredictActor, batch_size=1, batch_format="pyarrow", num_cpus=1,
@@ -99,7 +105,7 @@ def run_ray(config: BatchConfig) -> BatchSummary:
     The input must be readable from every Ray node: a URI, or a path on a filesystem they share.
 
     Raises:
-        ValueError: Ray is missing, or a bad flag, URI, column or existing output.
+        UserError: Ray is missing, or a bad flag, URI, column or existing output.
         MaxErrorsExceeded: more than ``config.max_errors`` rows failed (the output so far is valid).
     """
     from distilkit.models import canonical_task
@@ -123,8 +129,10 @@ def run_ray(config: BatchConfig) -> BatchSummary:
             for batch in predicted.iter_batches(batch_size=config.batch_size, batch_format="pyarrow"):
                 index = batch.column("index").to_pylist()
                 if index != list(range(summary.rows, summary.rows + len(index))):
-                    raise RuntimeError(f"Ray returned rows {index[0]}..{index[-1]} where row {summary.rows} was "
-                                       f"due; the output holds rows 0..{summary.rows - 1}: rerun with --resume")
+                    raise RuntimeError(
+                        f"Ray returned rows {index[0]}..{index[-1]} where row {summary.rows} was "
+                        f"due; the output holds rows 0..{summary.rows - 1}: rerun with --resume"
+                    )
                 rows = [pickle.loads(r) for r in batch.column("result").to_pylist()]
                 record_chunk(out, summary, rows, start, advance, config.max_errors)
     out.close()

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from distilkit.batch.rows import InputRow
 from distilkit.batch.storage import Location
+from distilkit.errors import UserError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long contexts are legitimate fields
 
@@ -38,14 +39,14 @@ class InputFile:
             with self._open_text() as f:
                 self.header = next(csv.reader(f), None)
             if not self.header:
-                raise ValueError(f"--input {self.location.text}: the CSV file has no header row")
+                raise UserError(f"--input {self.location.text}: the CSV file has no header row")
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
             try:
                 self._schema = pq.read_schema(self.location.path, filesystem=self.location.fs)
             except Exception as err:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
-                raise ValueError(f"--input {self.location.text}: not a readable Parquet file ({err})") from err
+                raise UserError(f"--input {self.location.text}: not a readable Parquet file ({err})") from err
             self.header = list(self._schema.names)
 
     def _open_text(self, offset: int = 0) -> TextIO:
@@ -131,7 +132,9 @@ class InputFile:
     def _csv_records(self, offset: int) -> Iterator[tuple[list[str] | csv.Error, int]]:
         consumed = offset
 
-        def lines(f: TextIO) -> Iterator[str]:  # csv.reader pulls exactly one record's lines: count their bytes
+        def lines(
+            f: TextIO,
+        ) -> Iterator[str]:  # csv.reader pulls exactly one record's lines: count their bytes
             nonlocal consumed
             for line in f:
                 consumed += len(line.encode("utf-8", errors="surrogateescape"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from distilkit.batch.config import BatchConfig
+from distilkit.errors import UserError
 
 AUTO_TEXT_COLUMNS = ("text", "input_string")  # ``input_string``: the model cards' batch samples
 _INPUT_INDEX = re.compile(r"^input \d+: ")
@@ -44,34 +45,38 @@ class Columns:
         """Resolve the columns against a file's header (CSV, Parquet); JSONL (None) resolves per row.
 
         Raises:
-            ValueError: naming the flag, when a needed column is not in the header.
+            UserError: naming the flag, when a needed column is not in the header.
         """
         if header is None:
             return self
         if self.task == "question-answering":
             for flag, name in (("--question-column", self.question), ("--context-column", self.context)):
                 if name not in header:
-                    raise ValueError(f"{flag} {name!r}: no such column in the input (columns: {', '.join(header)})")
+                    raise UserError(
+                        f"{flag} {name!r}: no such column in the input (columns: {', '.join(header)})"
+                    )
             return self
         text = self.text or next((c for c in AUTO_TEXT_COLUMNS if c in header), "text")
         if text not in header:
-            raise ValueError(f"--text-column {text!r}: no such column in the input (columns: {', '.join(header)})")
+            raise UserError(
+                f"--text-column {text!r}: no such column in the input (columns: {', '.join(header)})"
+            )
         return replace(self, text=text)
 
     def item(self, data: dict[str, Any]) -> Any:
         """The task input of one row, in the form ``Predictor.predict`` takes.
 
         Raises:
-            ValueError: the row lacks a needed field.
+            UserError: the row lacks a needed field.
         """
         if self.task == "question-answering":
             for name in (self.question, self.context):
                 if name not in data:
-                    raise ValueError(f"missing column {name!r}")
+                    raise UserError(f"missing column {name!r}")
             return {"question": data[self.question], "context": data[self.context]}
         name = self.text or next((c for c in AUTO_TEXT_COLUMNS if c in data), "text")
         if name not in data:
-            raise ValueError(f"missing column {name!r}")
+            raise UserError(f"missing column {name!r}")
         pair = data.get("text_pair")
         if self.task == "text-classification" and pair not in (None, ""):
             return {"text": data[name], "text_pair": pair}
@@ -83,7 +88,9 @@ class Columns:
         return row.index if value is None else value
 
 
-def predict_rows(predictor: Any, rows: list[InputRow], params: dict[str, Any], columns: Columns) -> list[dict]:
+def predict_rows(
+    predictor: Any, rows: list[InputRow], params: dict[str, Any], columns: Columns
+) -> list[dict]:
     """Predict one chunk of rows; one output row ``{"id", "prediction", "error"}`` per input row, in order.
 
     Each row is validated on its own (``handler.check_inputs`` on a one-item list), so a bad row

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from distilkit.errors import UserError
+
 URI_EXAMPLES = "s3://bucket/key, gs://bucket/key, hdfs://host/path or file:///abs/path"
 
 
@@ -88,7 +90,9 @@ class Location:
         from pyarrow.fs import FileSelector
 
         infos = self.fs.get_file_info(FileSelector(self.path, allow_not_found=True))
-        return sorted((self / i.base_name for i in infos if fnmatch(i.base_name, pattern)), key=lambda loc: loc.path)
+        return sorted(
+            (self / i.base_name for i in infos if fnmatch(i.base_name, pattern)), key=lambda loc: loc.path
+        )
 
     # --- reading ------------------------------------------------------------------------------------
     def open_read(self, offset: int = 0) -> BinaryIO:
@@ -158,7 +162,7 @@ def resolve(ref: str | Path, flag: str, filesystem: Any = None) -> Location:
     """The Location of a ``--input``/``--output`` value: a path on ``filesystem``, a URI, or a local path.
 
     Raises:
-        ValueError: naming the flag, for a URI whose scheme pyarrow does not know or whose
+        UserError: naming the flag, for a URI whose scheme pyarrow does not know or whose
             filesystem cannot be reached (one line: what failed and what to pass instead).
     """
     text = str(ref)
@@ -176,8 +180,10 @@ def resolve(ref: str | Path, flag: str, filesystem: Any = None) -> Location:
         location = Location(filesystem, path, text)
         location.exists()  # reach the filesystem now, not after the model has loaded
     except (OSError, ValueError) as err:  # pyarrow: ArrowInvalid (a ValueError) or OSError (network, auth)
-        raise ValueError(f"{flag} {text}: cannot open it ({one_line(err)}); pass a local path or a URI such as "
-                         f"{URI_EXAMPLES}") from err
+        raise UserError(
+            f"{flag} {text}: cannot open it ({one_line(err)}); pass a local path or a URI such as "
+            f"{URI_EXAMPLES}"
+        ) from err
     return location
 
 
@@ -185,12 +191,12 @@ def resolve_files(config: Any) -> tuple[Location, Location]:
     """The run's input and output Locations (``config``: a BatchConfig).
 
     Raises:
-        ValueError: a URI that cannot be opened, an input that is not a file, or output == input.
+        UserError: a URI that cannot be opened, an input that is not a file, or output == input.
     """
     source = resolve(config.input, "--input", config.filesystem)
     out = resolve(config.output, "--output", config.filesystem)
     if not source.is_file():
-        raise ValueError(f"--input {config.input}: no such file")
+        raise UserError(f"--input {config.input}: no such file")
     if type(source.fs) is type(out.fs) and source.path == out.path:
-        raise ValueError("--output must differ from --input")
+        raise UserError("--output must differ from --input")
     return source, out

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from distilkit.batch.storage import Location
+from distilkit.errors import UserError
 
 COLUMNS = ("id", "prediction", "error")
 Scan = tuple[list[int], list[bool], list[Any]]  # end offset, is-error and id of each complete row
@@ -35,7 +36,7 @@ def open_output(path: str | Path | Location, fmt: str, *, resume: bool, overwrit
     """The writer for ``path`` (a local path or a Location) in format ``fmt``; refuses to clobber an output.
 
     Raises:
-        ValueError: the output exists and neither ``--resume`` nor ``--overwrite`` was given.
+        UserError: the output exists and neither ``--resume`` nor ``--overwrite`` was given.
     """
     location = Location.of(path)
     if fmt == "parquet":
@@ -46,8 +47,9 @@ def open_output(path: str | Path | Location, fmt: str, *, resume: bool, overwrit
         out = LinePartsOutput(location, CODECS[fmt])
     if out.exists() and not resume:
         if not overwrite:
-            raise ValueError(f"--output {location.text} exists; pass --resume to continue it or --overwrite to "
-                             f"replace it")
+            raise UserError(
+                f"--output {location.text} exists; pass --resume to continue it or --overwrite to replace it"
+            )
         out.remove()
     return out
 
@@ -100,11 +102,16 @@ class CsvCodec:
 
     @staticmethod
     def encode(rows: list[dict[str, Any]]) -> bytes:
-        return _csv_bytes([
-            [row["id"], "" if row["prediction"] is None else json.dumps(row["prediction"], ensure_ascii=False),
-             row["error"] or ""]
-            for row in rows
-        ])
+        return _csv_bytes(
+            [
+                [
+                    row["id"],
+                    "" if row["prediction"] is None else json.dumps(row["prediction"], ensure_ascii=False),
+                    row["error"] or "",
+                ]
+                for row in rows
+            ]
+        )
 
     @staticmethod
     def scan(f: BinaryIO) -> Scan:
@@ -269,7 +276,9 @@ class LinePartsOutput(PartsOutput):
         ends = self.codec.scan(io.BytesIO(data))[0]
         keep = len(ends) // chunk * chunk  # as a local resume does: whole chunks only
         if keep:
-            (self.parts / f"part-000000{self.extension}").write_atomic(data[len(self.codec.header):ends[keep - 1]])
+            (self.parts / f"part-000000{self.extension}").write_atomic(
+                data[len(self.codec.header) : ends[keep - 1]]
+            )
         self.location.remove()
 
     def _count(self, part: Location) -> tuple[int, int, Any] | None:
@@ -296,7 +305,9 @@ class ParquetOutput(PartsOutput):
         import pyarrow as pa
 
         super().__init__(location)
-        self.schema = pa.schema([("id", id_type or pa.int64()), ("prediction", pa.string()), ("error", pa.string())])
+        self.schema = pa.schema(
+            [("id", id_type or pa.int64()), ("prediction", pa.string()), ("error", pa.string())]
+        )
 
     def _adopt(self, chunk: int) -> None:
         self.location.move_to(self.parts / "part-000000.parquet")
@@ -310,7 +321,11 @@ class ParquetOutput(PartsOutput):
             return None
         if not table.num_rows:
             return 0, 0, self.last_id
-        return table.num_rows, table.num_rows - table.column("error").null_count, table.column("id")[-1].as_py()
+        return (
+            table.num_rows,
+            table.num_rows - table.column("error").null_count,
+            table.column("id")[-1].as_py(),
+        )
 
     def _encode(self, rows: list[dict[str, Any]]) -> bytes:
         import pyarrow as pa
@@ -320,8 +335,14 @@ class ParquetOutput(PartsOutput):
         if pa.types.is_string(self.schema.field("id").type):
             ids = [i if isinstance(i, str) else json.dumps(i) for i in ids]
         table = pa.table(
-            [ids, [None if r["prediction"] is None else json.dumps(r["prediction"], ensure_ascii=False) for r in rows],
-             [r["error"] for r in rows]],
+            [
+                ids,
+                [
+                    None if r["prediction"] is None else json.dumps(r["prediction"], ensure_ascii=False)
+                    for r in rows
+                ],
+                [r["error"] for r in rows],
+            ],
             schema=self.schema,
         )
         sink = pa.BufferOutputStream()

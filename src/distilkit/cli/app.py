@@ -1,8 +1,12 @@
-"""The ``distilkit`` typer app: registers the commands, turns user errors into exit code 2."""
+"""The ``distilkit`` typer app: registers the commands; a ``UserError`` exits 2 in one line, any other
+error prints its traceback and exits 1."""
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
@@ -14,6 +18,27 @@ from distilkit.cli.finetune import finetune
 from distilkit.cli.predict import predict
 from distilkit.cli.registry import app as registry_app
 from distilkit.cli.serve import serve
+from distilkit.errors import UserError
+
+
+def _serve_value_errors_are_user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep ``serve``'s flag and model checks, which raise ValueError, at one line and exit 2.
+
+    Transitional: cli/serve.py and serve/settings.py are being reworked on their own branch; once they
+    raise UserError, this wrapper goes (see ``test_cli_errors``).
+    """
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError:
+            raise
+        except ValueError as err:
+            raise UserError(str(err)) from err
+
+    return run
+
 
 app = typer.Typer(
     name="distilkit",
@@ -30,7 +55,7 @@ app.command(no_args_is_help=True)(evaluate)
 app.command(no_args_is_help=True)(finetune)
 app.add_typer(registry_app, name="registry")
 app.add_typer(export_app, name="export")
-app.command()(serve)
+app.command()(_serve_value_errors_are_user_errors(serve))
 
 
 def _version(value: bool) -> None:
@@ -41,16 +66,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Distil, fine-tune, evaluate, register and serve the DistilBERT model family."""
 
 
 def main() -> None:
-    """Console entry point: user errors (ValueError) print one line and exit with code 2."""
+    """Console entry point and exit codes: 0 done; 2 a user error (``UserError``: one line naming the
+    mistake, or a usage error); 1 anything else, a bug or an environment failure, with its traceback
+    (Python's own report of the uncaught exception); 130 interrupted."""
     try:
         code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it
-    except ValueError as err:
+    except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except typer.Exit as done:

@@ -12,7 +12,12 @@ from typing import Any
 
 import typer
 
+from distilkit.errors import UserError
+
 GLUE = "glue"
+DTYPE_HELP = (
+    "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16."
+)
 
 
 def _progress_bar(console: Any, description: str):
@@ -77,16 +82,29 @@ def write_predictions(path: Path, task: str, records: list[dict[str, Any]]) -> N
 
 
 def evaluate(
-    task: str = typer.Argument(..., help="question-answering | token-classification | text-classification | "
-                                         "fill-mask | glue"),
-    model: str = typer.Option(..., "--model", "-m", envvar="DISTILKIT_MODEL",
-                              help="Model directory or hub id (glue: or a folder of per-task models)."),
-    data: Path = typer.Option(None, "--data", "-d",
-                              help="SQuAD JSON | CoNLL columns | labelled text (.jsonl/.csv/.tsv/.parquet, "
-                                   "text;label .txt) | plain text."),
+    task: str = typer.Argument(
+        ..., help="question-answering | token-classification | text-classification | fill-mask | glue"
+    ),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        envvar="DISTILKIT_MODEL",
+        help="Model directory or hub id (glue: or a folder of per-task models).",
+    ),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="SQuAD JSON | CoNLL columns | labelled text (.jsonl/.csv/.tsv/.parquet, "
+        "text;label .txt) | plain text.",
+    ),
     data_dir: Path = typer.Option(None, "--data-dir", help="glue: folder holding GLUE task TSVs."),
-    glue_task: str = typer.Option(None, "--glue-task", help="text-classification: read --data as this GLUE "
-                                                            "task's TSV and report its metrics (e.g. MRPC)."),
+    glue_task: str = typer.Option(
+        None,
+        "--glue-task",
+        help="text-classification: read --data as this GLUE task's TSV and report its metrics (e.g. MRPC).",
+    ),
     split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     output: Path = typer.Option(Path("metrics.json"), "--output", "-o", help="Where to write the metrics."),
@@ -95,19 +113,28 @@ def evaluate(
                                      "official SQuAD script's {id: answer} object)."),
     top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 where fast) | float32 | bfloat16."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
-    register: str = typer.Option(None, "--register", help="Register the --model directory as NAME with these "
-                                                          "metrics attached (a new version)."),
-    register_alias: str = typer.Option(None, "--register-alias", help="Alias to point at the registered version."),
-    update_model_dir: bool = typer.Option(True, "--update-model-dir/--no-update-model-dir",
-                                          help="Also merge the results into a local --model directory's "
-                                               "metrics.json and README.md card (not registry references, "
-                                               "hub ids or --dummy-weights runs)."),
+    register: str = typer.Option(
+        None,
+        "--register",
+        help="Register the --model directory as NAME with these metrics attached (a new version).",
+    ),
+    register_alias: str = typer.Option(
+        None, "--register-alias", help="Alias to point at the registered version."
+    ),
+    update_model_dir: bool = typer.Option(
+        True,
+        "--update-model-dir/--no-update-model-dir",
+        help="Also merge the results into a local --model directory's "
+        "metrics.json and README.md card (not registry references, "
+        "hub ids or --dummy-weights runs).",
+    ),
 ) -> None:
     """Evaluate --model on --data for TASK (or every GLUE task in --data-dir), write metrics.json."""
     from rich.console import Console
 
+    from distilkit import cards
     from distilkit.evaluation import evaluate as ev
     from distilkit.evaluation import glue, results
     from distilkit.inference.predictor import Predictor
@@ -116,12 +143,14 @@ def evaluate(
 
     check_register(register, register_alias)
     if register is not None and not (Path(model).expanduser() / "config.json").is_file():
-        raise ValueError(f"--register needs --model to be a local model directory (with config.json), got {model!r}"
-                         + (" (a registry reference is already registered)" if "@" in model or ":" in model else ""))
+        raise UserError(
+            f"--register needs --model to be a local model directory (with config.json), got {model!r}"
+            + (" (a registry reference is already registered)" if "@" in model or ":" in model else "")
+        )
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise UserError(f"--limit must be >= 1, got {limit}")
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise UserError(f"--top-k must be >= 1, got {top_k}")
     console = Console(stderr=True)  # progress and notes; the summary tables go to stdout
     out = Console()
 
@@ -130,14 +159,14 @@ def evaluate(
 
     if task == GLUE:
         if data_dir is None or data is not None:
-            raise ValueError("evaluate glue takes --data-dir DIR (not --data)")
+            raise UserError("evaluate glue takes --data-dir DIR (not --data)")
         bar, advance = _progress_bar(console, "GLUE")
         with bar:
             done, failed = glue.evaluate_glue(
                 lambda t: load(glue.glue_model(model, t), "text-classification"), data_dir, split=split,
                 limit=limit, progress=advance)
         scores = {t: r.metrics["score"] for t, r in done.items()}
-        names, row = glue.glue_table(scores)
+        names, row = cards.glue_table(scores)
         per_task = {t: r.summary() for t, r in done.items()}
         recorded = []
         if update_model_dir:
@@ -151,16 +180,22 @@ def evaluate(
         _print_glue(out, names, row, failed)
         console.print(f"metrics written to {output}")
         if register:
-            ref = register_run(model, register, command="evaluate", datasets=[str(data_dir)], alias=register_alias,
-                               metrics=json.loads(output.read_text(encoding="utf-8")))
+            ref = register_run(
+                model,
+                register,
+                command="evaluate",
+                datasets=[str(data_dir)],
+                alias=register_alias,
+                metrics=json.loads(output.read_text(encoding="utf-8")),
+            )
             typer.echo(f"registered {ref}")
         return
 
     task = canonical_task(task)
     if data is None or data_dir is not None:
-        raise ValueError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
+        raise UserError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
     if glue_task is not None and task != "text-classification":
-        raise ValueError("--glue-task is for text-classification")
+        raise UserError("--glue-task is for text-classification")
     predictor = load(model, task)
     bar, advance = _progress_bar(console, f"{task} {data.name}")
     with bar:
@@ -177,8 +212,15 @@ def evaluate(
     _print_metrics(out, f"{task} on {data.name}", summary)
     console.print(f"metrics written to {output}" + (f", predictions to {predictions}" if predictions else ""))
     if register:
-        ref = register_run(model, register, command="evaluate", task=task, datasets=[str(data)], metrics=summary,
-                           alias=register_alias)
+        ref = register_run(
+            model,
+            register,
+            command="evaluate",
+            task=task,
+            datasets=[str(data)],
+            metrics=summary,
+            alias=register_alias,
+        )
         typer.echo(f"registered {ref}")
 
 
@@ -229,7 +271,7 @@ def _record(console: Any, ref: str, key: str, task: str, dummy_weights: bool, su
     if directory is not None:
         try:
             metrics_path, card_path = results.record_evaluation(directory, key, summary, task)
-        except (OSError, ValueError) as err:
+        except (OSError, UserError) as err:
             why = str(err)
         else:
             console.print(f"results added to {metrics_path} and {card_path}", soft_wrap=True)

@@ -22,7 +22,7 @@ def onnx(
 ) -> None:
     """Export MODEL to ONNX in --output; fails (exit 2) when fp32 logits differ from PyTorch by more than --atol."""
     from distilkit.export import export_onnx
-    from distilkit.models import TaskNotFoundError
+    from distilkit.model_info import TaskNotFoundError
 
     try:
         report = export_onnx(model, output, task=task, quantize=quantize, opset=opset, dummy_weights=dummy_weights,

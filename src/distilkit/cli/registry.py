@@ -34,7 +34,7 @@ def register(
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
     """Register DIRECTORY as NAME@VERSION (immutable) and print the reference and its content SHA-256."""
-    from distilkit.models import TaskNotFoundError
+    from distilkit.model_info import TaskNotFoundError
 
     try:
         entry = _registry().register(directory, name, version=version, task=task, license=license,
@@ -122,7 +122,7 @@ def import_(
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
     """Download HUB_ID (or take it from the HF cache when offline) and register it with its card fields."""
-    from distilkit.models import TaskNotFoundError
+    from distilkit.model_info import TaskNotFoundError
     from distilkit.registry.hub import import_from_hub
 
     try:

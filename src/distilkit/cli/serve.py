@@ -34,6 +34,8 @@ def serve(
                                  help="torch.compile the encoders (slower start, faster batches)."),
     backend: str = typer.Option(None, "--backend", envvar=E + "BACKEND",
                                 help="torch | onnx (default: onnx for an exported directory)."),
+    playground: bool = typer.Option(True, "--playground/--no-playground", envvar=E + "PLAYGROUND",
+                                    help="The browser page at / to try every served model."),
 ) -> None:
     """Serve models over HTTP: /score (card formats), /models/NAME, /invocations, KServe v1/v2, /metrics."""
     import logging
@@ -44,7 +46,8 @@ def serve(
 
     settings = ServeSettings(host=host, port=port, api_key=api_key, max_batch_size=max_batch_size,
                              max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             timeout_s=timeout_s, max_body_bytes=max_body_bytes, max_inputs=max_inputs)
+                             timeout_s=timeout_s, max_body_bytes=max_body_bytes, max_inputs=max_inputs,
+                             playground=playground)
     predictors = load_predictors(model, dummy_weights=dummy_weights, dtype=dtype, device=device, compile=compile,
                                  backend=backend)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,6 +1,6 @@
 """Readers for the evaluation formats users have: SQuAD JSON, CoNLL columns, labelled text, plain text.
 
-Every reader returns plain dataclasses and raises ``ValueError`` naming the file and line of
+Every reader returns plain dataclasses and raises ``UserError`` naming the file and line of
 the first thing it cannot read.
 
 - SQuAD JSON v1.1 / v2.0 -> ``QAExample`` (v2.0: ``answers == []`` for an unanswerable question).
@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from distilkit.errors import UserError
 
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question1", "question", "premise", "#1 String")
 PAIR_COLUMNS = ("text_pair", "sentence2", "question2", "hypothesis", "#2 String")
@@ -76,7 +78,7 @@ class TextExample:
 def _file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--data {path}: no such file")
+        raise UserError(f"--data {path}: no such file")
     return path
 
 
@@ -97,7 +99,7 @@ def read_squad(path: str | Path) -> tuple[list[QAExample], str]:
                     answers = () if qa.get("is_impossible") else tuple(a["text"] for a in qa["answers"])
                     examples.append(QAExample(str(qa["id"]), qa["question"], paragraph["context"], answers))
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not SQuAD JSON (data/paragraphs/qas/answers): {err}") from None
+        raise UserError(f"{path} is not SQuAD JSON (data/paragraphs/qas/answers): {err}") from None
     version = "2.0" if impossible or str(doc.get("version", "")).lstrip("v").startswith("2") else "1.1"
     return examples, version
 
@@ -118,7 +120,7 @@ def read_conll(path: str | Path) -> list[NERExample]:
                     words, tags = [], []
                 continue
             if len(fields) < 2:
-                raise ValueError(f"{path}:{n}: expected 'word ... tag' columns, got {line.strip()!r}")
+                raise UserError(f"{path}:{n}: expected 'word ... tag' columns, got {line.strip()!r}")
             words.append(fields[0])
             tags.append(fields[-1])
     if words:
@@ -131,7 +133,7 @@ def _pick(columns: list[str], names: tuple[str, ...], what: str, path: Path) -> 
     for name in names:
         if name in columns:
             return name
-    raise ValueError(f"{path}: no {what} column; expected one of {list(names)}, found {columns}")
+    raise UserError(f"{path}: no {what} column; expected one of {list(names)}, found {columns}")
 
 
 def _rows_to_examples(rows: list[dict[str, Any]], path: Path) -> list[TextExample]:
@@ -150,7 +152,7 @@ def _rows_to_examples(rows: list[dict[str, Any]], path: Path) -> list[TextExampl
 def read_glue_tsv(path: str | Path, task: str) -> list[TextExample]:
     """Read a GLUE task's TSV by its column layout (header row optional, no quoting)."""
     if task not in GLUE_LAYOUTS:
-        raise ValueError(f"unknown GLUE task {task!r}; expected one of {list(GLUE_LAYOUTS)}")
+        raise UserError(f"unknown GLUE task {task!r}; expected one of {list(GLUE_LAYOUTS)}")
     path = _file(path)
     text_col, pair_col, label_col = GLUE_LAYOUTS[task]
     examples = []
@@ -166,7 +168,7 @@ def read_glue_tsv(path: str | Path, task: str) -> list[TextExample]:
                 examples.append(TextExample(fields[text_col], fields[label_col].strip(), pair))
             except IndexError:
                 message = f"{path}:{n}: {len(fields)} columns, too few for the {task} layout"
-                raise ValueError(message) from None
+                raise UserError(message) from None
     return examples
 
 
@@ -184,7 +186,7 @@ def read_labelled(path: str | Path, glue_task: str | None = None) -> list[TextEx
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{n}: not a JSON object per line ({err.msg})") from None
+                        raise UserError(f"{path}:{n}: not a JSON object per line ({err.msg})") from None
         return _rows_to_examples(rows, path)
     if suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -197,11 +199,11 @@ def read_labelled(path: str | Path, glue_task: str | None = None) -> list[TextEx
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ValueError("reading .parquet needs pyarrow: pip install pyarrow") from None
+            raise UserError("reading .parquet needs pyarrow: pip install pyarrow") from None
         return _rows_to_examples(pq.read_table(path).to_pylist(), path)
     if suffix == ".txt":
         return read_semicolon(path)
-    raise ValueError(f"{path}: unknown labelled-text format {suffix!r}; use .jsonl, .csv, .tsv, .parquet "
+    raise UserError(f"{path}: unknown labelled-text format {suffix!r}; use .jsonl, .csv, .tsv, .parquet "
                      "or .txt (text;label lines)")
 
 
@@ -215,7 +217,7 @@ def read_semicolon(path: str | Path) -> list[TextExample]:
                 continue
             text, sep, label = line.rstrip("\r\n").rpartition(";")
             if not sep or not text.strip() or not label.strip():
-                raise ValueError(f"{path}:{n}: expected 'text;label', got {line.strip()[:80]!r}")
+                raise UserError(f"{path}:{n}: expected 'text;label', got {line.strip()[:80]!r}")
             examples.append(TextExample(text, label.strip()))
     return examples
 
@@ -256,7 +258,7 @@ def find_glue_files(data_dir: str | Path, split: str = "dev") -> dict[str, Path]
     """
     root = Path(data_dir)
     if not root.is_dir():
-        raise ValueError(f"--data-dir {root}: no such directory")
+        raise UserError(f"--data-dir {root}: no such directory")
     candidates = [p for p in [*root.glob("*.tsv"), *root.glob("*/*.tsv"), *root.glob("*/*/*.tsv")]
                   if len(p.relative_to(root).parts) <= 3]
     found: dict[str, Path] = {}

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from distilkit.errors import UserError
 from distilkit.evaluation import datasets, metrics
 from distilkit.evaluation.datasets import GLUE_LABELS
 from distilkit.tasks import Feature
@@ -76,7 +77,7 @@ def predict_all(predictor: Any, items: Sequence[Any], params: dict[str, Any] | N
 
 def _limit(items: list[Any], limit: int | None) -> list[Any]:
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise UserError(f"--limit must be >= 1, got {limit}")
     return items if limit is None else items[:limit]
 
 
@@ -165,7 +166,7 @@ def label_mapping(model_labels: list[str], data_labels: list[str]) -> dict[str, 
     sorted otherwise).
 
     Raises:
-        ValueError: when no rule maps every data label.
+        UserError: when no rule maps every data label.
     """
     by_lower = {m.lower(): m for m in model_labels}
     if all(d.lower() in by_lower for d in data_labels):
@@ -175,7 +176,7 @@ def label_mapping(model_labels: list[str], data_labels: list[str]) -> dict[str, 
     generic = [f"LABEL_{k}" for k in range(len(model_labels))]
     if model_labels == generic and len(model_labels) >= len(data_labels):
         return {m: d for m, d in zip(model_labels, data_labels, strict=False)}
-    raise ValueError(f"the model's labels {model_labels} do not match the data's labels {data_labels}; "
+    raise UserError(f"the model's labels {model_labels} do not match the data's labels {data_labels}; "
                      "evaluate a model fine-tuned on this label set")
 
 
@@ -194,7 +195,7 @@ def evaluate_classification(predictor: Any, examples: list[datasets.TextExample]
     regression = is_regression(config)
     if glue_task is not None and (glue_task == "STS-B") != regression:
         kind = "a regression model (num_labels=1)" if glue_task == "STS-B" else "a classifier"
-        raise ValueError(f"{glue_task} needs {kind}; this model has num_labels={config.num_labels}")
+        raise UserError(f"{glue_task} needs {kind}; this model has num_labels={config.num_labels}")
     params = {"function_to_apply": "none"} if regression else {}
     results = predict_all(predictor, items, params, progress)
     if regression:
@@ -202,7 +203,7 @@ def evaluate_classification(predictor: Any, examples: list[datasets.TextExample]
         try:
             golds = [float(g) for g in gold]
         except ValueError:
-            raise ValueError("a regression model needs numeric labels in the data") from None
+            raise UserError("a regression model needs numeric labels in the data") from None
         scores = (metrics.glue_metrics(glue_task, golds, predicted) if glue_task
                   else metrics.regression_metrics(golds, predicted))
     else:
@@ -285,7 +286,8 @@ def mlm_features(tokenizer: Any, lines: list[str], *, limit: int | None, seed: i
     ids = [t for row in tokenizer(lines, add_special_tokens=False)["input_ids"] for t in row]
     rng = np.random.default_rng(seed)
     # The single-sequence template around an empty text: [CLS] [SEP] for BERT, <s> </s> for RoBERTa.
-    bos, eos = (lambda ids: (ids[:1], ids[1:]))(tokenizer("", add_special_tokens=True)["input_ids"])
+    template = tokenizer("", add_special_tokens=True)["input_ids"]
+    bos, eos = template[:1], template[1:]
     features, golds = [], []
     for start in range(0, len(ids), MLM_BLOCK):
         if limit is not None and len(features) >= limit:
@@ -333,7 +335,7 @@ def evaluate(predictor: Any, data: str | Path, *, limit: int | None = None, glue
         progress: called after each chunk with (examples finished, total examples).
 
     Raises:
-        ValueError: unreadable data, labels the model does not have, a task without an evaluation.
+        UserError: unreadable data, labels the model does not have, a task without an evaluation.
     """
     task = predictor.task
     _limit([], limit)  # refuse a bad --limit before reading anything
@@ -353,9 +355,9 @@ def evaluate(predictor: Any, data: str | Path, *, limit: int | None = None, glue
         result = evaluate_fill_mask(predictor, lines, top_k=top_k, limit=limit, progress=progress)
         examples = result.predictions
     else:
-        raise ValueError(f"no evaluation for task {task!r}")
+        raise UserError(f"no evaluation for task {task!r}")
     if not examples:
-        raise ValueError(f"--data {data}: no examples found")
+        raise UserError(f"--data {data}: no examples found")
     result.examples = len(examples)
     result.seconds = time.perf_counter() - start
     return result

@@ -1,25 +1,18 @@
-"""GLUE: evaluate every task of a folder, pick per-task models, and the cards' score row.
+"""GLUE: evaluate every task of a folder and pick per-task models.
 
 A task's score is the mean of the metrics GLUE reports for it, times 100 (``metrics.glue_metrics``);
-the cards show one row of them in the order of ``metrics.GLUE_TASKS``, ``-`` for a task not run.
+the cards show one row of them (``distilkit.cards.glue_table``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distilkit.evaluation import datasets, metrics
+from distilkit.errors import UserError
+from distilkit.evaluation import datasets
 from distilkit.evaluation.evaluate import Evaluation, Progress, evaluate
-
-
-def glue_table(scores: dict[str, float | None]) -> tuple[list[str], list[str]]:
-    """The cards' GLUE row: task names in card order and each score (x100, one decimal) or ``-``."""
-    names = list(metrics.GLUE_TASKS)
-    cells = ["-" if scores.get(n) is None or math.isnan(scores[n]) else f"{scores[n]:.1f}" for n in names]
-    return names, cells
 
 
 def glue_model(ref: str | Path, task: str) -> str:
@@ -45,11 +38,11 @@ def evaluate_glue(make_predictor: Callable[[str], Any], data_dir: str | Path, *,
         (task -> Evaluation, task -> error message for tasks that could not be evaluated).
 
     Raises:
-        ValueError: when no GLUE task file is found, or every task failed.
+        UserError: when no GLUE task file is found, or every task failed.
     """
     files = datasets.find_glue_files(data_dir, split)
     if not files:
-        raise ValueError(
+        raise UserError(
             f"--data-dir {data_dir}: no GLUE {split} files (e.g. SST-2/{split}.tsv or MRPC_{split}.tsv)"
         )
     done: dict[str, Evaluation] = {}
@@ -57,8 +50,8 @@ def evaluate_glue(make_predictor: Callable[[str], Any], data_dir: str | Path, *,
     for task, path in files.items():
         try:
             done[task] = evaluate(make_predictor(task), path, limit=limit, glue_task=task, progress=progress)
-        except ValueError as err:  # one task's mismatch (labels, regression head) must not hide the others
+        except UserError as err:  # one task's mismatch (labels, regression head) must not hide the others
             failed[task] = str(err)
     if not done:
-        raise ValueError("; ".join(f"{t}: {m}" for t, m in failed.items()))
+        raise UserError("; ".join(f"{t}: {m}" for t, m in failed.items()))
     return done, failed

@@ -1,11 +1,11 @@
-"""A model directory's evaluation results: a ``metrics.json`` that accumulates, the card's results section.
+"""A model directory's evaluation results: a ``metrics.json`` that accumulates, and its card kept in step.
 
 ``metrics.json`` of a run directory holds what ``distilkit finetune`` measured on ``--validation`` (a
 summary: task, data, examples, metrics) and, under ``"evaluations"``, one summary per ``distilkit
 evaluate`` run keyed by its data (``squad/dev-v1.1.json``, ``glue/dev``). Evaluating the same data
 again replaces that entry and moves it last; other entries are kept. The ``## Evaluation results``
-section of ``README.md`` is rendered from the whole file in the cards' layout (``| dataset | metric |
-value |`` rows and GLUE's one-row table) and replaces the card's previous section.
+section of ``README.md`` is rendered from the whole file by ``distilkit.cards`` (the layout of every
+card) and replaces the card's previous section.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distilkit.evaluation.glue import glue_table
-from distilkit.registry.card import metric_rows
-
-EVALUATIONS = "evaluations"
-SECTION = "## Evaluation results"
-USAGE = "## How to use"
+from distilkit import cards
+from distilkit.cards import EVALUATIONS
+from distilkit.errors import UserError
 
 
 def evaluation_key(data: str | Path) -> str:
@@ -63,94 +60,13 @@ def merge(existing: dict[str, Any], key: str, summary: dict[str, Any]) -> dict[s
     """``existing`` metrics.json with ``summary`` as its newest evaluation under ``key``.
 
     Raises:
-        ValueError: ``existing["evaluations"]`` is not an object (a file this module did not write).
+        UserError: ``existing["evaluations"]`` is not an object (a file this module did not write).
     """
     evaluations = existing.get(EVALUATIONS, {})
     if not isinstance(evaluations, dict):
-        raise ValueError(f'metrics.json has an "{EVALUATIONS}" entry that is not an object')
+        raise UserError(f'metrics.json has an "{EVALUATIONS}" entry that is not an object')
     kept = {k: v for k, v in evaluations.items() if k != key}
     return {**existing, EVALUATIONS: {**kept, key: summary}}
-
-
-def _runs(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, summary) of every evaluation in a metrics.json, oldest first: the top-level one, then
-    the keyed ones. A top level in another layout becomes one run whose metrics are its numbers."""
-    top = {k: v for k, v in metrics.items() if k != EVALUATIONS}
-    runs = []
-    if isinstance(top.get("metrics"), dict):
-        runs.append((Path(str(top.get("data") or "validation")).name, top))
-    elif top:
-        runs.append(("", {"metrics": top}))
-    runs += [(k, v) for k, v in (metrics.get(EVALUATIONS) or {}).items() if isinstance(v, dict)]
-    return runs
-
-
-def _rows(label: str, summary: dict[str, Any]) -> list[tuple[str, str, str]]:
-    if isinstance(summary.get("glue"), dict):
-        return [row for task, s in summary["glue"].items()
-                for row in metric_rows(s["metrics"], f"{label}/{task}/")]
-    return metric_rows(summary.get("metrics") or {}, f"{label}/" if label else "")
-
-
-def _describe(label: str, summary: dict[str, Any]) -> str | None:
-    if isinstance(summary.get("glue"), dict):
-        done = ", ".join(f"{t} ({s['examples']} examples)" for t, s in summary["glue"].items())
-        failed = f"; not evaluated: {', '.join(summary['errors'])}" if summary.get("errors") else ""
-        where = f"the GLUE {summary.get('split')} files in `{summary.get('data_dir')}`"
-        return f"- `{label}`: {where}: {done}{failed}"
-    if "examples" not in summary:
-        return None
-    glue = f" (GLUE {summary['glue_task']})" if summary.get("glue_task") else ""
-    return f"- `{label}`: {summary['examples']} examples of `{summary.get('data')}`{glue}"
-
-
-def glue_scores(metrics: dict[str, Any]) -> dict[str, float]:
-    """GLUE task -> score of every GLUE evaluation in a metrics.json; a later evaluation wins."""
-    scores: dict[str, float] = {}
-    for _, summary in _runs(metrics):
-        glue = summary.get("glue")
-        found = glue if isinstance(glue, dict) else {summary.get("glue_task"): summary}
-        for task, s in found.items():
-            score = (s.get("metrics") or {}).get("score")
-            if task and isinstance(score, (int, float)):
-                scores[task] = float(score)
-    return scores
-
-
-def results_section(metrics: dict[str, Any]) -> list[str]:
-    """The card's ``## Evaluation results`` lines for a model directory's metrics.json (cards' layout)."""
-    runs = _runs(metrics)
-    rows = [row for label, summary in runs for row in _rows(label, summary)]
-    if not rows:
-        return [SECTION, "", ("Not evaluated: fine-tune with `--validation FILE` or run "
-                              "`distilkit evaluate TASK --model DIR --data FILE` to add results here."), ""]
-    described = [line for label, summary in runs if (line := _describe(label, summary))]
-    out = [SECTION, ""]
-    if described:
-        out += ["Scored through the distilkit Predictor (what `distilkit serve` runs) on:", "",
-                *described, ""]
-    out += ["| dataset | metric | value |", "|---|---|---|", *(f"| {d} | {m} | {v} |" for d, m, v in rows)]
-    scores = glue_scores(metrics)
-    if scores:
-        names, cells = glue_table(scores)
-        out += ["", "GLUE scores (each the mean of the task's metrics x 100, as in the DistilBERT card):", "",
-                "| Task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
-                "| score | " + " | ".join(cells) + " |"]
-    return [*out, ""]
-
-
-def replace_section(card: str, section: list[str]) -> str:
-    """``card`` with its results section replaced by ``section``; a card without one gets it before
-    ``## How to use``, or at the end."""
-    lines = card.splitlines()
-    if SECTION in lines:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    else:
-        start = end = lines.index(USAGE) if USAGE in lines else len(lines)
-        if start and lines[start - 1].strip():
-            section = ["", *section]
-    return "\n".join([*lines[:start], *section, *lines[end:]]).rstrip("\n") + "\n"
 
 
 def new_card(directory: Path, task: str) -> str:
@@ -160,9 +76,8 @@ def new_card(directory: Path, task: str) -> str:
     except (OSError, json.JSONDecodeError):
         config = {}
     arch = (config.get("architectures") or ["unknown architecture"])[0]
-    usage = f'model = distilkit.pipeline("{task}", model="{directory}")'
-    return "\n".join([f"# {directory.name}", "", f"A {task} model ({arch}).", "", SECTION, "", USAGE, "",
-                      "```python", "import distilkit", "", usage, "```", ""])
+    return cards.render(directory.name, f"A {task} model ({arch}).", [],
+                        [cards.results_section({}), cards.usage_section(task, directory)])
 
 
 def record_evaluation(directory: Path, key: str, summary: dict[str, Any], task: str) -> tuple[Path, Path]:
@@ -173,7 +88,7 @@ def record_evaluation(directory: Path, key: str, summary: dict[str, Any], task: 
 
     Raises:
         OSError: a file cannot be written (each file is replaced whole or not at all).
-        ValueError: the existing metrics.json is not a JSON object.
+        UserError: the existing metrics.json is not a JSON object.
     """
     metrics_path, card_path = directory / "metrics.json", directory / "README.md"
     existing: Any = {}
@@ -183,11 +98,11 @@ def record_evaluation(directory: Path, key: str, summary: dict[str, Any], task: 
         except json.JSONDecodeError:
             existing = None
         if not isinstance(existing, dict):
-            raise ValueError(f"{metrics_path} is not a JSON object")
+            raise UserError(f"{metrics_path} is not a JSON object")
     merged = merge(existing, key, summary)
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else new_card(directory, task)
     _write_atomic(metrics_path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(card_path, replace_section(card, results_section(merged)))
+    _write_atomic(card_path, cards.replace_section(card, cards.results_section(merged)))
     return metrics_path, card_path
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.export import parity
 from distilkit.export.quantize import QUANTIZATIONS, quantize_int8
 from distilkit.inference.onnx_backend import EXPORT_FORMAT, EXPORT_MANIFEST, MASK_POSITIONS, session_options
@@ -34,7 +35,7 @@ DEFAULT_ATOL = 1e-4
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class ExportParityError(ValueError):
+class ExportParityError(UserError):
     """The fp32 graph's outputs differ from PyTorch's by more than the tolerance."""
 
 
@@ -46,8 +47,13 @@ class _ExportModule(torch.nn.Module):
         self.model = model
         self.task = task
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                mask_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        mask_positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         from distilkit.tasks.fill_mask import mlm_head
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -71,18 +77,25 @@ def graph_io(model: torch.nn.Module, task: str) -> tuple[list[str], list[str]]:
         from distilkit.tasks.fill_mask import mlm_head
 
         if mlm_head(model) is None:
-            raise ValueError(f"{type(model).__name__} has no known masked-LM head; cannot export fill-mask")
+            raise UserError(f"{type(model).__name__} has no known masked-LM head; cannot export fill-mask")
         inputs.append(MASK_POSITIONS)
     outputs = ["start_logits", "end_logits"] if task == "question-answering" else ["logits"]
     return inputs, outputs
 
 
-def export_graph(model: torch.nn.Module, task: str, path: Path, opset: int = DEFAULT_OPSET) -> tuple[list[str], list[str]]:
-    """Trace ``model`` (fp32, eval) for ``task`` into an ONNX file at ``path``; returns its input/output names."""
+def export_graph(
+    model: torch.nn.Module, task: str, path: Path, opset: int = DEFAULT_OPSET
+) -> tuple[list[str], list[str]]:
+    """Trace ``model`` (fp32, eval) for ``task`` into an ONNX file at ``path``; return its input/output
+    names."""
     inputs, outputs = graph_io(model, task)
     ids = torch.full((2, 16), 5, dtype=torch.int64)  # (B, T) example; every axis is exported dynamic
-    examples = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-                MASK_POSITIONS: torch.tensor([1, 3, 20], dtype=torch.int64)}
+    examples = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+        MASK_POSITIONS: torch.tensor([1, 3, 20], dtype=torch.int64),
+    }
     kwargs = {n: examples[n] for n in inputs}
     dims = {n: ({0: "masks"} if n == MASK_POSITIONS else {0: "batch", 1: "sequence"}) for n in inputs}
     module = _ExportModule(model, task).eval()  # eval: a fresh wrapper defaults to training mode
@@ -107,7 +120,9 @@ def check_parity(model: torch.nn.Module, graph: Path, task: str, tokenizer: Any,
 
     batches = parity.generate_batches(tokenizer, input_names, task, max_length)
     ref = [parity.torch_outputs(model, task, b) for b in batches]
-    session = ort.InferenceSession(str(graph), sess_options=session_options(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(graph), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
     return batches, ref, session
 
 
@@ -136,21 +151,23 @@ def export_onnx(
 
     Raises:
         ExportParityError: the fp32 graph is off by more than ``atol`` (nothing is written).
-        ValueError: a bad flag, an existing output, an unknown task.
+        UserError: a bad flag, an existing output, an unknown task.
     """
     from distilkit.models import load_model
 
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"--quantize must be one of {sorted(QUANTIZATIONS)}, got {quantize!r}")
+        raise UserError(f"--quantize must be one of {sorted(QUANTIZATIONS)}, got {quantize!r}")
     if opset < DEFAULT_OPSET:
-        raise ValueError(f"--opset must be >= {DEFAULT_OPSET} (the torch.export-based exporter), got {opset}")
+        raise UserError(f"--opset must be >= {DEFAULT_OPSET} (the torch.export-based exporter), got {opset}")
     if atol <= 0:
-        raise ValueError(f"--atol must be > 0, got {atol}")
+        raise UserError(f"--atol must be > 0, got {atol}")
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     started = time.perf_counter()
-    loaded = load_model(model, task, dummy_weights=dummy_weights, dtype=torch.float32, device="cpu", backend="torch")
+    loaded = load_model(
+        model, task, dummy_weights=dummy_weights, dtype=torch.float32, device="cpu", backend="torch"
+    )
     work = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -166,21 +183,28 @@ def export_onnx(
     return report
 
 
-def _export_into(loaded: Any, work: Path, quantize: str | None, opset: int, atol: float, source: str) -> dict[str, Any]:
+def _export_into(
+    loaded: Any, work: Path, quantize: str | None, opset: int, atol: float, source: str
+) -> dict[str, Any]:
     """Export, check, optionally quantize into ``work``; returns the report (raises on fp32 mismatch)."""
     model, task, tokenizer = loaded.model, loaded.task, loaded.tokenizer
     fp32_path = work / (MODEL_FILE if quantize is None else "model.fp32.onnx")
     inputs, outputs = export_graph(model, task, fp32_path, opset)
-    max_length = min(int(getattr(loaded.config, "max_position_embeddings", 512)), tokenizer.model_max_length, 512)
+    max_length = min(
+        int(getattr(loaded.config, "max_position_embeddings", 512)), tokenizer.model_max_length, 512
+    )
     batches, ref, session = check_parity(model, fp32_path, task, tokenizer, inputs, max_length)
-    diffs = [parity.max_abs_diff(task, b, r, parity.onnx_outputs(session, b)) for b, r in zip(batches, ref, strict=True)]
+    diffs = [
+        parity.max_abs_diff(task, b, r, parity.onnx_outputs(session, b))
+        for b, r in zip(batches, ref, strict=True)
+    ]
     shapes = [list(b.inputs["input_ids"].shape) for b in batches]
     if max(diffs) > atol:
         worst = max(range(len(diffs)), key=diffs.__getitem__)
         raise ExportParityError(
-            f"ONNX fp32 parity failed for {source} ({task}): max |ONNX - PyTorch| = {diffs[worst]:.3g} > atol "
-            f"{atol:g} on a batch of shape {shapes[worst]} (opset {opset}); nothing was written. Try another "
-            "--opset, or report the model's architecture"
+            f"ONNX fp32 parity failed for {source} ({task}): max |ONNX - PyTorch| = {diffs[worst]:.3g} "
+            f"> atol {atol:g} on a batch of shape {shapes[worst]} (opset {opset}); nothing was written. "
+            "Try another --opset, or report the model's architecture"
         )
     report: dict[str, Any] = {
         "format": EXPORT_FORMAT, "version": 1, "task": task, "source": source,
@@ -201,7 +225,9 @@ def _export_into(loaded: Any, work: Path, quantize: str | None, opset: int, atol
         report["sizes"]["int8_bytes"] = int8_path.stat().st_size
         report["parity"]["int8"] = {
             **parity.agreement(task, batches, ref, got),
-            "max_abs_diff": max(parity.max_abs_diff(task, b, r, g) for b, r, g in zip(batches, ref, got, strict=True)),
+            "max_abs_diff": max(
+                parity.max_abs_diff(task, b, r, g) for b, r, g in zip(batches, ref, got, strict=True)
+            ),
             "shapes": shapes,
         }
     loaded.config.save_pretrained(work)

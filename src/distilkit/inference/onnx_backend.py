@@ -6,9 +6,10 @@ is called like a transformers model (``model(**batch)``) and returns ``.logits``
 ``.start_logits`` / ``.end_logits`` as torch tensors, so the handlers run it unchanged.
 
 fill-mask graphs take a fourth input, ``mask_positions`` (flat indices into ``B*T``), and project
-onto the vocabulary only there (DESIGN §4). Their ``.logits`` is therefore lazy: the handler's
-generic path ``model(**batch).logits[mask]`` runs the graph with the positions of ``mask``.
-onnxruntime is imported only when a model is loaded.
+onto the vocabulary only there (over all positions, that projection is a third of DistilBERT's
+FLOPs). Their ``.logits`` is therefore lazy: the handler's generic path
+``model(**batch).logits[mask]`` runs the graph with the positions of ``mask``. onnxruntime is
+imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+from distilkit.errors import UserError
+from distilkit.model_info import LoadedModel, canonical_task
 
 EXPORT_MANIFEST = "distilkit_export.json"
 EXPORT_FORMAT = "distilkit-onnx"
@@ -36,17 +40,17 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The export report of an exported directory.
 
     Raises:
-        ValueError: the directory is not an export, or its report is not distilkit's.
+        UserError: the directory is not an export, or its report is not distilkit's.
     """
     file = Path(path) / EXPORT_MANIFEST
     if not file.is_file():
-        raise ValueError(
+        raise UserError(
             f"{path} is not an exported ONNX directory (no {EXPORT_MANIFEST}); create one with "
             "`distilkit export onnx --model REF --output DIR`, or use --backend torch"
         )
     manifest = json.loads(file.read_text(encoding="utf-8"))
     if manifest.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{file} is not a distilkit export report (format {manifest.get('format')!r})")
+        raise UserError(f"{file} is not a distilkit export report (format {manifest.get('format')!r})")
     return manifest
 
 
@@ -68,8 +72,9 @@ class _MaskedLogits:
         self._model, self._feeds, self._shape = model, feeds, shape
 
     def __getitem__(self, mask: torch.Tensor) -> torch.Tensor:
-        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == self._shape):
-            raise TypeError(f"ONNX fill-mask logits are indexed with a boolean (B, T) = {self._shape} mask only")
+        is_mask = isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+        if not (is_mask and tuple(mask.shape) == self._shape):
+            raise TypeError(f"ONNX fill-mask logits are indexed with a boolean (B, T) = {self._shape} mask")
         positions = mask.reshape(-1).nonzero().squeeze(1).cpu().numpy()  # (M,) flat indices into B*T
         (logits,) = self._model.session.run(["logits"], {**self._feeds, MASK_POSITIONS: positions})
         return torch.from_numpy(logits)  # (M, V)
@@ -124,12 +129,13 @@ class OnnxModel:
             if name == MASK_POSITIONS:
                 continue
             if name not in batch:
-                raise ValueError(f"the ONNX graph needs input {name!r}; got {sorted(batch)}")
+                raise ValueError(f"the ONNX graph needs input {name!r}; got {sorted(batch)}")  # a handler bug
             feeds[name] = batch[name].detach().cpu().to(torch.int64).numpy()  # (B, T)
         if MASK_POSITIONS in self.input_names:
             return SimpleNamespace(logits=_MaskedLogits(self, feeds, tuple(batch["input_ids"].shape)))
         outputs = self.session.run(self.output_names, feeds)
-        return SimpleNamespace(**{n: torch.from_numpy(o) for n, o in zip(self.output_names, outputs, strict=True)})
+        named = zip(self.output_names, outputs, strict=True)
+        return SimpleNamespace(**{n: torch.from_numpy(o) for n, o in named})
 
     def eval(self) -> OnnxModel:
         return self
@@ -141,20 +147,18 @@ class OnnxModel:
         return f"OnnxModel({str(self.path)!r}, task={self.task!r}, precision={self.precision!r})"
 
 
-def load_exported(source: str | os.PathLike, task: str | None = None, ref: str | None = None) -> Any:
+def load_exported(source: str | os.PathLike, task: str | None = None, ref: str | None = None) -> LoadedModel:
     """Load an exported directory into a ``LoadedModel`` whose model is an ``OnnxModel``.
 
     Raises:
-        ValueError: not an exported directory, or ``task`` differs from the exported task.
+        UserError: not an exported directory, or ``task`` differs from the exported task.
     """
     from transformers import AutoConfig, AutoTokenizer
-
-    from distilkit.models import LoadedModel, canonical_task
 
     manifest = read_manifest(source)
     exported_task = manifest["task"]
     if task is not None and canonical_task(task) != exported_task:
-        raise ValueError(f"{source} was exported for {exported_task}, not {canonical_task(task)}")
+        raise UserError(f"{source} was exported for {exported_task}, not {canonical_task(task)}")
     config = AutoConfig.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = OnnxModel(Path(source) / manifest["model_file"], config, exported_task,

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
 from distilkit.inference.predictor import Predictor
 
 # Call-time keywords of transformers pipelines that concern batching, not results.
@@ -42,7 +43,8 @@ class Pipeline:
 
     def __repr__(self) -> str:
         p = self.predictor
-        return f"distilkit.Pipeline(task={self.task!r}, model={p.loaded.source!r}, dtype={p.dtype}, device={p.device})"
+        return (f"distilkit.Pipeline(task={self.task!r}, model={p.loaded.source!r}, dtype={p.dtype}, "
+                f"device={p.device})")
 
 
 def pipeline(
@@ -74,21 +76,22 @@ def pipeline(
         max_batch_tokens, max_batch_size: the length-aware batching budget.
         compile: torch.compile the encoder (faster after a ~20 s first batch; for long runs).
         seed: seed of dummy weights.
-        backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx`` directory).
+        backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx``
+            directory).
         **params: default call parameters (e.g. ``top_k=3``), validated now.
 
     Raises:
-        ValueError: unknown task or parameter, bad value.
+        UserError: unknown task or parameter, bad value.
         distilkit.models.ModelNotFoundError: the model cannot be found (offline hub id, bad path).
     """
     if model is None:
-        raise ValueError("model is required: a local model directory or a hub id")
+        raise UserError("model is required: a local model directory or a hub id")
     batching: dict[str, Any] = {"compile": compile}
     if max_batch_tokens is not None:
         batching["max_batch_tokens"] = max_batch_tokens
     if max_batch_size is not None:
         batching["max_batch_size"] = max_batch_size
-    from distilkit.models import TaskNotFoundError
+    from distilkit.model_info import TaskNotFoundError
 
     try:
         predictor = Predictor.from_ref(

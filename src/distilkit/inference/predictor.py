@@ -16,7 +16,8 @@ import torch
 
 from distilkit.inference import runtime
 from distilkit.inference.batching import collate, padded_length, plan_batches
-from distilkit.models import LoadedModel, load_model
+from distilkit.model_info import LoadedModel
+from distilkit.models import load_model
 from distilkit.tasks import Feature, get_handler_class
 
 DEFAULT_MAX_BATCH_TOKENS = 2048

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from distilkit.errors import UserError
+
 DTYPES = {"auto", "float32", "bfloat16", "float16"}
 
 
@@ -29,7 +31,7 @@ def resolve_device(device: str | int | torch.device | None) -> torch.device:
         return torch.device("cpu") if device < 0 else torch.device(f"cuda:{device}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
+        raise UserError(f"device {device!r} was requested but CUDA is not available on this machine")
     return dev
 
 
@@ -37,12 +39,12 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     """Apply the precision policy: "auto" is bf16 on AMX/AVX512-BF16 CPUs and on CUDA, else fp32.
 
     Raises:
-        ValueError: for a dtype name outside ``auto|float32|bfloat16|float16``.
+        UserError: for a dtype name outside ``auto|float32|bfloat16|float16``.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise UserError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -62,7 +64,7 @@ def set_threads(num_threads: int | None = None) -> int:
         env = os.environ.get("DISTILKIT_NUM_THREADS")
         num_threads = int(env) if env else len(os.sched_getaffinity(0))
     if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        raise UserError(f"num_threads must be >= 1, got {num_threads}")
     torch.set_num_threads(num_threads)
     _threads_set = True
     return num_threads

@@ -1,7 +1,8 @@
-"""Model cards: the card fields read from a model directory at registration, and the Markdown card itself.
+"""A registered version's card: the fields read from a model directory at registration, and the card.
 
 ``describe_model_dir`` runs once, at registration, over the copied files; ``render_card`` is a pure
-function of the stored entry, so a card never changes for a given ``name@version``.
+function of the stored entry (laid out by ``distilkit.cards``), so a card never changes for a given
+``name@version``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from distilkit import cards
+from distilkit.model_info import canonical_task, infer_task, is_weight_file
+
 GIB = 1 << 30
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 DEFAULT_LIMITATIONS = (
     "The model inherits the biases of its training corpus and of the teacher it was distilled from "
@@ -33,7 +36,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _hardware(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Minimum spec estimated from the weight size (fp32 weights, activations and a copy in memory)."""
-    weights = sum(f["size"] for rel, f in files.items() if rel.endswith(WEIGHT_SUFFIXES))
+    weights = sum(f["size"] for rel, f in files.items() if is_weight_file(rel))
     total = sum(f["size"] for f in files.values())
     return {
         "inference": {"cores": 2, "gpus": 0, "memory_gib": max(2, math.ceil(4 * weights / GIB)),
@@ -44,15 +47,18 @@ def _hardware(files: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def describe_model_dir(directory: Path, files: dict[str, dict[str, Any]], task: str | None) -> dict[str, Any]:
-    """Card fields a model directory tells by itself: task, architecture, preprocessing, labels, metrics, hardware.
+    """Card fields a model directory tells by itself: task, architecture, preprocessing, labels, metrics,
+    hardware.
 
     Raises:
-        ValueError: unknown ``task``, or none given and ``config.architectures`` does not tell it.
+        UserError: unknown ``task``, or none given and ``config.architectures`` does not tell it.
     """
-    from distilkit.models import canonical_task, infer_task
-
     config = _read_json(directory / "config.json")
-    task = canonical_task(task) if task else infer_task(SimpleNamespace(architectures=config.get("architectures")))
+    task = (
+        canonical_task(task)
+        if task
+        else infer_task(SimpleNamespace(architectures=config.get("architectures")))
+    )
     tok = _read_json(directory / "tokenizer_config.json")
     mask = tok.get("mask_token")
     max_length = tok.get("model_max_length")
@@ -79,13 +85,21 @@ def describe_model_dir(directory: Path, files: dict[str, dict[str, Any]], task: 
 
 
 def _samples(task: str, meta: dict[str, Any]) -> tuple[Any, Any]:
-    """Request and response of ``POST /score`` for ``task`` in the card formats (DESIGN.md §3)."""
+    """Request and response of ``POST /score`` for ``task`` in the formats the DistilBERT catalog cards
+    show: ``input_data`` (fill-mask with ``[MASK]``: top-1 strings; classification; NER), ``inputs`` with
+    question/context lists (question-answering) and ``inputs.input_string`` + ``parameters.top_k``
+    (fill-mask with ``<mask>``)."""
     mask = (meta.get("preprocessing") or {}).get("mask_token") or "[MASK]"
     labels = [l for l in meta.get("labels") or [] if l != "O"] or ["LABEL_0"]
     if task == "fill-mask" and mask == "<mask>":
         request = {"inputs": {"input_string": ["Paris is the <mask> of France.", "Today is a <mask> day!"]},
                    "parameters": {"top_k": 2}}
-        one = {"score": 0.9, "token": 812, "token_str": " capital", "sequence": "Paris is the capital of France."}
+        one = {
+            "score": 0.9,
+            "token": 812,
+            "token_str": " capital",
+            "sequence": "Paris is the capital of France.",
+        }
         return request, [[one, {**one, "score": 0.05}], ["..."]]
     if task == "fill-mask":
         return {"input_data": [f"Paris is {mask} of France"], "params": {}}, ["part"]
@@ -98,30 +112,13 @@ def _samples(task: str, meta: dict[str, Any]) -> tuple[Any, Any]:
     if task == "text-classification":
         return {"input_data": ["I love this movie!"], "params": {}}, [{"label": labels[0], "score": 0.98}]
     group = labels[0].split("-", 1)[-1]
-    return ({"input_data": ["My name is John and I live in Seattle."], "params": {"aggregation_strategy": "simple"}},
-            [[{"entity_group": group, "score": 0.99, "word": "John", "start": 11, "end": 15}]])
-
-
-def metric_rows(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
-    """The cards' results rows, ``(dataset/split, metric, value)``, of a flat or nested ``metrics.json``.
-
-    Shared by the registry card, the fine-tuning card and ``distilkit evaluate``'s model-directory card.
-
-    Args:
-        metrics: metric name -> number or string; a nested dict's key joins the dataset path.
-        prefix: dataset path of the top level (``"dev.jsonl/"``); ``-`` when it is empty.
-
-    Returns:
-        One row per number or string, floats to 4 decimals without trailing zeros; booleans are left out.
-    """
-    rows = []
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            rows += metric_rows(value, f"{prefix}{key}/")
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            shown = f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
-            rows.append((prefix.rstrip("/") or "-", key, shown))
-    return rows
+    return (
+        {
+            "input_data": ["My name is John and I live in Seattle."],
+            "params": {"aggregation_strategy": "simple"},
+        },
+        [[{"entity_group": group, "score": 0.99, "word": "John", "start": 11, "end": 15}]],
+    )
 
 
 def _or(value: Any, missing: str = "not recorded") -> str:
@@ -130,44 +127,79 @@ def _or(value: Any, missing: str = "not recorded") -> str:
     return str(value) if value else missing
 
 
+def _preprocessing(task: str, pre: dict[str, Any], labels: list[str] | None) -> list[str]:
+    case = "lowercased" if pre.get("lowercase") else "cased"
+    windows = (" (question-answering splits long contexts into overlapping windows instead)."
+               if task == "question-answering" else ".")
+    lines = [
+        f"Text is tokenized with the model's own tokenizer ({_or(pre.get('tokenizer'), 'unknown class')}, "
+        f"{case}, vocabulary of {_or(pre.get('vocab_size'), '?')} tokens); sequences longer than "
+        f"{_or(pre.get('max_length'), '?')} tokens are truncated" + windows
+    ]
+    if task == "fill-mask" and pre.get("mask_token"):
+        lines.append(f"The mask token is `{pre['mask_token']}`.")
+    if labels:
+        lines.append(f"Labels: {', '.join(f'`{label}`' for label in labels)}.")
+    return lines
+
+
 def render_card(entry: dict[str, Any]) -> str:
-    """The Markdown model card of a registry entry (``Entry.to_dict()``): catalog fields, data, results, samples."""
-    task, pre = entry["task"], entry.get("preprocessing") or {}
-    ref = f"{entry['name']}@{entry['version']}"
-    out = [f"# {ref}", "", entry.get("description") or f"A {task} model ({_or(entry.get('architecture'), 'unknown architecture')}).", ""]
-    out += ["| field | value |", "|---|---|"]
+    """The Markdown model card of a registry entry (``Entry.to_dict()``): catalog fields, data, results,
+    samples, hardware, files; laid out by ``distilkit.cards``."""
+    task = entry["task"]
+    summary = (
+        entry.get("description")
+        or f"A {task} model ({_or(entry.get('architecture'), 'unknown architecture')})."
+    )
     fields = [("task", task), ("architecture", entry.get("architecture")), ("license", entry.get("license")),
               ("languages", entry.get("languages")), ("training datasets", entry.get("datasets")),
               ("source hub id", entry.get("hub_id")), ("aliases", entry.get("aliases")),
               ("content SHA-256", f"`{entry['content_sha256']}`")]
-    out += [f"| {k} | {_or(v)} |" for k, v in fields]
-    out += ["", "## Training data", ""]
-    datasets = entry.get("datasets") or []
-    out += [f"- {d}" for d in datasets] or ["Not recorded; pass `--dataset NAME` when registering."]
-    out += ["", "## Preprocessing", "",
-            f"Text is tokenized with the model's own tokenizer ({_or(pre.get('tokenizer'), 'unknown class')}, "
-            f"{'lowercased' if pre.get('lowercase') else 'cased'}, vocabulary of {_or(pre.get('vocab_size'), '?')} "
-            f"tokens); sequences longer than {_or(pre.get('max_length'), '?')} tokens are truncated"
-            + (" (question-answering splits long contexts into overlapping windows instead)." if task == "question-answering" else ".")]
-    if task == "fill-mask" and pre.get("mask_token"):
-        out.append(f"The mask token is `{pre['mask_token']}`.")
-    if entry.get("labels"):
-        out.append(f"Labels: {', '.join(f'`{l}`' for l in entry['labels'])}.")
-    out += ["", "## Evaluation results", ""]
-    rows = metric_rows(entry.get("metrics") or {})
-    if rows:
-        out += ["| dataset | metric | value |", "|---|---|---|", *(f"| {d} | {m} | {v} |" for d, m, v in rows)]
-    else:
-        out.append("No `metrics.json` was registered with this version.")
-    out += ["", "## Limitations and biases", "", entry.get("limitations") or DEFAULT_LIMITATIONS, ""]
+    datasets = [f"- {d}" for d in entry.get("datasets") or []]
     request, response = _samples(task, entry)
-    out += ["## Sample input and output", "", "Request to `POST /score` and the shape of its response (values illustrative):", "",
-            "```json", json.dumps(request, indent=2), "```", "", "```json", json.dumps(response, indent=2), "```", ""]
-    hw = entry.get("hardware") or {}
-    out += ["## Recommended hardware", "", "Minimum spec, estimated from the weight size.", "",
-            "| use | cores | GPUs | memory | disk |", "|---|---|---|---|---|"]
-    out += [f"| {use} | {s['cores']} | {s['gpus']} | {s['memory_gib']} GiB | {s['disk_gib']} GiB |"
-            for use, s in sorted(hw.items(), key=lambda item: item[0] != "inference")]
-    out += ["", "## Files", "", "| file | size (bytes) | SHA-256 |", "|---|---|---|"]
-    out += [f"| {rel} | {f['size']} | `{f['sha256']}` |" for rel, f in sorted((entry.get("files") or {}).items())]
-    return "\n".join(out) + "\n"
+    hardware = sorted((entry.get("hardware") or {}).items(), key=lambda item: item[0] != "inference")
+    files = sorted((entry.get("files") or {}).items())
+    sections = [
+        cards.section(
+            "Training data", *(datasets or ["Not recorded; pass `--dataset NAME` when registering."])
+        ),
+        cards.section(
+            "Preprocessing", *_preprocessing(task, entry.get("preprocessing") or {}, entry.get("labels"))
+        ),
+        cards.results_section(
+            entry.get("metrics") or {}, empty="No `metrics.json` was registered with this version."
+        ),
+        cards.section("Limitations and biases", entry.get("limitations") or DEFAULT_LIMITATIONS),
+        cards.section(
+            "Sample input and output",
+            "Request to `POST /score` and the shape of its response (values illustrative):",
+            "",
+            "```json",
+            json.dumps(request, indent=2),
+            "```",
+            "",
+            "```json",
+            json.dumps(response, indent=2),
+            "```",
+        ),
+        cards.section(
+            "Recommended hardware",
+            "Minimum spec, estimated from the weight size.",
+            "",
+            "| use | cores | GPUs | memory | disk |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {use} | {s['cores']} | {s['gpus']} | {s['memory_gib']} GiB | {s['disk_gib']} GiB |"
+                for use, s in hardware
+            ),
+        ),
+        cards.section(
+            "Files",
+            "| file | size (bytes) | SHA-256 |",
+            "|---|---|---|",
+            *(f"| {rel} | {f['size']} | `{f['sha256']}` |" for rel, f in files),
+        ),
+    ]
+    return cards.render(
+        f"{entry['name']}@{entry['version']}", summary, [(k, _or(v)) for k, v in fields], sections
+    )

@@ -1,4 +1,4 @@
-"""``--register NAME`` of ``distill``, ``finetune`` and ``evaluate``: put a run's model directory in the registry."""
+"""``--register NAME`` of ``distill``, ``finetune`` and ``evaluate``: a run's model directory, registered."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.registry.refs import check_token
 
 # Training by-products that are not part of the model: resume state and event logs.
@@ -16,15 +17,15 @@ SKIPPED_DIRS = ("checkpoints", "tensorboard")
 
 
 def check_register(name: str | None, alias: str | None) -> None:
-    """Validate ``--register``/``--register-alias`` before a run starts (ValueError: exit 2, one line)."""
+    """Validate ``--register``/``--register-alias`` before a run starts (UserError: exit 2, one line)."""
     if alias is not None and name is None:
-        raise ValueError("--register-alias needs --register NAME")
+        raise UserError("--register-alias needs --register NAME")
     if name is not None:
         check_token(name, "--register")
     if alias is not None:
         check_token(alias, "--register-alias")
         if alias == "latest":
-            raise ValueError("--register-alias latest is implicit (the newest version) and cannot be set")
+            raise UserError("--register-alias latest is implicit (the newest version) and cannot be set")
 
 
 def is_main_process() -> bool:
@@ -48,11 +49,12 @@ def register_run(
     metrics: dict[str, Any] | None = None,
     alias: str | None = None,
 ) -> str:
-    """Register the model ``directory`` a ``command`` run wrote (or scored) as ``name``; return ``NAME@VERSION``.
+    """Register the model ``directory`` a ``command`` run wrote (or scored) as ``name``; return
+    ``NAME@VERSION``.
 
-    The entry carries ``config`` (default: the directory's ``config.yaml``), the ``datasets`` (local paths made
-    absolute) and ``metrics`` (default: the directory's ``metrics.json``). ``checkpoints/`` and ``tensorboard/``
-    are left out of the artifact.
+    The entry carries ``config`` (default: the directory's ``config.yaml``), the ``datasets`` (local
+    paths made absolute) and ``metrics`` (default: the directory's ``metrics.json``). ``checkpoints/``
+    and ``tensorboard/`` are left out of the artifact.
     """
     import yaml
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from distilkit.errors import UserError
+
 # Names, versions and aliases share one alphabet; no "/" so hub ids like "org/model" never parse.
 TOKEN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _TOKEN_RE = re.compile(TOKEN)
@@ -39,7 +41,7 @@ def parse_ref(text: str) -> RegistryRef | None:
 
 
 def require_ref(text: str, *, versioned: bool = False) -> RegistryRef:
-    """Parse ``text`` for a registry command; ValueError naming the expected forms when it does not parse.
+    """Parse ``text`` for a registry command; UserError naming the expected forms when it does not parse.
 
     Args:
         text: ``name@version``, ``name:alias`` or ``name``.
@@ -48,12 +50,14 @@ def require_ref(text: str, *, versioned: bool = False) -> RegistryRef:
     ref = parse_ref(text)
     if ref is None or (versioned and ref.version is None):
         forms = "NAME@VERSION" if versioned else "NAME@VERSION, NAME:ALIAS or NAME"
-        raise ValueError(f"{text!r} is not a registry reference; expected {forms} (letters, digits, . _ -)")
+        raise UserError(f"{text!r} is not a registry reference; expected {forms} (letters, digits, . _ -)")
     return ref
 
 
 def check_token(value: str, what: str) -> str:
-    """Validate a name, version or alias; ValueError naming the flag-level ``what`` when invalid."""
+    """Validate a name, version or alias; UserError naming the flag-level ``what`` when invalid."""
     if not _TOKEN_RE.fullmatch(value):
-        raise ValueError(f"{what} {value!r} is invalid: use letters, digits, '.', '_' or '-' (max 128, no '/', '@', ':')")
+        raise UserError(
+            f"{what} {value!r} is invalid: use letters, digits, '.', '_' or '-' (max 128, no '/', '@', ':')"
+        )
     return value

@@ -25,10 +25,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from distilkit.errors import UserError
 from distilkit.registry.refs import LATEST, RegistryRef, check_token, require_ref
 
 SCHEMA = """
@@ -51,14 +52,14 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 """
 
-# Test hook: "STEP=SECONDS" sleeps at STEP ("copied" or "renamed", i.e. inside the transaction) so a test can kill
-# the process there. It announces the pause on stderr.
+# Test hook: "STEP=SECONDS" sleeps at STEP ("copied" or "renamed", i.e. inside the transaction) so a
+# test can kill the process there. It announces the pause on stderr.
 PAUSE_ENV = "DISTILKIT_REGISTRY_TEST_PAUSE"
 _CHUNK = 1 << 20
 _BUSY_RETRIES = 20
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry request that cannot be served (unknown name/version, immutable version, alias in use)."""
 
 
@@ -73,7 +74,8 @@ def default_home() -> Path:
 
 @dataclass
 class Entry:
-    """One registered version: identity, task, content hash, card fields (``meta``), aliases, artifact path."""
+    """One registered version: identity, task, content hash, card fields (``meta``), aliases, artifact
+    path."""
 
     name: str
     version: str
@@ -91,7 +93,7 @@ class Entry:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _pause(step: str) -> None:
@@ -168,7 +170,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Registry:
-    """A registry rooted at ``home``: ``register``, ``get``, ``list``, ``set_alias``, ``delete``, ``resolve``."""
+    """A registry rooted at ``home``: ``register``, ``get``, ``list``, ``set_alias``, ``delete``,
+    ``resolve``."""
 
     def __init__(self, home: str | os.PathLike | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
@@ -208,7 +211,7 @@ class Registry:
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE (the write lock up front, so two writers never pick the same version) ... COMMIT."""
+        """BEGIN IMMEDIATE (the write lock up front: two writers never pick the same version) ... COMMIT."""
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
@@ -229,7 +232,9 @@ class Registry:
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         if not self.exists():
-            raise RegistryError(f"the registry at {self.home} is empty; add a model with `distilkit registry register`")
+            raise RegistryError(
+                f"the registry at {self.home} is empty; add a model with `distilkit registry register`"
+            )
         conn = self._connect()
         try:
             yield conn
@@ -285,16 +290,24 @@ class Registry:
             _pause("copied")
             sha = content_sha256(files)
             meta = {
-                "license": license, "languages": list(languages), "datasets": list(datasets), "hub_id": hub_id,
-                "description": description, "limitations": limitations, **described,
-                "files": files, "source": str(src.resolve()), **(extra or {}),
+                "license": license,
+                "languages": list(languages),
+                "datasets": list(datasets),
+                "hub_id": hub_id,
+                "description": description,
+                "limitations": limitations,
+                **described,
+                "files": files,
+                "source": str(src.resolve()),
+                **(extra or {}),
             }
             with self._write() as conn:
                 version = self._next_version(conn, name, version)
                 self._place(work, sha, files)
                 _pause("renamed")
                 conn.execute(
-                    "INSERT INTO versions (name, version, task, content_sha256, created_at, meta) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO versions (name, version, task, content_sha256, created_at, meta) "
+                    "VALUES (?,?,?,?,?,?)",
                     (name, version, meta.pop("task"), sha, _now(), json.dumps(meta, sort_keys=True)),
                 )
                 for alias in aliases:
@@ -304,16 +317,26 @@ class Registry:
         return self.get(RegistryRef(name, version=version))
 
     def _next_version(self, conn: sqlite3.Connection, name: str, version: str | None) -> str:
-        rows = {r["version"]: r["deleted_at"] for r in conn.execute("SELECT version, deleted_at FROM versions WHERE name=?", (name,))}
+        rows = {
+            r["version"]: r["deleted_at"]
+            for r in conn.execute("SELECT version, deleted_at FROM versions WHERE name=?", (name,))
+        }
         if version is None:
             return str(1 + max((int(v) for v in rows if v.isdigit()), default=0))
         if version in rows:
-            why = "was deleted, and version numbers are never reused" if rows[version] else "is already registered"
-            raise RegistryError(f"{name}@{version} {why}; versions are immutable: register with another --version")
+            why = (
+                "was deleted, and version numbers are never reused"
+                if rows[version]
+                else "is already registered"
+            )
+            raise RegistryError(
+                f"{name}@{version} {why}; versions are immutable: register with another --version"
+            )
         return version
 
     def _place(self, work: Path, sha: str, files: dict[str, dict[str, Any]]) -> None:
-        """Move the finished copy to ``artifacts/<sha>`` (under the write lock); reuse an intact identical one."""
+        """Move the finished copy to ``artifacts/<sha>`` (under the write lock); reuse an intact identical
+        one."""
         final = self.artifacts / sha
         if final.exists():
             if not verify_files(final, files):
@@ -346,22 +369,30 @@ class Registry:
         return self.get(ref)
 
     def delete(self, ref: str | RegistryRef, *, force: bool = False) -> None:
-        """Delete ``name@version`` (its number stays taken); refused while an alias points at it unless ``force``."""
+        """Delete ``name@version`` (its number stays taken); refused while an alias points at it unless
+        ``force``."""
         ref = require_ref(ref, versioned=True) if isinstance(ref, str) else ref
         trash = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}-deleted"
         moved = False
         with self._write() as conn:
             row = self._row(conn, ref)
-            pointing = [r["alias"] for r in conn.execute(
-                "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias", (ref.name, ref.version))]
+            pointing = [
+                r["alias"]
+                for r in conn.execute(
+                    "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias",
+                    (ref.name, ref.version),
+                )
+            ]
             if pointing and not force:
                 raise RegistryError(
                     f"{ref} is the target of alias {', '.join(pointing)}; move the alias with "
                     "`distilkit registry alias NAME@OTHER ALIAS` or pass --force")
             conn.execute("DELETE FROM aliases WHERE name=? AND version=?", (ref.name, ref.version))
             conn.execute("UPDATE versions SET deleted_at=? WHERE id=?", (_now(), row["id"]))
-            shared = conn.execute("SELECT COUNT(*) FROM versions WHERE content_sha256=? AND deleted_at IS NULL",
-                                  (row["content_sha256"],)).fetchone()[0]
+            shared = conn.execute(
+                "SELECT COUNT(*) FROM versions WHERE content_sha256=? AND deleted_at IS NULL",
+                (row["content_sha256"],),
+            ).fetchone()[0]
             final = self.artifacts / row["content_sha256"]
             if not shared and final.exists():
                 self.tmp.mkdir(parents=True, exist_ok=True)
@@ -373,7 +404,9 @@ class Registry:
     # -- reads ----------------------------------------------------------------------------------------
     def _row(self, conn: sqlite3.Connection, ref: RegistryRef) -> sqlite3.Row:
         """The live row ``ref`` names; RegistryError saying what exists otherwise."""
-        live = conn.execute("SELECT * FROM versions WHERE name=? AND deleted_at IS NULL ORDER BY id", (ref.name,)).fetchall()
+        live = conn.execute(
+            "SELECT * FROM versions WHERE name=? AND deleted_at IS NULL ORDER BY id", (ref.name,)
+        ).fetchall()
         if ref.version is not None:
             version = ref.version
         elif ref.alias == LATEST:
@@ -382,10 +415,19 @@ class Registry:
                                     "`distilkit registry list` shows what is there")
             return live[-1]
         else:
-            hit = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (ref.name, ref.alias)).fetchone()
+            hit = conn.execute(
+                "SELECT version FROM aliases WHERE name=? AND alias=?", (ref.name, ref.alias)
+            ).fetchone()
             if hit is None:
-                known = [r["alias"] for r in conn.execute("SELECT alias FROM aliases WHERE name=? ORDER BY alias", (ref.name,))]
-                raise RegistryError(f"{ref.name} has no alias {ref.alias!r} (aliases: {', '.join([LATEST, *known])})")
+                known = [
+                    r["alias"]
+                    for r in conn.execute(
+                        "SELECT alias FROM aliases WHERE name=? ORDER BY alias", (ref.name,)
+                    )
+                ]
+                raise RegistryError(
+                    f"{ref.name} has no alias {ref.alias!r} (aliases: {', '.join([LATEST, *known])})"
+                )
             version = hit["version"]
         for row in live:
             if row["version"] == version:
@@ -393,17 +435,33 @@ class Registry:
         if not live:
             raise RegistryError(f"no model named {ref.name!r} in the registry at {self.home}; "
                                 "`distilkit registry list` shows what is there")
-        raise RegistryError(f"{ref.name} has no version {version!r} (versions: {', '.join(r['version'] for r in live)})")
+        raise RegistryError(
+            f"{ref.name} has no version {version!r} (versions: {', '.join(r['version'] for r in live)})"
+        )
 
     def _entry(self, conn: sqlite3.Connection, row: sqlite3.Row) -> Entry:
-        aliases = [r["alias"] for r in conn.execute(
-            "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias", (row["name"], row["version"]))]
-        newest = conn.execute("SELECT MAX(id) FROM versions WHERE name=? AND deleted_at IS NULL", (row["name"],)).fetchone()[0]
+        aliases = [
+            r["alias"]
+            for r in conn.execute(
+                "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias",
+                (row["name"], row["version"]),
+            )
+        ]
+        newest = conn.execute(
+            "SELECT MAX(id) FROM versions WHERE name=? AND deleted_at IS NULL", (row["name"],)
+        ).fetchone()[0]
         if newest == row["id"]:
             aliases.insert(0, LATEST)
-        return Entry(name=row["name"], version=row["version"], task=row["task"], content_sha256=row["content_sha256"],
-                     created_at=row["created_at"], path=str(self.artifacts / row["content_sha256"]),
-                     aliases=aliases, meta=json.loads(row["meta"]))
+        return Entry(
+            name=row["name"],
+            version=row["version"],
+            task=row["task"],
+            content_sha256=row["content_sha256"],
+            created_at=row["created_at"],
+            path=str(self.artifacts / row["content_sha256"]),
+            aliases=aliases,
+            meta=json.loads(row["meta"]),
+        )
 
     def get(self, ref: str | RegistryRef) -> Entry:
         """The entry ``ref`` names (``name@version``, ``name:alias`` or ``name``), without verifying files."""
@@ -421,12 +479,15 @@ class Registry:
             return [self._entry(conn, row) for row in rows]
 
     def verify(self, entry: Entry) -> None:
-        """Check every artifact file against the manifest; ArtifactIntegrityError naming the files otherwise."""
+        """Check every artifact file against the manifest; ArtifactIntegrityError naming the files
+        otherwise."""
         problems = verify_files(Path(entry.path), entry.meta["files"])
         if problems:
             raise ArtifactIntegrityError(
-                f"registry artifact {entry.name}@{entry.version} failed SHA-256 verification: {'; '.join(problems)} "
-                f"(in {entry.path}); refusing to load it. Restore the files or register the model again")
+                f"registry artifact {entry.name}@{entry.version} failed SHA-256 verification: "
+                f"{'; '.join(problems)} "
+                f"(in {entry.path}); refusing to load it. Restore the files or register the model again"
+            )
 
     def resolve(self, ref: str | RegistryRef) -> Entry:
         """The entry ``ref`` names, after verifying its files (what loading a registry reference calls)."""
@@ -442,8 +503,14 @@ class Registry:
             problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
             for row in conn.execute("SELECT * FROM versions WHERE deleted_at IS NULL"):
                 if not (self.artifacts / row["content_sha256"]).is_dir():
-                    problems.append(f"{row['name']}@{row['version']}: artifact {row['content_sha256']} is missing")
-            for row in conn.execute("SELECT a.name, a.alias, a.version FROM aliases a LEFT JOIN versions v ON "
-                                    "a.name=v.name AND a.version=v.version AND v.deleted_at IS NULL WHERE v.id IS NULL"):
-                problems.append(f"alias {row['name']}:{row['alias']} points at missing version {row['version']}")
+                    problems.append(
+                        f"{row['name']}@{row['version']}: artifact {row['content_sha256']} is missing"
+                    )
+            for row in conn.execute(
+                "SELECT a.name, a.alias, a.version FROM aliases a LEFT JOIN versions v ON "
+                "a.name=v.name AND a.version=v.version AND v.deleted_at IS NULL WHERE v.id IS NULL"
+            ):
+                problems.append(
+                    f"alias {row['name']}:{row['alias']} points at missing version {row['version']}"
+                )
         return problems

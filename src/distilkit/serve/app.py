@@ -27,9 +27,11 @@ from distilkit.serve.batcher import Batcher, BatchStats, QueueFull
 from distilkit.serve.formats import FieldError, ScoreRequest
 from distilkit.serve.metrics import ServerMetrics
 from distilkit.serve.settings import ServeSettings
+from distilkit.serve.timing import append_timing
 
 log = logging.getLogger("distilkit.serve")
-OPEN_PATHS = {"/health", "/ready", "/metrics", "/v2/health/ready", "/v2/health/live"}  # probes stay open
+# Probes and the playground page (its API calls send the key) stay open.
+OPEN_PATHS = {"/health", "/ready", "/metrics", "/v2/health/ready", "/v2/health/live", "/", "/playground"}
 STATUS_CODES = {400: "malformed_json", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                 413: "payload_too_large", 422: "invalid_request", 429: "queue_full", 503: "unavailable",
                 504: "timeout", 500: "internal_error"}
@@ -128,7 +130,8 @@ class ModelServer:
 
 
 class Guard:
-    """Pure ASGI middleware: API-key check, JSON 500 for server bugs, request metrics per route.
+    """Pure ASGI middleware: API-key check, JSON 500 for server bugs, request metrics per route and
+    the ``total`` entry of every response's Server-Timing header.
 
     (Not ``@app.middleware``: Starlette's BaseHTTPMiddleware wraps ``receive`` in a way that hides
     client disconnects from the endpoint, and costs time on every request.)
@@ -149,6 +152,7 @@ class Guard:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+                message = append_timing(message, "total", time.perf_counter() - start)
             await send(message)
 
         try:
@@ -169,7 +173,7 @@ class Guard:
 
     @staticmethod
     def _open(path: str) -> bool:
-        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json"))
+        return path in OPEN_PATHS or path.startswith(("/docs", "/openapi.json", "/playground/static/"))
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -211,6 +215,7 @@ async def wait_for_outputs(request: Request, job: Any, timeout: float) -> list[A
 
 def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> FastAPI:
     """Build the app for ``predictors`` (name -> Predictor); batchers start with the app's lifespan."""
+    from distilkit.serve.playground import add_playground
     from distilkit.serve.routes import add_routes
 
     metrics = ServerMetrics()
@@ -244,4 +249,5 @@ def create_app(settings: ServeSettings, predictors: dict[str, Predictor]) -> Fas
         return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     add_routes(app, server)
+    add_playground(app, settings)
     return app

@@ -120,7 +120,8 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
 
 def _describe(name: str, predictor: Any) -> dict[str, Any]:
     return {"name": name, "task": predictor.task, "source": predictor.loaded.source,
-            "dtype": str(predictor.dtype).replace("torch.", ""), "device": str(predictor.device)}
+            "dtype": str(predictor.dtype).replace("torch.", ""), "device": str(predictor.device),
+            **predictor.handler.describe()}  # parameters (+ mask_token | labels): what a form needs
 
 
 __all__ = ["add_routes", "ApiError"]

@@ -30,6 +30,8 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     max_inputs: int = 64
     """Inputs per request (413 above)."""
+    playground: bool = True
+    """Serve the playground page at ``/`` and ``/playground`` (try every model from a browser)."""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_batch_tokens", "max_queue", "max_body_bytes", "max_inputs"):

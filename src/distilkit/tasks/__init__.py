@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from distilkit.models import canonical_task
+from distilkit.model_info import canonical_task
 from distilkit.tasks.base import Feature, TaskHandler
 
 HANDLERS = {
@@ -21,4 +21,4 @@ def get_handler_class(task: str) -> type[TaskHandler]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Feature", "TaskHandler", "HANDLERS", "get_handler_class"]
+__all__ = ["HANDLERS", "Feature", "TaskHandler", "get_handler_class"]

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
+
 
 @dataclass
 class Feature:
@@ -35,9 +37,9 @@ class Feature:
         return len(self.input_ids)
 
 
-def input_error(index: int, message: str) -> ValueError:
+def input_error(index: int, message: str) -> UserError:
     """The one format of per-input errors: ``input 3: <what is wrong and what is expected>``."""
-    return ValueError(f"input {index}: {message}")
+    return UserError(f"input {index}: {message}")
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -45,11 +47,11 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
         isinstance(value, float) and value.is_integer()
     ):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise UserError(f"{name} must be {bound}, got {value}")
     return value
 
 
@@ -59,7 +61,7 @@ def check_bool(name: str, value: Any) -> bool:
         return value
     if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
-    raise ValueError(f"{name} must be true or false, got {value!r}")
+    raise UserError(f"{name} must be true or false, got {value!r}")
 
 
 def check_text(index: int, value: Any, what: str = "text") -> str:
@@ -76,6 +78,9 @@ class TaskHandler:
 
     task: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
+    # Per parameter: "integer" | "boolean" | "string" | "strings" (one or a list), or the tuple of
+    # accepted strings; what clients (the playground) need to build a form. Covers every default.
+    param_types: ClassVar[dict[str, str | tuple[str, ...]]] = {}
 
     def __init__(self, tokenizer: Any, config: Any):
         self.tokenizer = tokenizer
@@ -90,11 +95,11 @@ class TaskHandler:
 
     # --- parameters -------------------------------------------------------------------------
     def check_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
-        """Merge ``params`` over the defaults; unknown names and bad values raise ValueError."""
+        """Merge ``params`` over the defaults; unknown names and bad values raise UserError."""
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"unknown parameter {unknown[0]!r} for {self.task}; expected one of {sorted(self.defaults)}"
             )
         merged = {**self.defaults, **params}
@@ -103,6 +108,27 @@ class TaskHandler:
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate/convert merged parameter values (subclasses override)."""
         return params
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to build a request: every parameter with its type and default.
+
+        ``default`` is the value used when the parameter is not sent; None when the handler
+        derives it (``doc_stride`` from ``max_seq_len``, ...). Subclasses add task facts
+        (the mask token, the labels).
+        """
+        described = []
+        for name, default in self.defaults.items():
+            kind = self.param_types[name]
+            entry = {"name": name, "type": "string" if isinstance(kind, tuple) else kind,
+                     "default": self.public_default(name, default)}
+            if isinstance(kind, tuple):
+                entry["choices"] = list(kind)
+            described.append(entry)
+        return {"parameters": described}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        """The default of ``name`` as a client sees it (subclasses hide internal sentinels)."""
+        return default
 
     # --- the four stages ----------------------------------------------------------------------
     def check_inputs(self, items: list[Any]) -> list[Any]:
@@ -113,7 +139,9 @@ class TaskHandler:
         """Tokenize items into features (several per item for windowed tasks), in item order."""
         raise NotImplementedError
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
+    ) -> list[Any]:
         """Run the model on one padded batch; return one fp32 numpy output per feature."""
         logits = model(**batch).logits.float().cpu()  # (B, T, L) or (B, L); one transfer per batch
         if logits.dim() == 3:
@@ -128,7 +156,7 @@ class TaskHandler:
     def split_call(self, args: tuple, kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], Any]:
         """Split a ``pipeline(...)`` call into (items, params, shape) the way transformers does."""
         if len(args) != 1:
-            raise ValueError(f"{self.task} takes one positional argument (an input or a list of inputs)")
+            raise UserError(f"{self.task} takes one positional argument (an input or a list of inputs)")
         inputs = args[0]
         if isinstance(inputs, list):
             return list(inputs), kwargs, "list"
@@ -142,7 +170,8 @@ class TaskHandler:
         """Refuse an input longer than the model accepts, naming its length and the limit."""
         if n_tokens > self.max_length:
             raise input_error(
-                index, f"has {n_tokens} tokens; this model accepts at most {self.max_length} (shorten the text)"
+                index,
+                f"has {n_tokens} tokens; this model accepts at most {self.max_length} (shorten the text)",
             )
 
 

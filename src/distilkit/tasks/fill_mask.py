@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error
 
 # Mask tokens of the model families users mix up; a text holding another family's token is named.
@@ -17,7 +18,9 @@ KNOWN_MASK_TOKENS = ("[MASK]", "<mask>")
 def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Return the hidden-state -> vocabulary logits head of a masked-LM model, or None if unknown."""
     if hasattr(model, "vocab_projector"):  # DistilBERT: transform -> act -> norm -> projector
-        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+        return lambda h: model.vocab_projector(
+            model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
+        )
     if hasattr(model, "lm_head"):  # RoBERTa family
         return model.lm_head
     if hasattr(model, "cls"):  # BERT family
@@ -25,7 +28,9 @@ def mlm_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] |
     return None
 
 
-def top_candidates(probs: np.ndarray, top_k: int, target_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def top_candidates(
+    probs: np.ndarray, top_k: int, target_ids: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, token ids) per mask row of ``probs`` (n_masks, V), optionally among targets."""
     if target_ids is not None:
         probs = probs[:, target_ids]
@@ -41,15 +46,19 @@ class FillMaskHandler(TaskHandler):
     """fill-mask with ``top_k`` (default 5) and ``targets``; one list per mask when there are several."""
 
     task = "fill-mask"
-    defaults = {"top_k": 5, "targets": None}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": 5, "targets": None}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "targets": "strings"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
-            raise ValueError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
+            raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
         self._token_str: dict[int, str] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mask_token": self.mask_token}
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params["top_k"] = check_int("top_k", params["top_k"], 1)
@@ -62,7 +71,7 @@ class FillMaskHandler(TaskHandler):
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-            raise ValueError(f"targets must be a string or a list of strings, got {targets!r}")
+            raise UserError(f"targets must be a string or a list of strings, got {targets!r}")
         vocab = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
@@ -74,10 +83,12 @@ class FillMaskHandler(TaskHandler):
                 continue  # nothing to score, as the reference implementation ignores it
             if len(pieces) > 1:
                 tokens = self.tokenizer.convert_ids_to_tokens(pieces)
-                raise ValueError(f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens")
+                raise UserError(
+                    f"target {target!r} is {len(pieces)} tokens {tokens}; targets must be single tokens"
+                )
             ids.append(pieces[0])
         if not ids:
-            raise ValueError("targets: at least one target must be a token of this model's vocabulary")
+            raise UserError("targets: at least one target must be a token of this model's vocabulary")
         return np.array(sorted(set(ids)), dtype=np.int64)
 
     def check_inputs(self, items: list[Any]) -> list[str]:
@@ -96,11 +107,15 @@ class FillMaskHandler(TaskHandler):
         for i, ids in enumerate(encoded):
             self.tokenize_error_check(i, len(ids))
             if self.mask_id not in ids:  # e.g. "[MASK]" glued into a word the tokenizer splits
-                raise input_error(i, f"no {self.mask_token} token after tokenization; write it as a separate word")
+                raise input_error(
+                    i, f"no {self.mask_token} token after tokenization; write it as a separate word"
+                )
             features.append(Feature(item=i, input_ids=ids))
         return features
 
-    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]) -> list[Any]:
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
+    ) -> list[Any]:
         head = mlm_head(model)
         mask = batch["input_ids"] == self.mask_id  # (B, T)
         if head is None:
@@ -130,7 +145,12 @@ class FillMaskHandler(TaskHandler):
         texts = iter(self.tokenizer.batch_decode(sequences, skip_special_tokens=single))
         result = [
             [
-                {"score": float(v), "token": int(t), "token_str": self.token_str(int(t)), "sequence": next(texts)}
+                {
+                    "score": float(v),
+                    "token": int(t),
+                    "token_str": self.token_str(int(t)),
+                    "sequence": next(texts),
+                }
                 for v, t in zip(vrow, trow, strict=True)
             ]
             for vrow, trow in zip(values, ids, strict=True)

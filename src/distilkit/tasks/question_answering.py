@@ -10,11 +10,12 @@ with the same text across windows (their scores add up) and keeps the ``top_k`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_bool, check_int, check_text, input_error
 
 MASKED_LOGIT = -10000.0  # what the reference puts on tokens that cannot be in an answer
@@ -39,7 +40,7 @@ def expand_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[list[Any], bool]
     """
     has_kw = "question" in kwargs or "context" in kwargs
     if args and has_kw:
-        raise ValueError("pass the inputs either positionally or as question=/context=, not both")
+        raise UserError("pass the inputs either positionally or as question=/context=, not both")
     if args:
         if len(args) == 2 and all(isinstance(a, str) for a in args):
             return [{"question": args[0], "context": args[1]}], False
@@ -51,12 +52,12 @@ def expand_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[list[Any], bool]
             return [inputs], False
         if isinstance(inputs, (list, tuple)):
             return list(inputs), False
-        raise ValueError(
+        raise UserError(
             "question-answering inputs must be a dict {question, context} or a list of them, "
             f"got {type(inputs).__name__}"
         )
     if "question" not in kwargs or "context" not in kwargs:
-        raise ValueError("question-answering needs both question= and context=")
+        raise UserError("question-answering needs both question= and context=")
     question, context = kwargs["question"], kwargs["context"]
     if isinstance(question, str) and isinstance(context, str):
         return [{"question": question, "context": context}], False
@@ -64,7 +65,7 @@ def expand_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[list[Any], bool]
         return [{"question": q, "context": context} for q in question], False
     if isinstance(question, list) and isinstance(context, list):
         return pair_lists(question, context), False
-    raise ValueError(
+    raise UserError(
         "question= and context= must be two strings, a list of questions and one context, "
         "or two lists of equal length"
     )
@@ -73,7 +74,7 @@ def expand_inputs(args: tuple, kwargs: dict[str, Any]) -> tuple[list[Any], bool]
 def pair_lists(questions: list[Any], contexts: list[Any]) -> list[dict[str, Any]]:
     """Zip equal-length question and context lists into items."""
     if len(questions) != len(contexts):
-        raise ValueError(
+        raise UserError(
             f"got {len(questions)} questions and {len(contexts)} contexts; the lengths must match"
         )
     return [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
@@ -209,7 +210,7 @@ class QuestionAnsweringHandler(TaskHandler):
     """question-answering with the reference's parameters; one Feature per context window."""
 
     task = "question-answering"
-    defaults = {
+    defaults: ClassVar[dict[str, Any]] = {
         "top_k": 1,
         "doc_stride": None,  # min(max_seq_len // 2, 128)
         "max_seq_len": None,  # min(model limit, 384)
@@ -218,11 +219,15 @@ class QuestionAnsweringHandler(TaskHandler):
         "handle_impossible_answer": False,
         "align_to_words": True,
     }
+    param_types: ClassVar[dict[str, Any]] = {
+        "top_k": "integer", "doc_stride": "integer", "max_seq_len": "integer", "max_question_len": "integer",
+        "max_answer_len": "integer", "handle_impossible_answer": "boolean", "align_to_words": "boolean",
+    }
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(
+            raise UserError(
                 "question-answering needs a fast tokenizer (tokenizer.json) for character offsets"
             )
         # Right-padding tokenizers put the question first and cut the context (second sequence).
@@ -246,7 +251,7 @@ class QuestionAnsweringHandler(TaskHandler):
             params["doc_stride"] = min(params["max_seq_len"] // 2, 128)
         params["doc_stride"] = check_int("doc_stride", params["doc_stride"], 0)
         if params["doc_stride"] > params["max_seq_len"]:
-            raise ValueError(
+            raise UserError(
                 f"doc_stride ({params['doc_stride']}) is larger than max_seq_len ({params['max_seq_len']}); "
                 "the overlap between windows must be shorter than a window"
             )

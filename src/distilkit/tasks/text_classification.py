@@ -9,10 +9,11 @@ every label, sorted.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, input_error, sigmoid, softmax
 
 # ``top_k`` value meaning "not given": the pipeline's legacy best-label-only output.
@@ -81,12 +82,22 @@ class TextClassificationHandler(TaskHandler):
     """text-classification with ``top_k``, ``function_to_apply`` and ``truncation``; text pairs."""
 
     task = "text-classification"
-    defaults = {"top_k": LEGACY_TOP_K, "function_to_apply": "default", "truncation": False}
+    defaults: ClassVar[dict[str, Any]] = {"top_k": LEGACY_TOP_K, "function_to_apply": "default",
+                                          "truncation": False}
+    param_types: ClassVar[dict[str, Any]] = {"top_k": "integer", "function_to_apply": ("default", *FUNCTIONS),
+                                             "truncation": "boolean"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         self.default_function = default_function(config)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": list(self.labels)}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        # Not sending top_k gives the best label only; the sentinel that marks it is internal.
+        return None if default == LEGACY_TOP_K else default
 
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         top_k = params["top_k"]
@@ -97,13 +108,13 @@ class TextClassificationHandler(TaskHandler):
         if function is None or (isinstance(function, str) and function.lower() == "default"):
             function = self.default_function
         if not isinstance(function, str) or function.lower() not in FUNCTIONS:
-            raise ValueError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {function!r}")
+            raise UserError(f"function_to_apply must be one of {['default', *FUNCTIONS]}, got {function!r}")
         params["function_to_apply"] = function.lower()
         truncation = params["truncation"]
         if isinstance(truncation, (bool, str)) and truncation in TRUNCATION:
             params["truncation"] = TRUNCATION[truncation]
         else:
-            raise ValueError(
+            raise UserError(
                 f"truncation must be true, false, 'longest_first' or 'do_not_truncate', got {truncation!r}"
             )
         return params

@@ -18,10 +18,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from distilkit.errors import UserError
 from distilkit.tasks.base import Feature, TaskHandler, check_int, check_text, softmax
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
@@ -102,7 +103,7 @@ def word_label(scores: list[np.ndarray], strategy: str) -> tuple[int, float]:
         row = np.nanmean(np.stack(scores), axis=0)
     else:
         expected = sorted(WORD_STRATEGIES)
-        raise ValueError(f"{strategy!r} is not a word aggregation strategy; expected one of {expected}")
+        raise UserError(f"{strategy!r} is not a word aggregation strategy; expected one of {expected}")
     best = int(row.argmax())
     return best, float(row[best])
 
@@ -202,7 +203,7 @@ def check_strategy(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.lower() not in STRATEGIES:
-        raise ValueError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {value!r}")
+        raise UserError(f"aggregation_strategy must be one of {list(STRATEGIES)}, got {value!r}")
     return value.lower()
 
 
@@ -213,7 +214,7 @@ def check_ignore_labels(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"ignore_labels must be a list of label names, got {value!r}")
+        raise UserError(f"ignore_labels must be a list of label names, got {value!r}")
     return list(value)
 
 
@@ -222,7 +223,9 @@ class TokenClassificationHandler(TaskHandler):
     """token-classification with ``aggregation_strategy``, ``ignore_labels`` and ``stride``."""
 
     task = "token-classification"
-    defaults = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    defaults: ClassVar[dict[str, Any]] = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    param_types: ClassVar[dict[str, Any]] = {"aggregation_strategy": STRATEGIES, "ignore_labels": "strings",
+                                             "stride": "integer"}
 
     def __init__(self, tokenizer: Any, config: Any):
         super().__init__(tokenizer, config)
@@ -235,11 +238,17 @@ class TokenClassificationHandler(TaskHandler):
         self.n_special = tokenizer.num_special_tokens_to_add(pair=False)
         self._warned = False
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": list(self.labels)}
+
+    def public_default(self, name: str, default: Any) -> Any:
+        return check_ignore_labels(None) if name == "ignore_labels" else default
+
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         given = check_strategy(params["aggregation_strategy"])
         strategy = given or "none"
         if strategy in WORD_STRATEGIES and not self.is_fast:
-            raise ValueError(
+            raise UserError(
                 f'aggregation_strategy "{strategy}" needs a fast tokenizer (word ids); use "simple"'
             )
         if strategy in WORD_STRATEGIES and not self.word_aware and not self._warned:
@@ -253,11 +262,11 @@ class TokenClassificationHandler(TaskHandler):
             limit = self.max_length - self.n_special - 1
             params["stride"] = check_int("stride", stride, 0, limit)
             if given == "none":
-                raise ValueError(
+                raise UserError(
                     'stride (windows over long texts) needs an aggregation_strategy other than "none"'
                 )
             if not self.is_fast:
-                raise ValueError("stride needs a fast tokenizer")
+                raise UserError("stride needs a fast tokenizer")
         return params
 
     def check_inputs(self, items: list[Any]) -> list[str]:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
+
 CHECKPOINT_FILES = ("model.safetensors", "trainer_state.json", "training_state.pt")
 
 
@@ -72,7 +74,7 @@ def resolve_resume(resume: str | None, checkpoints: Path) -> Path | None:
     """'auto' -> the latest checkpoint under ``checkpoints`` (None if there is none); a path -> itself.
 
     Raises:
-        ValueError: a named checkpoint directory that is missing or incomplete.
+        UserError: a named checkpoint directory that is missing or incomplete.
     """
     if resume is None:
         return None
@@ -82,7 +84,7 @@ def resolve_resume(resume: str | None, checkpoints: Path) -> Path | None:
     path = Path(resume)
     missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
     if missing:
-        raise ValueError(f"--resume {path} is not a complete checkpoint (missing {missing})")
+        raise UserError(f"--resume {path} is not a complete checkpoint (missing {missing})")
     return path
 
 

@@ -1,4 +1,4 @@
-"""Raw text -> tokenized shards (streaming), the shard dataset, length-grouped batches, collation.
+"""Raw text -> tokenized shards (streaming), the shard dataset, length-grouped batches, padding.
 
 Shard directory layout (the contract ``prepare_data`` writes and ``TokenShards`` reads):
 
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from distilkit.errors import UserError
 
 FORMAT_VERSION = 1
 READ_LINES = 1000  # lines tokenized per batch call (fast tokenizers are much faster in batch)
@@ -165,7 +167,7 @@ def prepare_data(
         progress: show a progress bar over the input bytes.
 
     Raises:
-        ValueError: missing input file, non-empty output, bad lengths.
+        UserError: missing input file, non-empty output, bad lengths.
     """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
@@ -175,18 +177,18 @@ def prepare_data(
     paths = [Path(p) for p in inputs]
     for path in paths:
         if not path.is_file():
-            raise ValueError(f"--input {path} does not exist or is not a file")
+            raise UserError(f"--input {path} does not exist or is not a file")
     output = Path(output)
     if output.exists() and any(output.iterdir()):
-        raise ValueError(f"--output {output} is not empty; choose a new directory")
+        raise UserError(f"--output {output} is not empty; choose a new directory")
     if min_tokens < 0:
-        raise ValueError(f"--min-tokens must be >= 0, got {min_tokens}")
+        raise UserError(f"--min-tokens must be >= 0, got {min_tokens}")
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(tokenizer_ref))
     template = special_template(tokenizer, pairs)
     n_special = sum(isinstance(item, int) for item in template)
     budget = max_length - n_special
     if budget < max(min_tokens, 1):
-        raise ValueError(
+        raise UserError(
             f"--max-length {max_length} leaves no room for text after {n_special} special tokens"
         )
     vocab_size = len(tokenizer)
@@ -219,7 +221,7 @@ def prepare_data(
                     writer.add(with_specials(template, chunk))
     writer.flush()
     if writer.sequences == 0:
-        raise ValueError(
+        raise UserError(
             f"no sequence left from {len(paths)} input file(s): all lines shorter than "
             f"--min-tokens {min_tokens}"
         )
@@ -253,7 +255,7 @@ class TokenShards:
         self.directory = Path(directory)
         path = self.directory / "manifest.json"
         if not path.is_file():
-            raise ValueError(
+            raise UserError(
                 f"--data {self.directory} has no manifest.json; create it with distilkit prepare-data"
             )
         self.manifest = json.loads(path.read_text())
@@ -298,8 +300,8 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the batch's longest sequence.
+def pad_sequences(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token sequences to the longest of them: ids and the attention mask that marks the real tokens.
 
     Returns:
         input_ids (B, T) long and attention_mask (B, T) long.

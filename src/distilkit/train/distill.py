@@ -1,36 +1,43 @@
-"""``distilkit distill``: one readable loop, setup -> loop -> save, for the DistilBERT triple loss.
+"""``distilkit distill``: the DistilBERT triple loss as one readable run, setup -> fit -> finish.
 
 Runs single-process on CPU/GPU or under ``accelerate launch`` / ``torchrun`` (data parallel via
 accelerate). Exact resume: the data order is a pure function of (seed, epoch), the masking draw
 of (seed, micro-batch index, rank), and the checkpoint restores weights, optimizer, scheduler and
-the global RNG (dropout) states.
+the global RNG (dropout) states. What both training loops share is in ``train/loop.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from distilkit.config import DistillConfig, save_config
+from distilkit.errors import UserError
+from distilkit.models import save_model_dir
 from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
-from distilkit.train.data import TokenShards, collate, length_grouped_batches, segment_ids
+from distilkit.train.data import TokenShards, segment_ids
 from distilkit.train.loop import (
     LogWindow,
+    NonFiniteLossError,
+    Progress,
+    StepLosses,
+    TrainLogs,
+    linear_schedule,
     make_accelerator,
-    open_tensorboard,
+    mixed_precision,
     optimizer_step,
     save_if_due,
+    step_plan,
+    step_warning,
 )
-from distilkit.train.masking import mask_tokens, token_weights
+from distilkit.train.stream import MicroBatch, MicroBatches
 
 LOSS_TERMS = ("ce", "mlm", "cos", "mse", "clm")
 CSV_FIELDS = (
@@ -45,17 +52,6 @@ CSV_FIELDS = (
 )
 
 
-class NonFiniteLossError(ValueError):
-    """The loss became NaN/inf; the message names the step and where the offending batch was saved."""
-
-
-def get_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warmup to 1 over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
 @dataclass
 class Models:
     teacher: torch.nn.Module | None  # None: no loss term reads it (MLM/CLM pre-training)
@@ -68,12 +64,12 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     weights, train mode).
 
     Raises:
-        ValueError: unloadable references, a student that is not a masked LM, mismatched sizes.
+        UserError: unloadable references, a student that is not a masked LM, mismatched sizes.
     """
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     from distilkit.inference.runtime import resolve_dtype
-    from distilkit.models import load_model
+    from distilkit.models import has_weights, load_model
 
     teacher = tokenizer = None
     if cfg.uses_teacher:
@@ -87,7 +83,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     if path.is_file() and path.suffix == ".json":  # a bare config: random init
         fields = json.loads(path.read_text())
         if teacher is None:
-            raise ValueError(
+            raise UserError(
                 f"--student {path} is a bare config.json and there is no --teacher to take the tokenizer "
                 "from; pass a directory with config.json and the tokenizer files"
             )
@@ -95,26 +91,23 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
         torch.manual_seed(cfg.seed)
         student = AutoModelForMaskedLM.from_config(config)
     else:
-        has_weights = path.is_dir() and any(
-            n.endswith((".safetensors", ".bin")) for n in map(str, path.iterdir())
-        )
         loaded = load_model(
-            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights, seed=cfg.seed
+            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights(path), seed=cfg.seed
         )
         student, tokenizer = loaded.model, loaded.tokenizer
     if teacher is not None:
         if student.config.vocab_size != teacher.config.vocab_size:
-            raise ValueError(
+            raise UserError(
                 f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
                 f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
             )
         if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
-            raise ValueError(
+            raise UserError(
                 f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
                 f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
             )
     if cfg.alpha_clm > 0 and not getattr(student.config, "is_decoder", False):
-        raise ValueError(
+        raise UserError(
             "--alpha-clm needs a causal-LM student; this student is a masked LM (use --alpha-mlm)"
         )
     return Models(
@@ -128,28 +121,24 @@ def _hidden_size(config: Any) -> int:
     return getattr(config, "dim", None) or config.hidden_size
 
 
-def _mixed_precision(cfg: DistillConfig) -> str:
-    """accelerate's mixed_precision for ``--precision`` (auto: bf16 where it is fast)."""
-    from distilkit.inference.runtime import cpu_has_fast_bf16
-
-    if cfg.precision != "auto":
-        return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
-    if torch.cuda.is_available() and not cfg.cpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "no"
-
-
 def logits_everywhere(cfg: DistillConfig) -> bool:
     """Whether a loss term reads the logits at every position (else only at the masked ones)."""
     return (cfg.alpha_ce > 0 or cfg.alpha_mse > 0) and not cfg.restrict_ce_to_mask or cfg.alpha_clm > 0
 
 
-def lm_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, at: torch.Tensor | None,
-               hidden: bool, token_types: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(last hidden states (B, T, H) or None, logits): (B, T, V), or (N, V) at the ``at`` positions only.
+def lm_outputs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    at: torch.Tensor | None,
+    hidden: bool,
+    token_types: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(last hidden states (B, T, H) or None, logits): (B, T, V), or (N, V) at the rows ``at`` only.
 
-    The vocabulary projection is most of a small model's cost; when only the masked positions are
-    read (MLM-only training, ``--restrict-ce-to-mask``) it runs on those rows alone.
+    ``at`` holds flat indices into the B*T positions (``MicroBatch.masked_rows``). The vocabulary
+    projection is most of a small model's cost; when only the masked positions are read (MLM-only
+    training, ``--restrict-ce-to-mask``) it runs on those rows alone.
     """
     from distilkit.tasks.fill_mask import mlm_head
 
@@ -159,10 +148,10 @@ def lm_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch
     head = mlm_head(model) if at is not None else None
     if head is None:
         out = model(**inputs, output_hidden_states=hidden)
-        logits = out.logits if at is None else out.logits[at]
+        logits = out.logits if at is None else out.logits.flatten(0, 1).index_select(0, at)
         return (out.hidden_states[-1] if hidden else None), logits
     last = model.base_model(**inputs)[0]  # == hidden_states[-1]
-    return (last if hidden else None), head(last[at])
+    return (last if hidden else None), head(last.flatten(0, 1).index_select(0, at))
 
 
 class StudentForward(torch.nn.Module):
@@ -185,248 +174,220 @@ class StudentForward(torch.nn.Module):
         return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def compute_losses(cfg: DistillConfig, student, teacher, ids, attention, batch,
+def compute_losses(cfg: DistillConfig, student, teacher, batch: MicroBatch,
                    teacher_types: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The active loss terms for one micro-batch (only those with α > 0).
+    """The active loss terms for one micro-batch (only those with α > 0), on flat rows.
 
     ``student`` is a (prepared) ``StudentForward``; ``teacher`` a masked LM or None; ``teacher_types``
     the teacher's token types (BERT teachers on ``--pairs`` data; DistilBERT students have none).
     """
-    at = None if logits_everywhere(cfg) else batch.chosen  # (B, T) bool: logits only where read
+    masked = batch.masked
+    rows = batch.masked_rows  # (N_m,) flat indices of the masked positions
+    at = None if logits_everywhere(cfg) else rows  # logits only where a term reads them
     hidden = cfg.alpha_cos > 0
+    t_hidden = t_logits = None
     if teacher is not None:
         with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
-            t_hidden, t_logits = lm_outputs(teacher, batch.input_ids, attention, at, hidden, teacher_types)
-    s_hidden, s_logits = student(batch.input_ids, attention, at, hidden)
-    real = attention.bool()  # (B, T)
-    if at is None:
-        ce_at, labels = (batch.chosen if cfg.restrict_ce_to_mask else real), batch.labels
-    else:  # logits are the rows of the masked positions, in order
-        ce_at = torch.ones(s_logits.shape[0], dtype=torch.bool, device=s_logits.device)
-        labels = batch.labels[at]
+            t_hidden, t_logits = lm_outputs(
+                teacher, masked.input_ids, batch.attention, at, hidden, teacher_types
+            )
+    s_hidden, s_logits = student(masked.input_ids, batch.attention, at, hidden)
+    real = batch.attention.flatten()  # (B*T,) weight 1 per real token, 0 per pad
+    if at is None:  # (B, T, V) -> rows of every position, and those of the masked ones
+        s_all = s_logits.flatten(0, 1)
+        t_all = None if t_logits is None else t_logits.flatten(0, 1)
+        s_masked = s_all.index_select(0, rows)  # (N_m, V)
+    else:  # already the rows of the masked positions, in order
+        s_all = t_all = None
+        s_masked = s_logits
+    if cfg.restrict_ce_to_mask:
+        ce_s, ce_w = s_masked, None
+        ce_t = t_logits if at is not None or t_all is None else t_all.index_select(0, rows)
+    else:
+        ce_s, ce_t, ce_w = s_all, t_all, real
     terms: dict[str, torch.Tensor] = {}
     if cfg.alpha_ce > 0:
-        terms["ce"] = losses.distillation_kl_loss(s_logits, t_logits, ce_at, cfg.temperature)
+        terms["ce"] = losses.distillation_kl_loss(ce_s, ce_t, ce_w, cfg.temperature)
     if cfg.alpha_mlm > 0:
-        terms["mlm"] = losses.masked_lm_loss(s_logits, labels)
+        terms["mlm"] = losses.masked_lm_loss(s_masked, masked.labels.flatten().index_select(0, rows))
     if cfg.alpha_cos > 0:
-        terms["cos"] = losses.cosine_embedding_loss(s_hidden, t_hidden, real)
+        terms["cos"] = losses.cosine_embedding_loss(s_hidden.flatten(0, 1), t_hidden.flatten(0, 1), real)
     if cfg.alpha_mse > 0:
-        terms["mse"] = losses.logits_mse_loss(s_logits, t_logits, ce_at)
+        terms["mse"] = losses.logits_mse_loss(ce_s, ce_t, ce_w)
     if cfg.alpha_clm > 0:
-        terms["clm"] = losses.causal_lm_loss(s_logits, ids, attention)
+        terms["clm"] = losses.causal_lm_loss(s_logits, batch.input_ids, batch.attention)
     return terms
-
-
-class MicroBatches:
-    """The micro-batch stream: global index g -> (epoch, batch) for this rank; a pure function of g."""
-
-    def __init__(self, data: TokenShards, cfg: DistillConfig, rank: int, world: int, device: torch.device):
-        self.data, self.cfg, self.rank, self.world, self.device = data, cfg, rank, world, device
-        m = data.manifest
-        self.special_ids, self.mask_id, self.pad_id = m["special_ids"], m["mask_token_id"], m["pad_token_id"]
-        self.vocab_size = m["vocab_size"]
-        self.weights = token_weights(data.counts(), cfg.mlm_smoothing)
-        self._epoch, self._batches = -1, []
-        self.per_epoch = len(self.batches(0)) // world
-        if self.per_epoch == 0:
-            raise ValueError(
-                f"--data has {len(data)} sequences: fewer batches of --batch-size {cfg.batch_size} "
-                f"than processes ({world}); lower --batch-size"
-            )
-
-    def batches(self, epoch: int) -> list:
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._batches = length_grouped_batches(
-                self.data.lengths, self.cfg.batch_size, self.cfg.seed, epoch
-            )
-        return self._batches
-
-    def get(self, g: int):
-        """Micro-batch g: (epoch, raw ids (B, T), attention (B, T), masked batch), all on the device."""
-        epoch, i = divmod(g, self.per_epoch)
-        rows = self.batches(epoch)[i * self.world + self.rank]
-        ids, attention = collate([self.data[int(r)] for r in rows], self.pad_id)  # (B, T), (B, T)
-        seed = int(np.random.SeedSequence([self.cfg.seed, g, self.rank]).generate_state(1)[0])
-        gen = torch.Generator().manual_seed(seed)
-        masked = mask_tokens(
-            ids,
-            attention,
-            special_ids=self.special_ids,
-            mask_token_id=self.mask_id,
-            vocab_size=self.vocab_size,
-            weights=self.weights,
-            mlm_probability=self.cfg.mlm_probability,
-            mask_replace=self.cfg.mask_replace,
-            random_replace=self.cfg.random_replace,
-            generator=gen,
-        )
-        to = self.device
-        masked = type(masked)(masked.input_ids.to(to), masked.labels.to(to), masked.chosen.to(to))
-        return epoch, ids.to(to), attention.to(to), masked
 
 
 def _check_data(data: TokenShards, tokenizer: Any) -> None:
     m = data.manifest
     if m["mask_token_id"] != tokenizer.mask_token_id or m["vocab_size"] != len(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"--data was tokenized with {m['tokenizer']!r} (vocab {m['vocab_size']}, mask id "
             f"{m['mask_token_id']}), not the models' tokenizer (vocab {len(tokenizer)}, mask id "
             f"{tokenizer.mask_token_id}); rerun prepare-data with --tokenizer TEACHER"
         )
 
 
-def _open_csv(path: Path, resumed_step: int) -> tuple[Any, Any]:
-    """metrics.csv for appending; on resume, rows past the checkpoint (a crashed tail) are dropped."""
-    rows = []
-    if resumed_step and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
-    f = open(path, "w", newline="")  # noqa: SIM115  (closed at the end of the loop)
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return f, writer
+@dataclass
+class Run:
+    """What ``setup`` builds for ``fit`` and ``finish``: the prepared models, data stream, optimizer,
+    schedule, resumable state and logs of one distillation run."""
+
+    cfg: DistillConfig
+    accelerator: Any
+    models: Models
+    student: torch.nn.Module  # the prepared StudentForward (autocast, DDP)
+    stream: MicroBatches
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    accumulation: int
+    sep_id: int | None  # BERT teachers on --pairs data: token type 1 after the first separator
+    state: dict[str, Any]
+    logs: TrainLogs
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def setup(cfg: DistillConfig) -> Run:
+    """Load models and data, build optimizer and schedule, resume, open the logs, print the plan.
+
+    Raises:
+        UserError: bad inputs (named by flag).
+    """
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(cfg.cpu, mixed_precision(cfg.precision, cfg.cpu))
+    set_seed(cfg.seed + accelerator.process_index)  # dropout differs per rank, reproducible per run
+    world, output = accelerator.num_processes, Path(cfg.output)
+    data = TokenShards(cfg.data)
+    models = load_models(cfg, accelerator.device)
+    _check_data(data, models.tokenizer)
+    stream = MicroBatches(data, cfg, accelerator.process_index, world, accelerator.device)
+    accumulation = cfg.accumulation(world)
+    total_steps = cfg.max_steps or max(1, cfg.epochs * stream.per_epoch // accumulation)
+    optimizer = torch.optim.AdamW(models.student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    scheduler = linear_schedule(optimizer, cfg.warmup, total_steps)
+    student, optimizer = accelerator.prepare(StudentForward(models.student), optimizer)
+    teacher = models.teacher
+    pairs_with_types = (teacher is not None and data.manifest.get("pairs")
+                        and getattr(teacher.config, "type_vocab_size", 1) > 1)
+    state = {"step": 0, "epoch": 0, "micro_step": 0, "tokens": 0}
+    resume_from = resolve_resume(cfg.resume, output / "checkpoints")
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, accelerator.unwrap_model(student), optimizer, scheduler)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output / "config.yaml", "distilkit distill")
+    logs = TrainLogs(output, CSV_FIELDS, state["step"], cfg.tensorboard, accelerator.is_main_process)
+    plan = step_plan(stream.per_epoch, accumulation, world, cfg.batch_size, "sequences")
+    accelerator.print(
+        f"distill: {len(data)} sequences, {plan}, {total_steps} steps, "
+        f"precision {accelerator.mixed_precision}"
+        + (f", resumed from {resume_from}" if resume_from else "")
+    )
+    lower = "--effective-batch-size or set --grad-accumulation"
+    warning = step_warning(stream.per_epoch, accumulation, lower)
+    if warning:
+        accelerator.print(warning, file=sys.stderr)
+    return Run(cfg, accelerator, models, student, stream, optimizer, scheduler, total_steps, accumulation,
+               models.tokenizer.sep_token_id if pairs_with_types else None, state, logs)
+
+
+def fit(run: Run) -> None:
+    """The loop: micro-batches -> losses -> backward, then one optimizer step; log, checkpoint.
+
+    Raises:
+        NonFiniteLossError: a micro-batch's loss became NaN/inf (checked once per optimizer step).
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    alphas = {"ce": cfg.alpha_ce, "mlm": cfg.alpha_mlm, "cos": cfg.alpha_cos, "mse": cfg.alpha_mse,
+              "clm": cfg.alpha_clm}
+    world, accum = accelerator.num_processes, run.accumulation
+    progress = Progress("distill", run.total_steps, state["step"], accum, run.main and cfg.progress)
+    window = LogWindow("tokens_per_s", cfg.log_every, run.logs, progress)
+    for step in range(state["step"], run.total_steps):
+        step_tokens, first_micro, step_losses = 0, state["micro_step"], StepLosses()
+        for micro in range(accum):
+            batch = run.stream.get(state["micro_step"])
+            sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
+            with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
+                types = segment_ids(batch.input_ids, batch.attention, run.sep_id) if run.sep_id else None
+                terms = compute_losses(cfg, run.student, run.models.teacher, batch, types)
+                loss = losses.weighted_sum(terms, alphas)
+                accelerator.backward(loss / accum)
+            step_losses.add(loss, terms)
+            window.add({"loss": loss, **terms}, accum)
+            step_tokens += batch.tokens * world
+            state["micro_step"] += 1
+            state["epoch"] = batch.epoch
+            progress.micro_batch()
+        bad = step_losses.first_nonfinite()  # the step's one synchronisation
+        if bad is not None:
+            _stop_on_nonfinite(run, step, first_micro + bad, step_losses, bad)
+        grad_norm, lr = optimizer_step(
+            accelerator, run.student, run.optimizer, run.scheduler, cfg.max_grad_norm
+        )
+        state["step"] = step + 1
+        state["tokens"] += step_tokens
+        progress.step()
+        done = state["step"] == run.total_steps
+        window.step(state["step"], state["epoch"], lr, grad_norm, step_tokens, done, run.main)
+        save_if_due(accelerator, Path(cfg.output) / "checkpoints", run.student, run.optimizer, run.scheduler,
+                    state, cfg.save_every, cfg.keep_checkpoints, done, run.main)
+    progress.close()
+
+
+def finish(run: Run) -> Path:
+    """Wait for every process, write the model directory (main process), report; return its path."""
+    output = Path(run.cfg.output)
+    run.accelerator.wait_for_everyone()
+    if run.main:
+        run.logs.close()
+        save_model_dir(run.models.student, run.models.tokenizer, output)
+        run.accelerator.print(
+            f"distill: done, {run.state['step']} steps, {run.state['tokens']} tokens, model in {output}"
+        )
+    return output
 
 
 def distill(cfg: DistillConfig) -> Path:
     """Distil ``cfg.student`` from ``cfg.teacher`` on ``cfg.data``; return the output model directory.
 
     Raises:
-        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+        UserError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
     """
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    # ---- setup
-    accelerator = make_accelerator(cfg.cpu, _mixed_precision(cfg))
-    set_seed(cfg.seed + accelerator.process_index)  # dropout differs per rank, reproducible per run
-    main, world = accelerator.is_main_process, accelerator.num_processes
-    output = Path(cfg.output)
-    data = TokenShards(cfg.data)
-    models = load_models(cfg, accelerator.device)
-    _check_data(data, models.tokenizer)
-    stream = MicroBatches(data, cfg, accelerator.process_index, world, accelerator.device)
-    accum = cfg.accumulation(world)
-    total_steps = cfg.max_steps or max(1, cfg.epochs * stream.per_epoch // accum)
-    warmup_steps = math.ceil(cfg.warmup * total_steps)
-    optimizer = torch.optim.AdamW(
-        models.student.parameters(),
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        eps=cfg.adam_eps,
-        weight_decay=cfg.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: get_lr_factor(s, warmup_steps, total_steps)
-    )
-    # the scheduler stays unwrapped: accelerate would step it once per process
-    student, optimizer = accelerator.prepare(StudentForward(models.student), optimizer)
-    teacher = models.teacher
-    # sentence-pair data: a teacher with token types (BERT) sees segment B as type 1, like in pre-training
-    pairs_with_types = (teacher is not None and data.manifest.get("pairs")
-                        and getattr(teacher.config, "type_vocab_size", 1) > 1)
-    sep_id = models.tokenizer.sep_token_id if pairs_with_types else None
-    alphas = {
-        "ce": cfg.alpha_ce,
-        "mlm": cfg.alpha_mlm,
-        "cos": cfg.alpha_cos,
-        "mse": cfg.alpha_mse,
-        "clm": cfg.alpha_clm,
-    }
-    checkpoints = output / "checkpoints"
-    state = {"step": 0, "epoch": 0, "micro_step": 0, "tokens": 0}
-    resume_from = resolve_resume(cfg.resume, checkpoints)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, accelerator.unwrap_model(student), optimizer, scheduler)
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output / "config.yaml", "distilkit distill")
-        csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
-        tb = open_tensorboard(output) if cfg.tensorboard else None
-    accelerator.print(
-        f"distill: {len(data)} sequences, {stream.per_epoch} micro-batches/epoch/process, "
-        f"{accum} per step x {world} process(es), {total_steps} steps, precision "
-        f"{accelerator.mixed_precision}" + (f", resumed from {resume_from}" if resume_from else "")
-    )
-
-    # ---- loop
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="distill")
-    logs = (csv_file, csv_writer, tb) if main else (None, None, None)  # written by the main process only
-    window = LogWindow("tokens_per_s", cfg.log_every, *logs, bar)
-    for step in range(state["step"], total_steps):
-        step_tokens = 0
-        for micro in range(accum):
-            epoch, ids, attention, batch = stream.get(state["micro_step"])
-            sync = micro == accum - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(student):
-                types = segment_ids(ids, attention, sep_id) if sep_id is not None else None
-                terms = compute_losses(cfg, student, teacher, ids, attention, batch, types)
-                loss = losses.weighted_sum(terms, alphas)
-                if not torch.isfinite(loss):
-                    _stop_on_nonfinite(output, step, state["micro_step"], loss, terms, ids, attention, batch)
-                accelerator.backward(loss / accum)
-            window.add({"loss": loss, **terms}, accum)
-            step_tokens += int(attention.sum()) * world
-            state["micro_step"] += 1
-            state["epoch"] = epoch
-        grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
-        state["step"] = step + 1
-        state["tokens"] += step_tokens
-        bar.update(1)
-        done = state["step"] == total_steps
-        window.step(state["step"], epoch, lr, grad_norm, step_tokens, done, main)
-        save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
-                    cfg.keep_checkpoints, done, main)
-    bar.close()
-
-    # ---- save
-    accelerator.wait_for_everyone()
-    if main:
-        csv_file.close()
-        if tb is not None:
-            tb.close()
-        save_model_dir(models.student, models.tokenizer, output)
-        accelerator.print(
-            f"distill: done, {state['step']} steps, {state['tokens']} tokens, model in {output}"
-        )
-    return output
+    run = setup(cfg)
+    with run.logs:  # closed however the loop ends
+        fit(run)
+        return finish(run)
 
 
-def save_model_dir(model: torch.nn.Module, tokenizer: Any, output: Path) -> None:
-    """A normal model directory (config.json, model.safetensors, tokenizer), without transformers' bars."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(output)
-        tokenizer.save_pretrained(output)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _stop_on_nonfinite(output: Path, step: int, micro_step: int, loss, terms, ids, attention, batch) -> None:
-    """Save the offending batch and raise with the step number."""
+def _stop_on_nonfinite(run: Run, step: int, micro_step: int, step_losses: StepLosses, index: int) -> None:
+    """Save the offending micro-batch (rebuilt from its index: the stream is a pure function of it) and
+    raise with the step number; ``index`` is its place in the step."""
+    output = Path(run.cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"nonfinite-batch-step-{step + 1:06d}.pt"
+    batch = run.stream.get(micro_step)
     torch.save(
         {
             "step": step + 1,
             "micro_step": micro_step,
-            "input_ids": ids.cpu(),
-            "attention_mask": attention.cpu(),
-            "masked_input_ids": batch.input_ids.cpu(),
-            "labels": batch.labels.cpu(),
-            "terms": {k: float(v.detach()) for k, v in terms.items()},
+            "input_ids": batch.input_ids.cpu(),
+            "attention_mask": batch.attention.cpu(),
+            "masked_input_ids": batch.masked.input_ids.cpu(),
+            "labels": batch.masked.labels.cpu(),
+            "terms": step_losses.values(index),
         },
         path,
     )
-    parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     raise NonFiniteLossError(
-        f"loss is {float(loss.detach())} at step {step + 1} (micro-batch {micro_step}; {parts}); "
-        f"the batch is saved in {path}. Lower --lr, or resume from the last checkpoint"
+        f"{step_losses.describe(index)} at step {step + 1} (micro-batch {micro_step}); "
+        f"the batch is saved in {path}. "
+        "Lower --lr, or resume from the last checkpoint"
     )
-

@@ -1,9 +1,9 @@
-"""``distilkit finetune``: one readable loop, setup -> loop -> save -> evaluate, for the cards' tasks.
+"""``distilkit finetune``: the cards' tasks as one readable run, setup -> fit -> finish (save, evaluate).
 
-Same conventions as ``distill``: accelerate (bf16 autocast where fast), AdamW with linear warmup
-and decay, checkpoints that resume exactly (data order is a pure function of (seed, epoch); the
-checkpoint restores weights, optimizer, scheduler and RNG states), a progress bar, a CSV log
-(and TensorBoard events with ``--tensorboard``).
+Same conventions as ``distill`` (and the same pieces, from ``train/loop.py``): accelerate (bf16
+autocast where fast), AdamW with linear warmup and decay, checkpoints that resume exactly (data
+order is a pure function of (seed, epoch); the checkpoint restores weights, optimizer, scheduler
+and RNG states), a progress bar, a CSV log (and TensorBoard events with ``--tensorboard``).
 With ``--teacher`` the loss is α_ce·KL(teacher/T ‖ student/T)·T² on the task logits plus
 α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``. At the end the
 model directory is evaluated on ``--validation`` through the Predictor (metrics.json) and gets a
@@ -13,10 +13,10 @@ model card (README.md).
 from __future__ import annotations
 
 import contextlib
-import csv
 import inspect
 import json
-import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +24,27 @@ import torch
 import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
+from distilkit.errors import UserError
+from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
+from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
-from distilkit.train.data import length_grouped_batches
-from distilkit.train.distill import (
-    NonFiniteLossError,
-    _mixed_precision,
-    get_lr_factor,
-    save_model_dir,
-)
 from distilkit.train.loop import (
     LogWindow,
+    NonFiniteLossError,
+    Progress,
+    StepLosses,
+    TrainLogs,
+    linear_schedule,
     make_accelerator,
-    open_tensorboard,
+    mixed_precision,
     optimizer_step,
     save_if_due,
+    step_plan,
+    step_warning,
     tb_write,
 )
+from distilkit.train.stream import TaskBatches
 
 CSV_FIELDS = (
     "step",
@@ -60,8 +64,6 @@ MASKED_LOGIT = -1e4  # QA logits at padding: no probability in either distributi
 def build_config(cfg: FinetuneConfig, source: str, space: task_data.LabelSpace) -> Any:
     """The student's config: the model's, with the discovered labels and any size overrides."""
     from transformers import AutoConfig
-
-    from distilkit.models import TASK_AUTO_CLASSES
 
     config = AutoConfig.from_pretrained(source)
     if space.labels:
@@ -85,18 +87,16 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
     """Random init from ``config`` (``--init scratch``) or the model's weights with a new task head.
 
     Raises:
-        ValueError: ``--init pretrained`` on a directory without weights.
+        UserError: ``--init pretrained`` on a directory without weights.
     """
     import transformers
-
-    from distilkit.models import TASK_AUTO_CLASSES, _has_weights, quiet_from_pretrained
 
     auto_cls = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
     if cfg.init == "scratch":
         torch.manual_seed(cfg.seed)
         return auto_cls.from_config(config)
-    if not _has_weights(source):
-        raise ValueError(
+    if not has_weights(source):
+        raise UserError(
             f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
         )
     # "newly initialized head" is the point of fine-tuning, not news (nor is the loading bar)
@@ -107,7 +107,7 @@ def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> A
     """The frozen task teacher (bf16 where fast) or None.
 
     Raises:
-        ValueError: a teacher with another tokenizer vocabulary.
+        UserError: a teacher with another tokenizer vocabulary.
     """
     if cfg.teacher is None:
         return None
@@ -116,7 +116,7 @@ def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> A
 
     teacher = load_model(cfg.teacher, cfg.task, dtype=resolve_dtype("auto", device), device=device)
     if teacher.tokenizer.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(
+        raise UserError(
             f"--teacher {cfg.teacher} has another tokenizer than --model {cfg.model}; "
             "task distillation needs the same vocabulary"
         )
@@ -129,16 +129,16 @@ def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.Label
     """The student takes the teacher's label order, so their logits line up.
 
     Raises:
-        ValueError: the data has labels the teacher does not, or another problem type.
+        UserError: the data has labels the teacher does not, or another problem type.
     """
     if not space.labels:
         return space
     names = tuple(teacher.config.id2label[i] for i in range(teacher.config.num_labels))
     problem = getattr(teacher.config, "problem_type", None) or space.problem_type
     if space.problem_type is not None and problem != space.problem_type:
-        raise ValueError(f"--teacher is a {problem} model; the data is {space.problem_type}")
+        raise UserError(f"--teacher is a {problem} model; the data is {space.problem_type}")
     if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
-        raise ValueError(
+        raise UserError(
             f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
             " (name the data's labels as the teacher does with --label-names)"
         )
@@ -167,17 +167,16 @@ def task_distillation_loss(
         attention: (B, T) 1 for real tokens.
     """
     real = attention.bool()  # (B, T)
-    if task == "question-answering":
-        one = torch.ones(real.shape[0], 1, dtype=torch.bool, device=real.device)  # (B, 1)
+    if task == "question-answering":  # one row per example: a distribution over its positions
         terms = []
         for s, t in ((student.start_logits, teacher.start_logits), (student.end_logits, teacher.end_logits)):
-            s = s.float().masked_fill(~real, MASKED_LOGIT)[:, None]  # (B, 1, T)
-            t = t.float().masked_fill(~real, MASKED_LOGIT)[:, None]
-            terms.append(losses.distillation_kl_loss(s, t, one, temperature))
+            s = s.float().masked_fill(~real, MASKED_LOGIT)  # (B, T)
+            t = t.float().masked_fill(~real, MASKED_LOGIT)
+            terms.append(losses.distillation_kl_loss(s, t, None, temperature))
         return (terms[0] + terms[1]) / 2
     s, t = student.logits.float(), teacher.logits.float()
-    if task == "token-classification":
-        return losses.distillation_kl_loss(s, t, real, temperature)  # (B, T, L)
+    if task == "token-classification":  # one row per token, padding weighs 0
+        return losses.distillation_kl_loss(s.flatten(0, 1), t.flatten(0, 1), attention.flatten(), temperature)
     if problem_type == task_data.REGRESSION:
         return F.mse_loss(s, t)
     if problem_type == task_data.MULTI:
@@ -185,8 +184,7 @@ def task_distillation_loss(
             F.binary_cross_entropy_with_logits(s / temperature, torch.sigmoid(t / temperature))
             * temperature**2
         )
-    one = torch.ones(s.shape[0], 1, dtype=torch.bool, device=s.device)
-    return losses.distillation_kl_loss(s[:, None], t[:, None], one, temperature)  # (B, 1, L)
+    return losses.distillation_kl_loss(s, t, None, temperature)  # (B, L): one row per example
 
 
 def compute_losses(
@@ -215,27 +213,64 @@ def compute_losses(
     return terms
 
 
-# --- the loop ------------------------------------------------------------------------------------
-def finetune(cfg: FinetuneConfig) -> Path:
-    """Fine-tune ``cfg.model`` on ``cfg.train`` for ``cfg.task``; return the output model directory.
+def takes_token_types(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward reads segment ids (BERT does; DistilBERT has no such input)."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+def model_inputs(student: torch.nn.Module, tokenizer: Any) -> set[str]:
+    """The batch keys the student reads: its forward's parameters, without token types when its
+    tokenizer gives none (as at inference, where the tokenizer decides what the model sees)."""
+    accepted = set(inspect.signature(student.forward).parameters)
+    if "token_type_ids" not in tokenizer.model_input_names:
+        accepted.discard("token_type_ids")
+    return accepted
+
+
+# --- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What ``setup`` builds for ``fit`` and ``finish``: model, teacher, data, optimizer and logs."""
+
+    cfg: FinetuneConfig
+    accelerator: Any
+    student: torch.nn.Module  # prepared (autocast, DDP)
+    teacher: torch.nn.Module | None
+    tokenizer: Any
+    config: Any  # the student's transformers config (labels, architecture)
+    space: task_data.LabelSpace
+    data: task_data.TrainData
+    batches: TaskBatches
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    state: dict[str, Any]
+    logs: TrainLogs
+    student_inputs: set[str] | None = None  # the batch keys the student's forward takes (None: all)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def setup(cfg: FinetuneConfig) -> Run:
+    """Read and label the data, build the student (and teacher), optimizer and schedule; resume; open
+    the logs and print the plan.
 
     Raises:
-        ValueError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+        UserError: bad inputs (named by flag); unknown validation labels fail here, not after training.
     """
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     from distilkit.inference import runtime
     from distilkit.models import resolve_source
 
-    # ---- setup
-    accelerator = make_accelerator(cfg.cpu, _mixed_precision(cfg))
+    accelerator = make_accelerator(cfg.cpu, mixed_precision(cfg.precision, cfg.cpu))
     if accelerator.device.type == "cpu":
         runtime.set_threads()
     set_seed(cfg.seed + accelerator.process_index)
-    main, world = accelerator.is_main_process, accelerator.num_processes
-    output, source = Path(cfg.output), resolve_source(cfg.model)
+    world, output, source = accelerator.num_processes, Path(cfg.output), resolve_source(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     examples = task_data.read_examples(cfg.task, cfg.train, cfg.glue_task)
     space = task_data.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
@@ -252,130 +287,134 @@ def finetune(cfg: FinetuneConfig) -> Path:
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
     )
-    teacher_types = teacher is not None and "token_type_ids" in inspect.signature(teacher.model.forward).parameters
     data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride,
-                                    token_types=teacher_types)
-    lengths, pad_id = data.lengths, tokenizer.pad_token_id or 0
-    per_epoch = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0)) // world
-    if per_epoch == 0:
-        raise ValueError(
-            f"--train has {len(data)} rows: fewer batches of --batch-size {cfg.batch_size} than processes"
-        )
-    total_steps = cfg.max_steps or max(1, cfg.epochs * per_epoch // cfg.grad_accumulation)
-    warmup_steps = math.ceil(cfg.warmup * total_steps)
-    accepted = set(inspect.signature(student.forward).parameters)
-    if "token_type_ids" not in tokenizer.model_input_names:  # as at inference: the tokenizer decides
-        accepted.discard("token_type_ids")
-    wanted = accepted | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
-    decay = [p for n, p in student.named_parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
-    rest = [p for n, p in student.named_parameters() if p.ndim <= 1]
+                                    token_types=teacher is not None and takes_token_types(teacher.model))
+    student_inputs = model_inputs(student, tokenizer)
+    wanted = student_inputs | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
+    batches = TaskBatches(data, cfg, space, tokenizer.pad_token_id or 0, wanted, accelerator.process_index,
+                          world, accelerator.device)
+    total_steps = cfg.max_steps or max(1, cfg.epochs * batches.per_epoch // cfg.grad_accumulation)
+    decay = [p for p in student.parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
+    rest = [p for p in student.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=cfg.lr,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: get_lr_factor(s, warmup_steps, total_steps)
-    )
+    scheduler = linear_schedule(optimizer, cfg.warmup, total_steps)
     student, optimizer = accelerator.prepare(student, optimizer)
-    t_model = None if teacher is None else teacher.model.eval()
-    alpha_ce, alpha_task = cfg.loss_weights()
-    checkpoints = output / "checkpoints"
     state = {"step": 0, "epoch": 0, "micro_step": 0, "examples": 0}
-    resume_from = resolve_resume(cfg.resume, checkpoints)
+    resume_from = resolve_resume(cfg.resume, output / "checkpoints")
     if resume_from is not None:
         state = load_checkpoint(resume_from, accelerator.unwrap_model(student), optimizer, scheduler)
-    if main:
+    if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output / "config.yaml", "distilkit finetune")
-        csv_file, csv_writer = _open_csv(output / "metrics.csv", state["step"])
-        tb = open_tensorboard(output) if cfg.tensorboard else None
+    logs = TrainLogs(output, CSV_FIELDS, state["step"], cfg.tensorboard, accelerator.is_main_process)
     accelerator.print(
         f"finetune {cfg.task}: {data.examples} examples -> {len(data)} rows, "
         + (f"{len(space.labels)} labels ({space.problem_type or 'tags'}), " if space.labels else "")
-        + f"{per_epoch} batches/epoch/process, {total_steps} steps, precision {accelerator.mixed_precision}"
+        + step_plan(batches.per_epoch, cfg.grad_accumulation, world, cfg.batch_size, "rows")
+        + f", {total_steps} steps, precision {accelerator.mixed_precision}"
         + (f", teacher {cfg.teacher}" if teacher else "")
         + (f", resumed from {resume_from}" if resume_from else "")
     )
+    warning = step_warning(batches.per_epoch, cfg.grad_accumulation, "--grad-accumulation")
+    if warning:
+        accelerator.print(warning, file=sys.stderr)
+    t_model = None if teacher is None else teacher.model.eval()
+    return Run(cfg, accelerator, student, t_model, tokenizer, config, space, data, batches, optimizer,
+               scheduler, total_steps, state, logs, student_inputs)
 
-    # ---- loop
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not (main and cfg.progress), desc="finetune")
-    logs = (csv_file, csv_writer, tb) if main else (None, None, None)  # written by the main process only
-    window = LogWindow("examples_per_s", cfg.log_every, *logs, bar)
-    epoch, batches = -1, []
-    for step in range(state["step"], total_steps):
-        step_examples = 0
-        for micro in range(cfg.grad_accumulation):
-            e, i = divmod(state["micro_step"], per_epoch)
-            if e != epoch:
-                epoch, batches = e, length_grouped_batches(lengths, cfg.batch_size, cfg.seed, e)
-            rows = batches[i * world + accelerator.process_index]
-            batch = task_data.collate(data, rows, pad_id, cfg.task, space.problem_type)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items() if k in wanted}
-            sync = micro == cfg.grad_accumulation - 1
-            with contextlib.nullcontext() if sync else accelerator.no_sync(student):
-                terms = compute_losses(cfg, space.problem_type, student, t_model, batch, accepted)
+
+def fit(run: Run) -> None:
+    """The loop: micro-batches -> losses -> backward, then one optimizer step; log, checkpoint.
+
+    Raises:
+        NonFiniteLossError: a micro-batch's loss became NaN/inf (checked once per optimizer step).
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    alpha_ce, alpha_task = cfg.loss_weights()
+    world, accum = accelerator.num_processes, cfg.grad_accumulation
+    progress = Progress("finetune", run.total_steps, state["step"], accum, run.main and cfg.progress)
+    window = LogWindow("examples_per_s", cfg.log_every, run.logs, progress)
+    for step in range(state["step"], run.total_steps):
+        step_examples, first_micro, step_losses = 0, state["micro_step"], StepLosses()
+        for micro in range(accum):
+            epoch, examples, batch = run.batches.get(state["micro_step"])
+            sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
+            with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
+                terms = compute_losses(
+                    cfg, run.space.problem_type, run.student, run.teacher, batch, run.student_inputs
+                )
                 loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce})
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {float(loss)} at step {step + 1} (micro-batch "
-                        f"{state['micro_step']}); lower --lr or resume from a checkpoint"
-                    )
-                accelerator.backward(loss / cfg.grad_accumulation)
-            window.add({"loss": loss, **terms}, cfg.grad_accumulation)
-            step_examples += len(rows) * world
+                accelerator.backward(loss / accum)
+            step_losses.add(loss, terms)
+            window.add({"loss": loss, **terms}, accum)
+            step_examples += examples * world
             state["micro_step"] += 1
             state["epoch"] = epoch
-        grad_norm, lr = optimizer_step(accelerator, student, optimizer, scheduler, cfg.max_grad_norm)
+            progress.micro_batch()
+        bad = step_losses.first_nonfinite()  # the step's one synchronisation
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"{step_losses.describe(bad)} at step {step + 1} (micro-batch {first_micro + bad}); "
+                "lower --lr or resume from a checkpoint"
+            )
+        grad_norm, lr = optimizer_step(
+            accelerator, run.student, run.optimizer, run.scheduler, cfg.max_grad_norm
+        )
         state["step"] = step + 1
         state["examples"] += step_examples
-        bar.update(1)
-        done = state["step"] == total_steps
-        window.step(state["step"], epoch, lr, grad_norm, step_examples, done, main)
-        save_if_due(accelerator, checkpoints, student, optimizer, scheduler, state, cfg.save_every,
-                    cfg.keep_checkpoints, done, main)
-    bar.close()
+        progress.step()
+        done = state["step"] == run.total_steps
+        window.step(state["step"], state["epoch"], lr, grad_norm, step_examples, done, run.main)
+        save_if_due(accelerator, Path(cfg.output) / "checkpoints", run.student, run.optimizer, run.scheduler,
+                    state, cfg.save_every, cfg.keep_checkpoints, done, run.main)
+    progress.close()
 
-    # ---- save, evaluate, card
-    accelerator.wait_for_everyone()
-    if main:
-        csv_file.close()
-        save_model_dir(accelerator.unwrap_model(student), tokenizer, output)
-        summary = None
-        if cfg.validation is not None:
-            summary = finetune_report.evaluate_output(cfg, output, space)
-            _write_json(output / "metrics.json", summary)
-            tb_write(tb, finetune_report.scalar_metrics(summary["metrics"]), state["step"], prefix="eval")
-        else:  # results of an earlier model in this directory would describe the wrong weights
-            (output / "metrics.json").unlink(missing_ok=True)
-        if tb is not None:
-            tb.close()
-        (output / "README.md").write_text(
-            finetune_report.render_card(cfg, config, space, data, state, summary), encoding="utf-8"
-        )
-        accelerator.print(
-            f"finetune: done, {state['step']} steps, model in {output}"
-            + (f"; validation {finetune_report.headline(summary)}" if summary else "")
-        )
+
+def finish(run: Run) -> Path:
+    """Save the model directory, evaluate it on --validation (metrics.json), write its card; return it."""
+    cfg, output, state = run.cfg, Path(run.cfg.output), run.state
+    run.accelerator.wait_for_everyone()
+    if not run.main:
+        return output
+    save_model_dir(run.accelerator.unwrap_model(run.student), run.tokenizer, output)
+    summary = None
+    if cfg.validation is not None:
+        summary = finetune_report.evaluate_output(cfg, output, run.space)
+        _write_json(output / "metrics.json", summary)
+        scalars = finetune_report.scalar_metrics(summary["metrics"])
+        tb_write(run.logs.tb, scalars, state["step"], prefix="eval")
+    else:  # results of an earlier model in this directory would describe the wrong weights
+        (output / "metrics.json").unlink(missing_ok=True)
+    run.logs.close()
+    (output / "README.md").write_text(
+        finetune_report.render_card(cfg, run.config, run.space, run.data, state, summary), encoding="utf-8"
+    )
+    run.accelerator.print(
+        f"finetune: done, {state['step']} steps, model in {output}"
+        + (f"; validation {finetune_report.headline(summary)}" if summary else "")
+    )
     return output
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Fine-tune ``cfg.model`` on ``cfg.train`` for ``cfg.task``; return the output model directory.
+
+    Raises:
+        UserError: bad inputs (named by flag); NonFiniteLossError when the loss becomes NaN/inf.
+    """
+    run = setup(cfg)
+    with run.logs:  # closed however the loop ends
+        fit(run)
+        return finish(run)
 
 
 def _model_limit(config: Any, tokenizer: Any) -> int:
     from distilkit.tasks.base import TaskHandler
 
     return TaskHandler(tokenizer, config).max_length
-
-
-def _open_csv(path: Path, resumed_step: int) -> tuple[Any, Any]:
-    """metrics.csv for appending; on resume, rows past the checkpoint (a crashed tail) are dropped."""
-    rows = []
-    if resumed_step and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
-    f = open(path, "w", newline="")  # noqa: SIM115  (closed at the end of the loop)
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return f, writer
 
 
 def _write_json(path: Path, payload: Any) -> None:

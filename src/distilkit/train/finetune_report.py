@@ -15,7 +15,7 @@ def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpa
     from distilkit.evaluation import evaluate as ev
     from distilkit.inference.predictor import Predictor
 
-    dtype = "float32" if cfg.precision == "fp32" else "auto"
+    dtype = "float32" if cfg.precision == "float32" else "auto"
     predictor = Predictor.from_ref(str(output), cfg.task, dtype=dtype, device="cpu" if cfg.cpu else None)
     start = time.perf_counter()
     if space.problem_type == task_data.MULTI:
@@ -80,58 +80,33 @@ def render_card(
     state: dict[str, Any],
     summary: dict[str, Any] | None,
 ) -> str:
-    """The run's model card: what was trained how, the results table (the registry cards' layout).
-
-    The results section is ``evaluation.results.results_section`` of the run's metrics.json, the
-    section ``distilkit evaluate`` rewrites when it adds results to this directory.
-    """
-    from distilkit.evaluation.results import results_section
+    """The run's model card: what was trained how, the results, how to load it (``distilkit.cards``'
+    layout; ``distilkit evaluate`` later rewrites the results section from the run's metrics.json)."""
+    from distilkit import cards
 
     arch = config.architectures[0]
-    layers, hidden = config.num_hidden_layers, config.hidden_size
     init = "random init, `--init scratch`" if cfg.init == "scratch" else "its pretrained weights"
     alpha_ce, alpha_task = cfg.loss_weights()
-    out = [
-        f"# {Path(cfg.output).name}",
-        "",
-        f"A {cfg.task} model ({arch}, {layers} layers x {hidden}) fine-tuned with `distilkit finetune` "
-        f"from `{cfg.model}` ({init}) on `{Path(cfg.train).name}`"
-        + (f", distilled from the task teacher `{cfg.teacher}`." if cfg.teacher else "."),
-        "",
-        "| field | value |",
-        "|---|---|",
-        f"| task | {cfg.task} |",
-        f"| architecture | {arch} |",
-        f"| base model | {cfg.model} |",
-        f"| training data | {cfg.train} ({data.examples} examples, {len(data)} rows) |",
-    ]
+    teacher = f", distilled from the task teacher `{cfg.teacher}`." if cfg.teacher else "."
+    intro = (
+        f"A {cfg.task} model ({arch}, {config.num_hidden_layers} layers x {config.hidden_size}) fine-tuned "
+        f"with `distilkit finetune` from `{cfg.model}` ({init}) on `{Path(cfg.train).name}`{teacher}"
+    )
+    fields = [("task", cfg.task), ("architecture", arch), ("base model", cfg.model),
+              ("training data", f"{cfg.train} ({data.examples} examples, {len(data)} rows)")]
     if space.labels:
-        out.append(f"| labels | {', '.join(f'`{x}`' for x in space.labels)} |")
+        fields.append(("labels", ", ".join(f"`{x}`" for x in space.labels)))
     if space.problem_type:
-        out.append(f"| problem type | {space.problem_type} |")
-    out += [
-        "",
-        "## Training procedure",
-        "",
+        fields.append(("problem type", space.problem_type))
+    kl = f"{alpha_ce}·KL(teacher/T ‖ student/T)·T² (T={cfg.temperature})"
+    distilled = f"{kl} + {alpha_task}·task loss."
+    loss = f"loss {distilled}" if cfg.teacher else "task loss."
+    procedure = (
         f"{state['step']} optimizer steps of {cfg.batch_size * cfg.grad_accumulation} rows, "
-        f"AdamW lr {cfg.lr} "
-        f"(warmup {cfg.warmup:.0%}, linear decay), weight decay {cfg.weight_decay}, seed {cfg.seed}; "
-        + (
-            f"loss {alpha_ce}·KL(teacher/T ‖ student/T)·T² (T={cfg.temperature}) "
-            f"+ {alpha_task}·task loss."
-            if cfg.teacher
-            else "task loss."
-        )
-        + " The resolved options are in `config.yaml`, the loss curve in `metrics.csv`.",
-        "",
-        *results_section(summary or {}),
-        "## How to use",
-        "",
-        "```python",
-        "import distilkit",
-        "",
-        f'model = distilkit.pipeline("{cfg.task}", model="{cfg.output}")',
-        "```",
-        "",
-    ]
-    return "\n".join(out)
+        f"AdamW lr {cfg.lr} (warmup {cfg.warmup:.0%}, linear decay), weight decay {cfg.weight_decay}, "
+        f"seed {cfg.seed}; {loss} The resolved options are in `config.yaml`, the loss curve in "
+        "`metrics.csv`."
+    )
+    sections = [cards.section("Training procedure", procedure), cards.results_section(summary or {}),
+                cards.usage_section(cfg.task, cfg.output)]
+    return cards.render(Path(cfg.output).name, intro, fields, sections)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from distilkit.errors import UserError
+
 # BERT encoder-layer submodule -> DistilBERT transformer-layer submodule
 BERT_TO_DISTILBERT_LAYER = {
     "attention.self.query": "attention.q_lin",
@@ -55,7 +57,7 @@ def default_layer_map(teacher_layers: int) -> list[int]:
     """Half the teacher's layers, every other one: the bottom half counted up from layer 0 and the
     top half counted down from the last layer (12 -> [0, 2, 4, 7, 9, 11], 24 -> [0..10, 13..23])."""
     if teacher_layers < 1:
-        raise ValueError(f"teacher has {teacher_layers} layers")
+        raise UserError(f"teacher has {teacher_layers} layers")
     n = max(teacher_layers // 2, 1)
     bottom = [2 * i for i in range((n + 1) // 2)]
     top = [teacher_layers - 1 - 2 * i for i in range(n // 2)][::-1]
@@ -63,35 +65,35 @@ def default_layer_map(teacher_layers: int) -> list[int]:
 
 
 def parse_layers(text: str) -> list[int]:
-    """'0,2,4' -> [0, 2, 4]; raises ValueError naming --layers on bad input."""
+    """'0,2,4' -> [0, 2, 4]; raises UserError naming --layers on bad input."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(
+        raise UserError(
             f"--layers expects comma-separated layer indices like 0,2,4,7,9,11, got {text!r}"
         ) from None
 
 
 def _check_layer_map(layers: list[int], teacher_layers: int) -> None:
     if not layers:
-        raise ValueError("--layers must name at least one teacher layer")
+        raise UserError("--layers must name at least one teacher layer")
     bad = [i for i in layers if not 0 <= i < teacher_layers]
     if bad:
-        raise ValueError(f"--layers {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
+        raise UserError(f"--layers {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
 
 
 def model_task(model: torch.nn.Module) -> str | None:
     """The pipeline tag of a transformers model's class (None for a bare encoder such as ``BertModel``).
 
     Raises:
-        ValueError: a class that is neither a known task head nor a bare encoder.
+        UserError: a class that is neither a known task head nor a bare encoder.
     """
-    from distilkit.models import ARCHITECTURE_TASKS
+    from distilkit.model_info import ARCHITECTURE_TASKS
 
     name = type(model).__name__
     task = next((t for suffix, t in ARCHITECTURE_TASKS.items() if name.endswith(suffix)), None)
     if task is None and not name.endswith("Model"):
-        raise ValueError(
+        raise UserError(
             f"--teacher is a {name}; init-student takes a masked LM, a sequence/token classifier, a "
             "question-answering model or a bare encoder"
         )
@@ -103,7 +105,7 @@ def student_config(teacher_config: Any, n_layers: int, task: str | None = "fill-
     teacher's task head (labels included) or none (``task=None``)."""
     from transformers import DistilBertConfig
 
-    from distilkit.models import TASK_AUTO_CLASSES
+    from distilkit.model_info import TASK_AUTO_CLASSES
 
     kind = teacher_config.model_type
     if kind == "roberta":
@@ -132,7 +134,7 @@ def student_config(teacher_config: Any, n_layers: int, task: str | None = "fill-
             problem_type=t.problem_type,
         )
     else:
-        raise ValueError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
+        raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     suffix = "Model" if task is ENCODER else TASK_AUTO_CLASSES[task].removeprefix("AutoModel")
     config.architectures = [STUDENT_CLASS_PREFIX[FAMILIES[kind]] + suffix]
     return config
@@ -201,14 +203,14 @@ def build_student(
     a bare encoder); returns it and the layer map.
 
     Raises:
-        ValueError: unsupported family or head, or layer indices out of range.
+        UserError: unsupported family or head, or layer indices out of range.
     """
     import transformers
 
     config = teacher.config
     kind = config.model_type
     if kind not in FAMILIES:
-        raise ValueError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
+        raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     task = model_task(teacher)
     depth = config.n_layers if kind == "distilbert" else config.num_hidden_layers
     layers = list(layers) if layers is not None else default_layer_map(depth)
@@ -240,13 +242,13 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     its weights are not available); the student copies them like real ones.
 
     Raises:
-        ValueError: unsupported teacher, bad layers, or a non-empty output directory.
+        UserError: unsupported teacher, bad layers, or a non-empty output directory.
     """
-    from distilkit.train.distill import save_model_dir
+    from distilkit.models import save_model_dir
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
-        raise ValueError(f"--output {output} is not empty; choose a new directory")
+        raise UserError(f"--output {output} is not empty; choose a new directory")
     teacher, tokenizer = load_teacher(teacher_ref, dummy_weights=dummy_weights, seed=seed)
     student, layers = build_student(teacher, layers)
     if "token_type_ids" not in inspect.signature(student.forward).parameters:
@@ -284,7 +286,7 @@ def load_teacher(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tup
     from distilkit.models import (
         ModelNotFoundError,
         TaskNotFoundError,
-        _has_weights,
+        has_weights,
         infer_task,
         load_model,
         quiet_from_pretrained,
@@ -303,7 +305,7 @@ def load_teacher(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tup
     if dummy_weights:
         torch.manual_seed(seed)
         model = transformers.AutoModel.from_config(config)
-    elif not _has_weights(source):
+    elif not has_weights(source):
         raise ModelNotFoundError(f"{source} has no weights (*.safetensors / *.bin); add --dummy-weights")
     else:
         model = quiet_from_pretrained(transformers.AutoModel, source)

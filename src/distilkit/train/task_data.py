@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distilkit.errors import UserError
 from distilkit.evaluation import datasets
 from distilkit.evaluation.datasets import GLUE_LABEL_NAMES
 from distilkit.evaluation.evaluate import GLUE_LABELS, word_spans
@@ -85,11 +86,11 @@ def read_squad_train(path: str | Path) -> list[QATrainExample]:
     the offset is missing or does not point at the text).
 
     Raises:
-        ValueError: not SQuAD JSON, or an answer that does not occur in its context.
+        UserError: not SQuAD JSON, or an answer that does not occur in its context.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"--train {path}: no such file")
+        raise UserError(f"--train {path}: no such file")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         examples = []
@@ -104,12 +105,12 @@ def read_squad_train(path: str | Path) -> list[QATrainExample]:
                     if start is None or context[start : start + len(text)] != text:
                         start = context.find(text)
                     if start < 0:
-                        raise ValueError(
+                        raise UserError(
                             f"{path}: question {qa.get('id')!r}: answer {text!r} is not in its context"
                         )
                     examples.append(QATrainExample(qa["question"], context, text, start))
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not SQuAD JSON (data/paragraphs/qas/answers): {err}") from None
+        raise UserError(f"{path} is not SQuAD JSON (data/paragraphs/qas/answers): {err}") from None
     return examples
 
 
@@ -119,10 +120,10 @@ def read_examples(
     """The examples of a training or validation file in the format of ``task``.
 
     Raises:
-        ValueError: a missing or unreadable file, or one without examples (named by ``flag``).
+        UserError: a missing or unreadable file, or one without examples (named by ``flag``).
     """
     if not Path(path).is_file():
-        raise ValueError(f"{flag} {path}: no such file")
+        raise UserError(f"{flag} {path}: no such file")
     if task == "question-answering":
         examples: list[Any] = read_squad_train(path)
     elif task == "token-classification":
@@ -130,7 +131,7 @@ def read_examples(
     else:
         examples = datasets.read_labelled(path, glue_task)
     if not examples:
-        raise ValueError(f"{flag} {path}: no examples found")
+        raise UserError(f"{flag} {path}: no examples found")
     return examples
 
 
@@ -142,7 +143,7 @@ def parse_multi_label(label: str) -> list[str]:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            raise ValueError(f"label {label!r} is not a list of labels") from None
+            raise UserError(f"label {label!r} is not a list of labels") from None
         return [str(v).strip() for v in value]
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -177,7 +178,7 @@ def discover_labels(
     names alphabetically; NER tags O first.
 
     Raises:
-        ValueError: a regression file with non-numeric labels, or fewer than 2 classes.
+        UserError: a regression file with non-numeric labels, or fewer than 2 classes.
     """
     if task == "question-answering":
         return LabelSpace(())
@@ -196,7 +197,7 @@ def discover_labels(
     if problem_type == REGRESSION:
         bad = next((r for r in raw if not _is_number(r)), None)
         if bad is not None:
-            raise ValueError(f"--problem-type regression needs numeric labels, got {bad!r}")
+            raise UserError(f"--problem-type regression needs numeric labels, got {bad!r}")
         return LabelSpace(("LABEL_0",), REGRESSION)
     names = {n for r in raw for n in parse_multi_label(r)} if problem_type == MULTI else set(raw)
     known = GLUE_LABELS.get(glue_task or "")
@@ -206,7 +207,7 @@ def discover_labels(
         else sorted(names, key=_label_key)
     )
     if len(labels) < 2 and problem_type == SINGLE:
-        raise ValueError(f"the training data has one label ({labels}); classification needs at least 2")
+        raise UserError(f"the training data has one label ({labels}); classification needs at least 2")
     return LabelSpace(tuple(labels), problem_type)
 
 
@@ -220,16 +221,16 @@ def name_labels(
         The renamed label space and the data label -> name map to apply to examples (empty: no renaming).
 
     Raises:
-        ValueError: names for a regression or multi-label problem, or as many names as labels not given.
+        UserError: names for a regression or multi-label problem, or as many names as labels not given.
     """
     if names is None and glue_task in GLUE_LABEL_NAMES and space.labels == ("0", "1"):
         names = GLUE_LABEL_NAMES[glue_task]
     if names is None:
         return space, {}
     if space.problem_type != SINGLE:
-        raise ValueError(f"--label-names is for single-label classification; the data is {space.problem_type}")
+        raise UserError(f"--label-names is for single-label classification; the data is {space.problem_type}")
     if len(names) != len(space.labels):
-        raise ValueError(
+        raise UserError(
             f"--label-names gives {len(names)} names for the data's {len(space.labels)} labels "
             f"{list(space.labels)[:20]} (one name per label, in that order)"
         )
@@ -247,7 +248,7 @@ def check_known_labels(space: LabelSpace, task: str, examples: list[Any], flag: 
     """Refuse examples whose labels the model will not have (before training, not after).
 
     Raises:
-        ValueError: naming the unknown labels.
+        UserError: naming the unknown labels.
     """
     if task == "question-answering" or space.problem_type == REGRESSION:
         return
@@ -259,7 +260,7 @@ def check_known_labels(space: LabelSpace, task: str, examples: list[Any], flag: 
         seen = {ex.label for ex in examples}
     unknown = sorted(seen - set(space.labels))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{flag} has labels {unknown[:10]} that the training data does not have "
             f"(known: {list(space.labels)[:20]})"
         )
@@ -336,7 +337,7 @@ def build_features(
     (a BERT teacher reads them beside a DistilBERT student).
 
     Raises:
-        ValueError: a file that mixes single texts and pairs; a QA question too long for a window.
+        UserError: a file that mixes single texts and pairs; a QA question too long for a window.
     """
     if task == "question-answering":
         return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride, token_types)
@@ -361,7 +362,7 @@ def build_features(
         return TrainData(enc["input_ids"], None, targets, len(examples))
     pairs = [ex.text_pair for ex in examples]
     if any(p is None for p in pairs) and any(p is not None for p in pairs):
-        raise ValueError("the data mixes single texts and text pairs; use one kind per file")
+        raise UserError("the data mixes single texts and text pairs; use one kind per file")
     enc = tokenizer(
         [ex.text for ex in examples],
         None if pairs[0] is None else pairs,
@@ -412,7 +413,7 @@ def _qa_features(
     return TrainData([f.input_ids for f in features], types, targets, len(examples))
 
 
-def collate(
+def training_batch(
     data: TrainData,
     rows: np.ndarray | list[int],
     pad_id: int,

@@ -1,4 +1,4 @@
-"""A model directory's results: metrics.json accumulates by data key; the card's section, cards' layout."""
+"""A model directory's results: metrics.json accumulates by data key and its card follows."""
 
 from __future__ import annotations
 
@@ -34,46 +34,6 @@ def test_merge_keeps_the_finetune_summary_and_other_evaluations_and_replaces_the
     assert again["evaluations"]["squad/dev-v1.1.json"]["examples"] == 5
     with pytest.raises(ValueError, match='"evaluations" entry that is not an object'):
         results.merge({"evaluations": [1]}, "k", SQUAD)
-
-
-def test_results_section_rows_and_the_cards_glue_table():
-    section = results.results_section(results.merge(results.merge(FINETUNE, "squad/dev-v1.1.json", SQUAD),
-                                                     "glue/dev", GLUE))
-    assert section[0] == "## Evaluation results" and section[-1] == ""
-    assert "- `dev.jsonl`: 8 examples of `/data/dev.jsonl`" in section
-    assert "- `glue/dev`: the GLUE dev files in `/glue`: SST-2 (2 examples), MRPC (2 examples); " \
-           "not evaluated: STS-B" in section
-    for row in ["| dev.jsonl | accuracy | 1 |", "| squad/dev-v1.1.json | squad_version | 1.1 |",
-                "| squad/dev-v1.1.json | exact_match | 33.3333 |", "| glue/dev/MRPC | f1 | 0.6667 |"]:
-        assert row in section
-    table = section[section.index("| Task | MNLI | QQP | QNLI | SST-2 | CoLA | STS-B | MRPC | RTE |"):]
-    assert table[1] == "|---|---|---|---|---|---|---|---|---|"
-    assert table[2] == "| score | - | - | - | 50.0 | - | - | 58.3 | - |"
-
-
-def test_glue_scores_come_from_every_glue_evaluation_and_the_newest_wins():
-    mrpc = {"data": "MRPC/dev.tsv", "glue_task": "MRPC", "examples": 4, "metrics": {"score": 70.0}}
-    merged = results.merge(results.merge({**FINETUNE, "glue_task": "RTE", "metrics": {"score": 55.0}},
-                                         "glue/dev", GLUE), "MRPC/dev.tsv", mrpc)
-    assert results.glue_scores(merged) == {"RTE": 55.0, "SST-2": 50.0, "MRPC": 70.0}
-    assert results.glue_scores(FINETUNE) == {}
-
-
-def test_other_metrics_layouts_and_no_metrics():
-    section = results.results_section({"squad_v1.1_dev": {"exact_match": 77.7}, "eval_samples": 10570})
-    assert "| squad_v1.1_dev | exact_match | 77.7 |" in section and "| - | eval_samples | 10570 |" in section
-    assert results.results_section({})[2].startswith("Not evaluated: fine-tune with `--validation FILE`")
-
-
-def test_replace_section_swaps_only_the_results_section():
-    card = "# run\n\nintro\n\n## Evaluation results\n\nold\n\n## How to use\n\ncode\n"
-    new = results.replace_section(card, ["## Evaluation results", "", "new", ""])
-    assert new == "# run\n\nintro\n\n## Evaluation results\n\nnew\n\n## How to use\n\ncode\n"
-    assert results.replace_section(new, ["## Evaluation results", "", "new", ""]) == new
-    assert results.replace_section("# x\n\n## How to use\n\ncode\n", ["## Evaluation results", "", "r", ""]) \
-        == "# x\n\n## Evaluation results\n\nr\n\n## How to use\n\ncode\n"
-    assert results.replace_section("# user card\ntext", ["## Evaluation results", "", "r", ""]) \
-        == "# user card\ntext\n\n## Evaluation results\n\nr\n"
 
 
 def test_record_evaluation_merges_into_the_directory(tmp_path):

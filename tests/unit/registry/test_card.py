@@ -1,4 +1,4 @@
-"""Model cards: a snapshot of the full card for a fixed entry, and the sample format per task."""
+"""Registry cards: a snapshot of the full card for a fixed entry, and the sample format per task."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distilkit.registry.card import metric_rows, render_card
+from distilkit.registry.card import render_card
 
 EXPECTED = Path(__file__).with_name("expected_card.md")
 
@@ -17,13 +17,23 @@ def test_card_matches_the_committed_snapshot(registry, make_dir):
     """Re-record after an intended change with DISTILKIT_UPDATE_SNAPSHOTS=1."""
     metrics = {"squad_v1.1_dev": {"exact_match": 77.7, "f1": 85.8123456}, "eval_samples": 10570}
     source = make_dir("card-model", arch="DistilBertForQuestionAnswering", metrics=metrics)
-    registry.register(source, "distilbert-squad", version="1.0", license="apache-2.0", languages=["en"],
-                      datasets=["squad"], hub_id="distilbert-base-cased-distilled-squad", aliases=["prod"],
-                      description="DistilBERT base cased, fine-tuned with knowledge distillation on SQuAD v1.1.")
+    registry.register(
+        source,
+        "distilbert-squad",
+        version="1.0",
+        license="apache-2.0",
+        languages=["en"],
+        datasets=["squad"],
+        hub_id="distilbert-base-cased-distilled-squad",
+        aliases=["prod"],
+        description="DistilBERT base cased, fine-tuned with knowledge distillation on SQuAD v1.1.",
+    )
     card = render_card(registry.get("distilbert-squad:prod").to_dict())
     if os.environ.get("DISTILKIT_UPDATE_SNAPSHOTS") == "1":
         EXPECTED.write_text(card)
-    assert card == EXPECTED.read_text(), "card changed; re-record with DISTILKIT_UPDATE_SNAPSHOTS=1 if intended"
+    assert card == EXPECTED.read_text(), (
+        "card changed; re-record with DISTILKIT_UPDATE_SNAPSHOTS=1 if intended"
+    )
 
 
 def _sample(card: str) -> tuple[object, object]:
@@ -59,12 +69,3 @@ def test_card_without_metrics_or_datasets_says_so(registry, make_dir):
     card = render_card(registry.get("plain").to_dict())
     assert "No `metrics.json` was registered with this version." in card
     assert "Not recorded; pass `--dataset NAME` when registering." in card
-
-
-def test_metric_rows_flatten_nested_metrics_into_dataset_metric_value():
-    rows = metric_rows({"squad_v1.1_dev": {"exact_match": 77.7, "f1": 85.8123456}, "eval_samples": 10570,
-                        "flag": True, "per_type": {"PER": {"f1": 0.5}}}, "dev.json/")
-    assert rows == [("dev.json/squad_v1.1_dev", "exact_match", "77.7"),
-                    ("dev.json/squad_v1.1_dev", "f1", "85.8123"),
-                    ("dev.json", "eval_samples", "10570"),
-                    ("dev.json/per_type/PER", "f1", "0.5")]

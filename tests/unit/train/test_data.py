@@ -11,8 +11,8 @@ from transformers import AutoTokenizer
 
 from distilkit.train.data import (
     TokenShards,
-    collate,
     length_grouped_batches,
+    pad_sequences,
     prepare_data,
     shard_dtype,
     special_template,
@@ -130,7 +130,7 @@ def test_length_grouped_batches_cover_everything_once_and_pad_little():
     assert not all(np.array_equal(x, y) for x, y in zip(batches, other))
 
 
-def test_collate_pads_to_the_longest():
-    ids, mask = collate([np.array([5, 6, 7]), np.array([8])], pad_id=0)
+def test_pad_sequences_pads_to_the_longest():
+    ids, mask = pad_sequences([np.array([5, 6, 7]), np.array([8])], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert ids.dtype == torch.long

@@ -1,4 +1,4 @@
-"""Fine-tuning data: label discovery, first-sub-token alignment, QA targets over windows, collation, losses."""
+"""Fine-tuning data: label discovery, first-sub-token alignment, QA targets over windows, batches, losses."""
 
 from __future__ import annotations
 
@@ -166,18 +166,21 @@ def test_qa_windows_are_the_inference_windows():
 
 
 # --- collation ------------------------------------------------------------------------------------
-def test_collate_pads_to_multiples_of_8_with_ignored_labels():
+def test_training_batch_pads_to_multiples_of_8_with_ignored_labels():
     data = task_data.TrainData(
         [[2, 5, 3], [2, 5, 6, 7, 3]], None, [[-100, 1, -100], [-100, 0, 2, 1, -100]], 2
     )
-    batch = task_data.collate(data, [0, 1], pad_id=0, task="token-classification", problem_type=None)
+    batch = task_data.training_batch(data, [0, 1], pad_id=0, task="token-classification", problem_type=None)
     assert batch["input_ids"].shape == (2, 8) and batch["attention_mask"][0].tolist() == [1, 1, 1] + [0] * 5
     assert batch["labels"][0].tolist() == [-100, 1, -100] + [-100] * 5
     qa = task_data.TrainData([[2, 3]], [[0, 0]], [(1, 1)], 1)
-    batch = task_data.collate(qa, [0], 0, "question-answering", None)
+    batch = task_data.training_batch(qa, [0], 0, "question-answering", None)
     assert batch["start_positions"].tolist() == [1] and "token_type_ids" in batch
     reg = task_data.TrainData([[2, 3]], None, [3.5], 1)
-    assert task_data.collate(reg, [0], 0, "text-classification", "regression")["labels"].dtype == torch.float
+    assert (
+        task_data.training_batch(reg, [0], 0, "text-classification", "regression")["labels"].dtype
+        == torch.float
+    )
 
 
 # --- the distillation term on task logits --------------------------------------------------------

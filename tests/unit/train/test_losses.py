@@ -1,4 +1,4 @@
-"""Each distillation loss against a hand computation; empty selections give 0, not NaN."""
+"""Each distillation loss against a hand computation on flat rows with weights; no weight gives 0, not NaN."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def test_kl_matches_hand_computation_with_t_squared():
         ps, pt = _softmax([x / T for x in srow]), _softmax([x / T for x in trow])
         expected += sum(q * math.log(q / p) for p, q in zip(ps, pt))
     expected = expected / 2 * T**2
-    got = losses.distillation_kl_loss(
-        torch.tensor([s]), torch.tensor([t]), torch.ones(1, 2, dtype=torch.bool), T
-    )
+    got = losses.distillation_kl_loss(torch.tensor(s), torch.tensor(t), None, T)
+    assert losses.distillation_kl_loss(torch.tensor(s), torch.tensor(t), torch.ones(2), T).item() == \
+        pytest.approx(got.item(), rel=1e-6)
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # same as torch's KLDivLoss(batchmean) over the selected rows, the HF distiller's formulation
     ref = (
@@ -39,44 +39,48 @@ def test_kl_matches_hand_computation_with_t_squared():
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
 
 
-def test_kl_ignores_unselected_positions_and_is_zero_for_equal_logits():
+def test_kl_ignores_rows_of_weight_zero_and_is_zero_for_equal_logits():
     torch.manual_seed(0)
-    s = torch.randn(2, 4, 7)
+    s = torch.randn(8, 7)
     t = s.clone()
-    t[0, 3, 0] += 100.0  # garbage at an unselected (pad) position
-    positions = torch.ones(2, 4, dtype=torch.bool)
-    positions[0, 3] = False
-    assert losses.distillation_kl_loss(s, t, positions, 2.0).item() == pytest.approx(0.0, abs=1e-6)
-    assert losses.distillation_kl_loss(s, t, torch.ones_like(positions), 2.0).item() > 0.1  # the garbage counts
+    t[3, 0] += 100.0  # garbage at a row of weight 0 (padding)
+    weights = torch.ones(8)
+    weights[3] = 0.0
+    assert losses.distillation_kl_loss(s, t, weights, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.distillation_kl_loss(s, t, None, 2.0).item() > 0.1  # the garbage counts
 
 
-def test_masked_lm_loss_is_cross_entropy_at_labelled_positions():
-    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 5.0, 0.0], [2.0, 2.0, 2.0]]])  # (1, 3, 3)
-    labels = torch.tensor([[2, -100, 0]])
+def test_weights_weigh_rows():
+    s, t = torch.randn(3, 5), torch.randn(3, 5)
+    per_row = [losses.distillation_kl_loss(s[i : i + 1], t[i : i + 1], None, 1.0).item() for i in range(3)]
+    got = losses.distillation_kl_loss(s, t, torch.tensor([2.0, 1.0, 0.0]), 1.0).item()
+    assert got == pytest.approx((2 * per_row[0] + per_row[1]) / 3, rel=1e-5)
+
+
+def test_masked_lm_loss_is_cross_entropy_at_labelled_rows():
+    logits = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 0.0], [2.0, 2.0, 2.0]])  # (3, 3)
+    labels = torch.tensor([2, -100, 0])
     expected = (-math.log(_softmax([1.0, 2.0, 3.0])[2]) - math.log(1 / 3)) / 2
     assert losses.masked_lm_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_cosine_matches_torch_cosine_embedding_loss_over_real_positions():
     h_s, h_t = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
-    real = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    real = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     h_s[0, 3:] = 1e6  # pad positions must not count
-    got = losses.cosine_embedding_loss(h_s, h_t, real)
-    ref = torch.nn.CosineEmbeddingLoss()(h_s[real], h_t[real], torch.ones(int(real.sum())))
+    got = losses.cosine_embedding_loss(h_s.flatten(0, 1), h_t.flatten(0, 1), real.flatten())
+    mask = real.bool()
+    ref = torch.nn.CosineEmbeddingLoss()(h_s[mask], h_t[mask], torch.ones(int(real.sum())))
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
-    a = torch.tensor([[[1.0, 0.0]]])
-    b = torch.tensor([[[1.0, 1.0]]])
-    assert losses.cosine_embedding_loss(a, b, torch.ones(1, 1, dtype=torch.bool)).item() == pytest.approx(
-        1 - 1 / math.sqrt(2), rel=1e-6
-    )
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0]])
+    assert losses.cosine_embedding_loss(a, b).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
 
 
-def test_mse_is_summed_over_vocab_and_averaged_over_positions():
-    s = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])
-    t = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
-    assert losses.logits_mse_loss(s, t, torch.ones(1, 2, dtype=torch.bool)).item() == pytest.approx(
-        (5 + 2) / 2
-    )
+def test_mse_is_summed_over_vocab_and_averaged_over_rows():
+    s = torch.tensor([[1.0, 2.0], [0.0, 0.0], [9.0, 9.0]])
+    t = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    assert losses.logits_mse_loss(s, t, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx((5 + 2) / 2)
 
 
 def test_causal_lm_loss_predicts_the_next_real_token():
@@ -86,19 +90,21 @@ def test_causal_lm_loss_predicts_the_next_real_token():
     attention = torch.tensor([[1, 1, 0]])  # only position 0 -> token 2 counts
     expected = -math.log(_softmax([0.0, 0.0, 2.0, 0.0])[2])
     assert losses.causal_lm_loss(logits, ids, attention).item() == pytest.approx(expected, rel=1e-6)
+    assert losses.next_token_labels(ids, attention).tolist() == [[2, -100, -100]]
 
 
-@pytest.mark.parametrize("name", ["kl", "mlm", "cos", "mse", "clm"])
+@pytest.mark.parametrize("name", ["kl", "mlm", "cos", "mse", "clm", "kl-empty"])
 def test_nothing_selected_gives_zero_with_finite_gradient(name):
     s = torch.randn(2, 3, 5, requires_grad=True)
     t = torch.randn(2, 3, 5)
-    none = torch.zeros(2, 3, dtype=torch.bool)
+    none = torch.zeros(6)
     value = {
-        "kl": lambda: losses.distillation_kl_loss(s, t, none, 2.0),
-        "mlm": lambda: losses.masked_lm_loss(s, torch.full((2, 3), -100)),
-        "cos": lambda: losses.cosine_embedding_loss(s, t, none),
-        "mse": lambda: losses.logits_mse_loss(s, t, none),
-        "clm": lambda: losses.causal_lm_loss(s, torch.zeros(2, 3, dtype=torch.long), none.long()),
+        "kl": lambda: losses.distillation_kl_loss(s.flatten(0, 1), t.flatten(0, 1), none, 2.0),
+        "kl-empty": lambda: losses.distillation_kl_loss(s.flatten(0, 1)[:0], t.flatten(0, 1)[:0], None, 2.0),
+        "mlm": lambda: losses.masked_lm_loss(s.flatten(0, 1), torch.full((6,), -100)),
+        "cos": lambda: losses.cosine_embedding_loss(s.flatten(0, 1), t.flatten(0, 1), none),
+        "mse": lambda: losses.logits_mse_loss(s.flatten(0, 1), t.flatten(0, 1), none),
+        "clm": lambda: losses.causal_lm_loss(s, torch.zeros(2, 3, dtype=torch.long), none.view(2, 3).long()),
     }[name]()
     assert value.item() == 0.0
     value.backward()
@@ -106,8 +112,8 @@ def test_nothing_selected_gives_zero_with_finite_gradient(name):
 
 
 def test_bf16_inputs_give_an_fp32_loss():
-    s, t = torch.randn(1, 2, 6).bfloat16(), torch.randn(1, 2, 6).bfloat16()
-    out = losses.distillation_kl_loss(s, t, torch.ones(1, 2, dtype=torch.bool), 2.0)
+    s, t = torch.randn(2, 6).bfloat16(), torch.randn(2, 6).bfloat16()
+    out = losses.distillation_kl_loss(s, t, torch.ones(2), 2.0)
     assert out.dtype == torch.float32
 
 
@@ -127,7 +133,7 @@ def test_blockwise_kl_equals_the_straightforward_form_in_value_and_gradient(dtyp
     positions = torch.rand(B, T, generator=g) > 0.2
     assert positions.sum() > losses.KL_CHUNK
 
-    got = losses.distillation_kl_loss(s, t, positions, temp)
+    got = losses.distillation_kl_loss(s.flatten(0, 1), t.flatten(0, 1), positions.flatten(), temp)
     (grad_got,) = torch.autograd.grad(got, s)
 
     s_ref = s.detach().double().requires_grad_(True)
