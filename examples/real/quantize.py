@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {list(TASKS)}")
     p.add_argument("--teacher-lr", type=float, default=1e-4, help="learning rate of a teacher trained here")
     p.add_argument("--batch-size", type=int, default=32, help="batch of a teacher trained here")
-    p.add_argument("--speed-inputs", type=int, default=256, help="test inputs timed per task (QA: half)")
+    p.add_argument("--speed-inputs", type=int, default=128, help="test inputs timed per task (QA: half)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads")
     p.add_argument("--budget-min", type=float, default=None, help="stop after about this many minutes")
     p.add_argument("--models", default="teacher,distilled student", help="which of each task's models")
