@@ -35,3 +35,21 @@ def tiny_model(tmp_path_factory):
         return cache[key]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model, tmp_path_factory) -> Path:
+    """A bare tiny ``BertModel`` directory (no task head, like sentence-transformers checkpoints)."""
+    from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
+
+    source = tiny_model("fill-mask", "bert", layers=4)
+    path = tmp_path_factory.mktemp("bert-encoder")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the MLM head left behind is the point
+    try:
+        BertModel.from_pretrained(source).save_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path

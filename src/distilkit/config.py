@@ -271,6 +271,10 @@ class FinetuneConfig:
     tensorboard/."""
     glue_task: str | None = None
     """Read the files as this GLUE task's TSV (e.g. MRPC, STS-B) and report its GLUE metrics."""
+    label_names: str | None = None
+    """text-classification: comma-separated names of the data's labels in their sorted order (e.g.
+    negative,positive for 0/1), kept in the model's config (default with --glue-task: GLUE's names,
+    SST-2 negative,positive)."""
     problem_type: str = "auto"
     """text-classification: auto (lists -> multi-label, fractional numbers or STS-B -> regression) |
     single_label_classification | multi_label_classification | regression."""
@@ -345,6 +349,16 @@ class FinetuneConfig:
             raise UserError("--problem-type is for text-classification")
         if self.glue_task is not None and task != "text-classification":
             raise UserError("--glue-task is for text-classification")
+        if isinstance(self.label_names, (list, tuple)):  # a YAML list
+            object.__setattr__(self, "label_names", ",".join(map(str, self.label_names)))
+        if self.label_names is not None:
+            if task != "text-classification":
+                raise UserError("--label-names is for text-classification")
+            names = self.label_name_list()
+            if len(names) < 2 or "" in names or len(set(names)) != len(names):
+                raise UserError(
+                    f"--label-names takes 2 or more distinct comma-separated names, got {self.label_names!r}"
+                )
         if self.init not in ("pretrained", "scratch"):
             raise UserError(f"--init must be pretrained or scratch, got {self.init!r}")
         if self.init == "pretrained" and (self.num_layers is not None or self.hidden_size is not None):
@@ -382,6 +396,10 @@ class FinetuneConfig:
                 f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"
             )
         object.__setattr__(self, "precision", check_precision(self.precision))
+
+    def label_name_list(self) -> list[str] | None:
+        """``label_names`` split at commas (None when not given)."""
+        return None if self.label_names is None else [n.strip() for n in self.label_names.split(",")]
 
     def loss_weights(self) -> tuple[float, float]:
         """(alpha_ce, alpha_task) after defaults: 0.5/0.5 with a teacher, 0/1 without."""

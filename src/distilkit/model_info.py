@@ -63,20 +63,42 @@ def canonical_task(task: str) -> str:
     return task
 
 
+class TaskNotFoundError(UserError):
+    """``config.architectures`` names no task head (e.g. a bare ``BertModel`` encoder) and none was given.
+
+    Commands re-raise it with ``naming(flag)`` so the message says which of their flags names the task.
+    """
+
+    def __init__(self, architectures: Any, flag: str = "name it explicitly"):
+        self.architectures = architectures
+        base = bool(architectures) and all(
+            not any(a.endswith(s) for s in ARCHITECTURE_TASKS) and a.endswith("Model") for a in architectures
+        )
+        what = (
+            " (an encoder without a task head: fine-tune it first with `distilkit finetune TASK --model DIR "
+            "--train FILE --output OUT`)" if base else ""
+        )
+        super().__init__(
+            f"cannot infer the task from config.architectures={architectures!r}{what}; {flag} "
+            f"(one of {sorted(TASK_AUTO_CLASSES)})"
+        )
+
+    def naming(self, flag: str) -> TaskNotFoundError:
+        """The same error, saying which flag (or argument) supplies the task."""
+        return TaskNotFoundError(self.architectures, f"name the task with {flag}")
+
+
 def infer_task(config: Any) -> str:
     """Read the pipeline tag from ``config.architectures`` (e.g. DistilBertForMaskedLM -> fill-mask).
 
     Raises:
-        UserError: the architectures name no task head (a bare ``BertModel``, say): name the task.
+        TaskNotFoundError: the architectures name no task head (a bare ``BertModel``, say): name the task.
     """
     for arch in getattr(config, "architectures", None) or []:
         for suffix, task in ARCHITECTURE_TASKS.items():
             if arch.endswith(suffix):
                 return task
-    raise UserError(
-        f"cannot infer the task from config.architectures={getattr(config, 'architectures', None)!r}; "
-        f"name it explicitly (one of {sorted(TASK_AUTO_CLASSES)})"
-    )
+    raise TaskNotFoundError(getattr(config, "architectures", None))
 
 
 def is_weight_file(name: str) -> bool:

@@ -21,19 +21,25 @@ from distilkit.model_info import (  # re-exported: the loader's public names
     TASK_ALIASES,
     TASK_AUTO_CLASSES,
     LoadedModel,
+    TaskNotFoundError,
     canonical_task,
     has_weights,
     infer_task,
 )
 
 __all__ = [
-    "ARCHITECTURE_TASKS", "TASK_ALIASES", "TASK_AUTO_CLASSES", "LoadedModel", "ModelNotFoundError",
-    "canonical_task", "has_weights", "infer_task", "load_model", "resolve_source", "save_model_dir",
+    "ARCHITECTURE_TASKS", "TASK_ALIASES", "TASK_AUTO_CLASSES", "LoadedModel", "MissingHeadError",
+    "ModelNotFoundError", "TaskNotFoundError", "canonical_task", "has_weights", "infer_task", "load_model",
+    "quiet_from_pretrained", "resolve_source", "save_model_dir",
 ]
 
 
 class ModelNotFoundError(UserError):
     """A model reference that names neither a local model directory nor a reachable hub model."""
+
+
+class MissingHeadError(ModelNotFoundError):
+    """The checkpoint has no weights for the task head a command asked for (it would run untrained)."""
 
 
 def _offline() -> bool:
@@ -92,16 +98,51 @@ def resolve_source(ref: str | os.PathLike) -> str:
 
 @contextmanager
 def _no_progress_bars() -> Iterator[None]:
-    """Silence transformers' per-file progress bars (they would litter CLI output and logs)."""
+    """Silence transformers' per-file progress bars and load reports (they would litter CLI output and
+    logs; the callers that care check missing weights themselves)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def quiet_from_pretrained(auto_cls: Any, source: str, **kwargs: Any) -> Any:
+    """``auto_cls.from_pretrained(source, **kwargs)`` without progress bars or load report."""
+    with _no_progress_bars():
+        return auto_cls.from_pretrained(source, **kwargs)
+
+
+def _load_trained(auto_cls: Any, source: str, ref: str, task: str) -> torch.nn.Module:
+    """The checkpoint's weights for ``task``; a task head the checkpoint lacks is an error, not a
+    silently random head (a ``BertModel`` encoder asked for text-classification, say).
+
+    Raises:
+        MissingHeadError: naming the missing weights and how to get a model that has them.
+    """
+    model, info = quiet_from_pretrained(auto_cls, source, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        archs = getattr(model.config, "architectures", None)
+        how = (
+            "Fill-mask needs a checkpoint with its masked-LM head (a *ForMaskedLM model)"
+            if task == "fill-mask"
+            else f"Fine-tune it first: distilkit finetune {task} --model {ref} --train FILE --output DIR"
+        )
+        raise MissingHeadError(
+            f"{ref} has no weights for the {task} head ({shown}; config.architectures={archs!r}), so its "
+            f"answers would come from random weights. {how} (or add --dummy-weights to run random weights on "
+            "purpose)"
+        )
+    return model
 
 
 def save_model_dir(model: torch.nn.Module, tokenizer: Any, output: str | os.PathLike) -> None:
@@ -136,8 +177,10 @@ def load_model(
             do not apply to it).
 
     Raises:
-        ModelNotFoundError: unknown/unreachable reference or missing weights.
-        UserError: unknown task or backend, a task the config cannot tell, no fast tokenizer.
+        ModelNotFoundError: unknown/unreachable reference or missing weights (``MissingHeadError``:
+            the checkpoint has no weights for the task's head, e.g. a ``BertModel`` encoder).
+        UserError: unknown task or backend, a task the config cannot tell (``TaskNotFoundError``),
+            no fast tokenizer.
     """
     import transformers
     from transformers import AutoConfig, AutoTokenizer
@@ -164,7 +207,6 @@ def load_model(
                 f"{source} has no weights (*.safetensors / *.bin); add --dummy-weights to run its "
                 "architecture with random weights"
             )
-        with _no_progress_bars():
-            model = auto_cls.from_pretrained(source)
+        model = _load_trained(auto_cls, source, str(ref), task)
     model = model.to(device=device, dtype=dtype).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, task=task, source=str(ref))

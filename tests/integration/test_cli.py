@@ -100,6 +100,30 @@ def test_exit_codes_from_commands_reach_the_shell():
     assert run("predict", "fill-mask").returncode == 2  # missing --model: a usage error
 
 
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [(["export", "onnx", "--output", "{tmp}/x"], "name the task with --task TASK"),
+     (["registry", "register", "--name", "enc"], "name the task with --task TASK"),
+     (["serve"], "name the task with --model {name}:TASK={model}")],
+)
+def test_a_bare_encoder_makes_each_command_name_the_flag_that_supplies_the_task(tiny_encoder, tmp_path, args, flag):
+    model = str(tiny_encoder)
+    args = [a.format(tmp=tmp_path) for a in args]
+    where = ["--model", model] if args[0] != "registry" else [model]
+    out = run(*args, *where, env={"DISTILKIT_HOME": str(tmp_path / "home")})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().count("\n") == 0
+    assert "an encoder without a task head" in out.stderr
+    assert flag.format(model=model, name=tiny_encoder.name) in out.stderr
+
+
+def test_predicting_a_task_on_a_bare_encoder_says_to_fine_tune_it_first(tiny_encoder):
+    out = run("predict", "text-classification", "--model", str(tiny_encoder), "a good day")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "no weights for the text-classification head" in out.stderr
+    assert f"distilkit finetune text-classification --model {tiny_encoder}" in out.stderr
+
+
 def test_a_user_error_is_one_line_and_exit_2_without_traceback(tiny_model):
     out = run(
         "predict", "fill-mask", "--model", str(tiny_model("fill-mask")), "--dtype", "float64", "a [MASK]"

@@ -195,3 +195,22 @@ def test_no_update_model_dir_and_dummy_weights_write_nothing_into_it(finetuned, 
         assert (tmp_path / "m.json").is_file()
     assert "--dummy-weights scores random weights" in out.stderr
     assert snapshot(model) == before
+
+
+def test_squad_predictions_json_is_the_official_scripts_id_to_answer_object(tiny_model, tmp_path):
+    context = "My name is John and I live in Seattle."
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "What is my name?", "answers": [{"text": "John", "answer_start": 11}]},
+        {"id": "q2", "question": "Where do I live?", "answers": [{"text": "Seattle", "answer_start": 30}]}]}]}]}
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps(squad))
+    model = str(tiny_model("question-answering"))
+    common = ["question-answering", "--model", model, "--data", str(data), KEEP, "--output", str(tmp_path / "m.json")]
+    out = run(*common, "--predictions", str(tmp_path / "preds.json"))
+    assert out.returncode == 0, out.stderr
+    preds = json.loads((tmp_path / "preds.json").read_text())
+    assert set(preds) == {"q1", "q2"} and all(isinstance(a, str) and a in context for a in preds.values())
+    lines = run(*common, "--predictions", str(tmp_path / "preds.jsonl"))
+    assert lines.returncode == 0, lines.stderr
+    rows = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q2"] and [r["prediction"] for r in rows] == [preds["q1"], preds["q2"]]

@@ -361,3 +361,64 @@ def test_cli_trains_and_bad_flags_exit_2_with_one_line(tiny_model, tmp_path):
         "ner", "--model", model, "--train", str(tmp_path / "nope.txt"), "--output", str(tmp_path / "x")
     )
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def write_sst2(path, repeat=2):
+    rows = [(t, "1" if lab == "joy" else "0") for t, lab in TEXTS * repeat]
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows))
+    return path
+
+
+def test_glue_index_labels_get_glue_names_and_still_score_against_the_0_1_file(tiny_model, tmp_path):
+    data = write_sst2(tmp_path / "train.tsv")
+    out = finetune_module.finetune(config(tiny_model("fill-mask"), data, tmp_path / "run", glue_task="SST-2",
+                                          validation=str(data), max_steps=4))
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["id2label"] == {"0": "negative", "1": "positive"}
+    assert 0 <= json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] <= 1
+    labels = {r["label"] for r in distilkit.pipeline("text-classification", model=str(out))(["the good day"] * 2)}
+    assert labels <= {"negative", "positive"}
+
+
+def test_label_names_flag_names_the_data_labels_and_a_count_mismatch_exits_2(tiny_model, tmp_path):
+    train = write_texts(tmp_path / "train.jsonl", rows=[(t, "1" if lab == "joy" else "0") for t, lab in TEXTS])
+    common = ["text-classification", "--model", str(tiny_model("fill-mask")), "--train", str(train)]
+    ok = run_cli(*common, "--output", str(tmp_path / "o"), "--label-names", "bad, good", "--max-steps", "1",
+                 "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["label2id"] == {"bad": 0, "good": 1}
+    bad = run_cli(*common, "--output", str(tmp_path / "o2"), "--label-names", "a,b,c")
+    assert bad.returncode == 2 and "--label-names gives 3 names for the data's 2 labels" in bad.stderr
+
+
+def test_a_bert_teacher_reads_the_token_types_its_distilbert_student_has_no_input_for(
+    tiny_model, tmp_path, monkeypatch
+):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from distilkit.train.student_init import init_student
+
+    teacher = tmp_path / "teacher"  # a BERT QA teacher whose tokenizer gives token types, like MiniLM's
+    shutil.copytree(tiny_model("question-answering", "bert", layers=2), teacher)
+    AutoTokenizer.from_pretrained(
+        teacher, model_input_names=["input_ids", "token_type_ids", "attention_mask"]
+    ).save_pretrained(teacher)
+    student = init_student(str(teacher), tmp_path / "student")
+    # the DistilBERT student's tokenizer gives no segment ids (its forward has no input for them)
+    assert AutoTokenizer.from_pretrained(student).model_input_names == ["input_ids", "attention_mask"]
+    seen = {}
+    real = finetune_module.compute_losses
+
+    def spy(cfg, problem_type, s, t, batch, student_inputs=None):
+        if not seen:
+            t.register_forward_pre_hook(lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True)
+        return real(cfg, problem_type, s, t, batch, student_inputs)
+
+    monkeypatch.setattr(finetune_module, "compute_losses", spy)
+    train = data_for("question-answering", tmp_path, repeat=1)
+    finetune_module.finetune(config(student, train, tmp_path / "run", "question-answering",
+                                    teacher=str(teacher), max_steps=1))
+    types = seen["token_type_ids"]  # the context is segment 1, as the teacher was trained
+    assert types.max() == 1 and (types[seen["attention_mask"] == 0] == 0).all()

@@ -87,3 +87,28 @@ def test_saved_config_round_trip_keeps_architecture(tiny_model):
     config = json.loads((tiny_model("fill-mask") / "config.json").read_text())
     assert AutoConfig.for_model(**{k: v for k, v in config.items() if k == "model_type"}) is not None
     assert config["architectures"] == ["DistilBertForMaskedLM"]
+
+
+def test_a_bare_encoder_names_no_task_and_the_error_says_which_flag_names_it(tiny_encoder):
+    from distilkit.models import TaskNotFoundError
+
+    with pytest.raises(TaskNotFoundError, match=r"\['BertModel'\] \(an encoder without a task head: fine-tune") as err:
+        load_model(tiny_encoder)
+    assert "name the task with --task TASK" in str(err.value.naming("--task TASK"))
+    with pytest.raises(TaskNotFoundError, match=r"name the task with pipeline\(TASK, model=\.\.\.\)"):
+        distilkit.pipeline(model=str(tiny_encoder))
+
+
+@pytest.mark.parametrize("task", ["text-classification", "fill-mask", "question-answering"])
+def test_a_task_head_missing_from_the_checkpoint_is_an_error_not_random_answers(tiny_encoder, task):
+    from distilkit.models import MissingHeadError
+
+    how = "masked-LM head" if task == "fill-mask" else f"distilkit finetune {task} --model"
+    with pytest.raises(MissingHeadError, match=rf"no weights for the {task} head .*{how}.*--dummy-weights"):
+        load_model(tiny_encoder, task)
+    assert load_model(tiny_encoder, task, dummy_weights=True).task == task  # random weights on purpose
+
+
+def test_complete_task_checkpoints_load_as_before(tiny_model):
+    for task in ("fill-mask", "question-answering", "text-classification", "token-classification"):
+        assert load_model(tiny_model(task, "bert"), task).task == task

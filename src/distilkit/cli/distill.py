@@ -52,7 +52,8 @@ def prepare_data(
 
 
 def init_student(
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model directory or hub id (a masked LM)."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model directory or hub id: a masked LM, a task "
+                                "model (the student gets its head and labels) or a bare encoder (BertModel)."),
     output: Path = typer.Option(..., "--output", "-o", help="New student model directory."),
     layers: str = typer.Option(
         None,
@@ -66,7 +67,8 @@ def init_student(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of --dummy-weights."),
 ) -> None:
-    """Build a student of the teacher's width from some of its layers (BERT->DistilBERT, RoBERTa->RoBERTa)."""
+    """Build a student of the teacher's width from some of its layers (BERT->DistilBERT, RoBERTa->RoBERTa),
+    with the teacher's head: masked LM, text/token classification, question answering, or none."""
     from distilkit.train.student_init import init_student as run
     from distilkit.train.student_init import parse_layers
 

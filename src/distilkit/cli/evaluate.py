@@ -70,6 +70,18 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def write_predictions(path: Path, task: str, records: list[dict[str, Any]]) -> None:
+    """``--predictions``: a ``.json`` path gets one JSON document (question-answering: the official SQuAD
+    evaluation script's ``{question_id: answer_text}`` object, ``""`` for no answer; other tasks: the
+    list of records); any other extension gets one JSON line per example."""
+    if path.suffix.lower() != ".json":
+        _write_jsonl(path, records)
+    elif task == "question-answering":
+        _write_json(path, {r["id"]: r["prediction"] for r in records})
+    else:
+        _write_json(path, records)
+
+
 def evaluate(
     task: str = typer.Argument(
         ..., help="question-answering | token-classification | text-classification | fill-mask | glue"
@@ -97,7 +109,9 @@ def evaluate(
     split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     output: Path = typer.Option(Path("metrics.json"), "--output", "-o", help="Where to write the metrics."),
-    predictions: Path = typer.Option(None, "--predictions", help="Also write one JSON line per example."),
+    predictions: Path = typer.Option(None, "--predictions", help="Also write the predictions: one JSON line per "
+                                     "example, or for a .json path one document (question-answering: the "
+                                     "official SQuAD script's {id: answer} object)."),
     top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
@@ -162,7 +176,8 @@ def evaluate(
             _write_json(output, {"model": model, "split": split, "glue": per_task,
                                  "table": dict(zip(names, row, strict=True)), "errors": failed})
         if predictions is not None:
-            _write_jsonl(predictions, [{"glue_task": t, **p} for t, r in done.items() for p in r.predictions])
+            write_predictions(predictions, "text-classification",
+                              [{"glue_task": t, **p} for t, r in done.items() for p in r.predictions])
         _print_glue(out, names, row, failed)
         console.print(f"metrics written to {output}")
         if register:
@@ -194,7 +209,7 @@ def evaluate(
     if output.resolve() != recorded:  # --output MODEL/metrics.json: the merged file is the output
         _write_json(output, summary)
     if predictions is not None:
-        _write_jsonl(predictions, result.predictions)
+        write_predictions(predictions, task, result.predictions)
     _print_metrics(out, f"{task} on {data.name}", summary)
     console.print(f"metrics written to {output}" + (f", predictions to {predictions}" if predictions else ""))
     if register:

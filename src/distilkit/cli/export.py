@@ -22,8 +22,12 @@ def onnx(
 ) -> None:
     """Export MODEL to ONNX in --output; fails (exit 2) when fp32 logits differ from PyTorch by more than --atol."""
     from distilkit.export import export_onnx
+    from distilkit.model_info import TaskNotFoundError
 
-    report = export_onnx(model, output, task=task, quantize=quantize, opset=opset, dummy_weights=dummy_weights,
-                         atol=atol, overwrite=overwrite)
+    try:
+        report = export_onnx(model, output, task=task, quantize=quantize, opset=opset, dummy_weights=dummy_weights,
+                             atol=atol, overwrite=overwrite)
+    except TaskNotFoundError as err:
+        raise err.naming("--task TASK") from None
     summary = {k: report[k] for k in ("task", "precision", "sizes", "parity", "seconds")}
     typer.echo(json.dumps({"output": output, **summary}, indent=2))

@@ -34,9 +34,14 @@ def register(
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
     """Register DIRECTORY as NAME@VERSION (immutable) and print the reference and its content SHA-256."""
-    entry = _registry().register(directory, name, version=version, task=task, license=license, datasets=dataset,
-                                 languages=language, hub_id=hub_id, description=description,
-                                 limitations=limitations, aliases=alias)
+    from distilkit.model_info import TaskNotFoundError
+
+    try:
+        entry = _registry().register(directory, name, version=version, task=task, license=license,
+                                     datasets=dataset, languages=language, hub_id=hub_id,
+                                     description=description, limitations=limitations, aliases=alias)
+    except TaskNotFoundError as err:
+        raise err.naming("--task TASK") from None
     typer.echo(f"registered {entry.name}@{entry.version} ({entry.task}, sha256 {entry.content_sha256})")
 
 
@@ -117,8 +122,12 @@ def import_(
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
     """Download HUB_ID (or take it from the HF cache when offline) and register it with its card fields."""
+    from distilkit.model_info import TaskNotFoundError
     from distilkit.registry.hub import import_from_hub
 
-    entry = import_from_hub(_registry(), hub_id, name, version=version, task=task, description=description,
-                            aliases=alias)
+    try:
+        entry = import_from_hub(_registry(), hub_id, name, version=version, task=task, description=description,
+                                aliases=alias)
+    except TaskNotFoundError as err:
+        raise err.naming("--task TASK") from None
     typer.echo(f"registered {entry.name}@{entry.version} ({entry.task}, sha256 {entry.content_sha256}) from {hub_id}")

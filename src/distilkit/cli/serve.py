@@ -69,7 +69,7 @@ def load_predictors(specs: list[str], **options) -> dict:
         UserError: two specs with one name, or no spec and the card models not in the cache.
     """
     from distilkit.inference.predictor import Predictor
-    from distilkit.models import ModelNotFoundError
+    from distilkit.models import ModelNotFoundError, TaskNotFoundError
 
     parsed = [parse_model_spec(s) for s in specs]
     if not parsed:
@@ -87,4 +87,10 @@ def load_predictors(specs: list[str], **options) -> dict:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise UserError(f"two --model entries are named {duplicate!r}; name them with NAME=REF")
-    return {p.name: Predictor.from_ref(p.ref, p.task, **options) for p in parsed}
+    predictors = {}
+    for p in parsed:
+        try:
+            predictors[p.name] = Predictor.from_ref(p.ref, p.task, **options)
+        except TaskNotFoundError as err:
+            raise err.naming(f"--model {p.name}:TASK={p.ref}") from None
+    return predictors

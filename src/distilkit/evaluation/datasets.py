@@ -42,6 +42,10 @@ GLUE_HEADER_WORDS = frozenset({"label", "quality", "index", "sentence", "text", 
 # GLUE label order of the tasks with named labels (a model's LABEL_k is the k-th); the others are 0/1.
 GLUE_LABELS = {"MNLI": ["entailment", "neutral", "contradiction"], "QNLI": ["entailment", "not_entailment"],
                "RTE": ["entailment", "not_entailment"]}
+# GLUE's names of the tasks whose TSVs hold label indices (name k is label k): what a fine-tuned
+# model calls its labels by default, instead of "0"/"1".
+GLUE_LABEL_NAMES = {"CoLA": ["unacceptable", "acceptable"], "SST-2": ["negative", "positive"],
+                    "MRPC": ["not_equivalent", "equivalent"], "QQP": ["not_duplicate", "duplicate"]}
 
 
 @dataclass(frozen=True)

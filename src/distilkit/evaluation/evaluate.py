@@ -159,21 +159,22 @@ def evaluate_ner(predictor: Any, examples: list[datasets.NERExample], progress: 
 
 # --- text classification --------------------------------------------------------------------------
 def label_mapping(model_labels: list[str], data_labels: list[str]) -> dict[str, str]:
-    """Model label -> data label: by name (case-insensitive), else ``LABEL_k`` -> the k-th data label.
-
-    The k-th data label is ``str(k)`` when the data's labels are integers, else the k-th of
-    ``data_labels`` in the order given (GLUE's order for GLUE tasks, sorted otherwise).
+    """Model label -> data label: by name (case-insensitive); else, when the data's labels are
+    integers, label id k -> ``str(k)`` (a data set's integer label is the model's label id, as for
+    GLUE's 0/1 files and a model whose labels are named ``negative``/``positive``); else
+    ``LABEL_k`` -> the k-th of ``data_labels`` in the order given (GLUE's order for GLUE tasks,
+    sorted otherwise).
 
     Raises:
-        UserError: when neither rule maps every data label.
+        UserError: when no rule maps every data label.
     """
     by_lower = {m.lower(): m for m in model_labels}
     if all(d.lower() in by_lower for d in data_labels):
         return {by_lower[d.lower()]: d for d in data_labels}
+    if all(d.isdigit() and int(d) < len(model_labels) for d in data_labels):
+        return {m: str(k) for k, m in enumerate(model_labels)}
     generic = [f"LABEL_{k}" for k in range(len(model_labels))]
     if model_labels == generic and len(model_labels) >= len(data_labels):
-        if all(d.lstrip("-").isdigit() for d in data_labels):
-            return {m: str(k) for k, m in enumerate(model_labels)}
         return {m: d for m, d in zip(model_labels, data_labels, strict=False)}
     raise UserError(f"the model's labels {model_labels} do not match the data's labels {data_labels}; "
                      "evaluate a model fine-tuned on this label set")

@@ -1,7 +1,8 @@
 """Parity of an exported graph with its PyTorch model on generated inputs.
 
 Inputs are random non-special tokens framed by the model's start/end tokens, several batch sizes
-and lengths, rows of unequal length padded (so attention masks matter). fp32 is compared on raw
+and lengths, rows of unequal length padded (so attention masks matter); graphs with
+``token_type_ids`` (BERT) get a second segment of type 1 on each row (so token types matter too). fp32 is compared on raw
 logits (max absolute difference over real tokens); int8 on decisions: top-1 agreement for
 fill-mask and the classification tasks, best-span agreement for question-answering.
 """
@@ -56,8 +57,11 @@ def generate_batches(tokenizer: Any, input_names: list[str], task: str, max_leng
                 chosen.extend(r * longest + np.sort(picks))
             positions = np.array(chosen, dtype=np.int64)
         inputs = {"input_ids": ids, "attention_mask": valid.astype(np.int64)}
-        if "token_type_ids" in input_names:
-            inputs["token_type_ids"] = np.zeros_like(ids)
+        if "token_type_ids" in input_names:  # segment B (type 1) on each row's second half, as in a pair
+            types = np.zeros_like(ids)
+            for r, n in enumerate(lengths):
+                types[r, n // 2 : n] = 1
+            inputs["token_type_ids"] = types
         batches.append(ParityBatch(inputs, valid, positions))
     return batches
 

@@ -9,6 +9,7 @@ So the Gemm gets its own copy before quantization, and afterwards the Gather rea
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,16 @@ def quantize_int8(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     untie_gemm_weights(model)
     staged = Path(target).with_suffix(".staged.onnx")
     onnx.save(model, str(staged))
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer logs a "consider pre-processing" warning per call on the root logger; the advice
+    # (shape inference, graph optimisation) is for static quantization of vision models, not this.
+    root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(model_input=str(staged), model_output=str(target),
                          op_types_to_quantize=["MatMul", "Gather"], weight_type=QuantType.QInt8)
     finally:
+        root.setLevel(level)
         staged.unlink(missing_ok=True)
     quantized = onnx.load(str(target))
     if share_tied_embedding(quantized):

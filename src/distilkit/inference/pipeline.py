@@ -91,8 +91,13 @@ def pipeline(
         batching["max_batch_tokens"] = max_batch_tokens
     if max_batch_size is not None:
         batching["max_batch_size"] = max_batch_size
-    predictor = Predictor.from_ref(
-        model, task, dummy_weights=dummy_weights, seed=seed, dtype=dtype, device=device,
-        num_threads=num_threads, backend=backend, **batching,
-    )
+    from distilkit.model_info import TaskNotFoundError
+
+    try:
+        predictor = Predictor.from_ref(
+            model, task, dummy_weights=dummy_weights, seed=seed, dtype=dtype, device=device,
+            num_threads=num_threads, backend=backend, **batching,
+        )
+    except TaskNotFoundError as err:
+        raise err.naming("pipeline(TASK, model=...)") from None
     return Pipeline(predictor, params)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.errors import UserError
 from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
-from distilkit.models import save_model_dir
+from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.loop import (
@@ -99,14 +99,8 @@ def load_student(cfg: FinetuneConfig, source: str, config: Any) -> torch.nn.Modu
         raise UserError(
             f"--model {cfg.model} has no weights; add --init scratch to train it from random init"
         )
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized head" is the point of fine-tuning, not news
-    try:
-        return auto_cls.from_pretrained(source, config=config)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    # "newly initialized head" is the point of fine-tuning, not news (nor is the loading bar)
+    return quiet_from_pretrained(auto_cls, source, config=config)
 
 
 def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> Any:
@@ -146,6 +140,7 @@ def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.Label
     if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
         raise UserError(
             f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
+            " (name the data's labels as the teacher does with --label-names)"
         )
     return task_data.LabelSpace(
         names if space.problem_type != task_data.REGRESSION else space.labels, space.problem_type
@@ -193,10 +188,15 @@ def task_distillation_loss(
 
 
 def compute_losses(
-    cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict
+    cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict,
+    student_inputs: set[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The task loss (the model's own head loss) and, with a teacher, the distillation term."""
-    out = student(**batch)
+    """The task loss (the model's own head loss) and, with a teacher, the distillation term.
+
+    ``student_inputs``: the batch keys the student takes (None: all). A BERT teacher reads the
+    token types a DistilBERT student has no input for (QA's context segment, text pairs).
+    """
+    out = student(**{k: v for k, v in batch.items() if student_inputs is None or k in student_inputs})
     terms = {"task": out.loss}
     if teacher is not None:
         accepted = set(inspect.signature(teacher.forward).parameters) - {
@@ -211,6 +211,20 @@ def compute_losses(
             cfg.task, problem_type, out, t_out, batch["attention_mask"], cfg.temperature
         )
     return terms
+
+
+def takes_token_types(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward reads segment ids (BERT does; DistilBERT has no such input)."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+def model_inputs(student: torch.nn.Module, tokenizer: Any) -> set[str]:
+    """The batch keys the student reads: its forward's parameters, without token types when its
+    tokenizer gives none (as at inference, where the tokenizer decides what the model sees)."""
+    accepted = set(inspect.signature(student.forward).parameters)
+    if "token_type_ids" not in tokenizer.model_input_names:
+        accepted.discard("token_type_ids")
+    return accepted
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -232,6 +246,7 @@ class Run:
     total_steps: int
     state: dict[str, Any]
     logs: TrainLogs
+    student_inputs: set[str] | None = None  # the batch keys the student's forward takes (None: all)
 
     @property
     def main(self) -> bool:
@@ -259,21 +274,24 @@ def setup(cfg: FinetuneConfig) -> Run:
     tokenizer = AutoTokenizer.from_pretrained(source)
     examples = task_data.read_examples(cfg.task, cfg.train, cfg.glue_task)
     space = task_data.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
+    space, renames = task_data.name_labels(space, cfg.label_name_list(), cfg.glue_task)
+    examples = task_data.rename_examples(examples, renames)
     teacher = load_teacher(cfg, tokenizer, accelerator.device)
     if teacher is not None:
         space = teacher_labels(teacher, space)
-    if cfg.validation is not None:
-        task_data.check_known_labels(
-            space, cfg.task, task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
-        )
+    if cfg.validation is not None:  # unknown validation labels fail now, not after training
+        validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
+        task_data.check_known_labels(space, cfg.task, task_data.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
     )
-    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride)
-    accepted = set(inspect.signature(student.forward).parameters)
-    batches = TaskBatches(data, cfg, space, tokenizer.pad_token_id or 0, accepted, accelerator.process_index,
+    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride,
+                                    token_types=teacher is not None and takes_token_types(teacher.model))
+    student_inputs = model_inputs(student, tokenizer)
+    wanted = student_inputs | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
+    batches = TaskBatches(data, cfg, space, tokenizer.pad_token_id or 0, wanted, accelerator.process_index,
                           world, accelerator.device)
     total_steps = cfg.max_steps or max(1, cfg.epochs * batches.per_epoch // cfg.grad_accumulation)
     decay = [p for p in student.parameters() if p.ndim > 1]  # no decay on biases and LayerNorms
@@ -305,7 +323,7 @@ def setup(cfg: FinetuneConfig) -> Run:
         accelerator.print(warning, file=sys.stderr)
     t_model = None if teacher is None else teacher.model.eval()
     return Run(cfg, accelerator, student, t_model, tokenizer, config, space, data, batches, optimizer,
-               scheduler, total_steps, state, logs)
+               scheduler, total_steps, state, logs, student_inputs)
 
 
 def fit(run: Run) -> None:
@@ -325,7 +343,9 @@ def fit(run: Run) -> None:
             epoch, examples, batch = run.batches.get(state["micro_step"])
             sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
             with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
-                terms = compute_losses(cfg, run.space.problem_type, run.student, run.teacher, batch)
+                terms = compute_losses(
+                    cfg, run.space.problem_type, run.student, run.teacher, batch, run.student_inputs
+                )
                 loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce})
                 accelerator.backward(loss / accum)
             step_losses.add(loss, terms)

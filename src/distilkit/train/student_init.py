@@ -3,10 +3,17 @@
 BERT -> DistilBERT (parameter names mapped, no token-type embeddings), DistilBERT -> DistilBERT
 and RoBERTa -> RoBERTa (fewer layers). The published DistilBERT student takes teacher layers
 [0, 2, 4, 7, 9, 11]; ``default_layer_map`` generalises that pattern to any depth.
+
+The teacher may be a masked LM (the distillation recipe), a task model (text/token
+classification, question answering: the student gets the same task head, labels included, for
+task distillation with ``finetune --teacher``) or a bare encoder such as sentence-transformers'
+``BertModel`` checkpoints (the student is a bare encoder too, for ``finetune`` to add a head).
+BERT's pooler becomes DistilBERT's ``pre_classifier`` for sequence classification.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -35,8 +42,15 @@ BERT_TO_DISTILBERT_OTHER = {
     "cls.predictions.transform.LayerNorm": "vocab_layer_norm",
     "cls.predictions.decoder": "vocab_projector",
 }
+BERT_TO_DISTILBERT_HEADS = {  # task heads; BERT's pooler only where DistilBERT has a counterpart
+    "bert.pooler.dense": ("text-classification", "pre_classifier"),
+    "classifier": (None, "classifier"),
+    "qa_outputs": (None, "qa_outputs"),
+}
 FAMILIES = {"bert": "distilbert", "distilbert": "distilbert", "roberta": "roberta"}
+STUDENT_CLASS_PREFIX = {"distilbert": "DistilBert", "roberta": "Roberta"}
 STUDENT_FILE = "student_init.json"
+ENCODER = None  # the "task" of a bare encoder teacher/student (no head)
 
 
 def default_layer_map(teacher_layers: int) -> list[int]:
@@ -68,9 +82,30 @@ def _check_layer_map(layers: list[int], teacher_layers: int) -> None:
         raise UserError(f"--layers {bad} out of range: the teacher has layers 0..{teacher_layers - 1}")
 
 
-def student_config(teacher_config: Any, n_layers: int) -> Any:
-    """The student's config: DistilBERT for a BERT/DistilBERT teacher, RoBERTa for RoBERTa."""
+def model_task(model: torch.nn.Module) -> str | None:
+    """The pipeline tag of a transformers model's class (None for a bare encoder such as ``BertModel``).
+
+    Raises:
+        UserError: a class that is neither a known task head nor a bare encoder.
+    """
+    from distilkit.model_info import ARCHITECTURE_TASKS
+
+    name = type(model).__name__
+    task = next((t for suffix, t in ARCHITECTURE_TASKS.items() if name.endswith(suffix)), None)
+    if task is None and not name.endswith("Model"):
+        raise UserError(
+            f"--teacher is a {name}; init-student takes a masked LM, a sequence/token classifier, a "
+            "question-answering model or a bare encoder"
+        )
+    return task
+
+
+def student_config(teacher_config: Any, n_layers: int, task: str | None = "fill-mask") -> Any:
+    """The student's config: DistilBERT for a BERT/DistilBERT teacher, RoBERTa for RoBERTa, with the
+    teacher's task head (labels included) or none (``task=None``)."""
     from transformers import DistilBertConfig
+
+    from distilkit.model_info import TASK_AUTO_CLASSES
 
     kind = teacher_config.model_type
     if kind == "roberta":
@@ -94,10 +129,14 @@ def student_config(teacher_config: Any, n_layers: int) -> Any:
             activation=t.hidden_act,
             initializer_range=t.initializer_range,
             pad_token_id=t.pad_token_id,
+            id2label=dict(t.id2label),
+            label2id=dict(t.label2id),
+            problem_type=t.problem_type,
         )
     else:
         raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
-    config.architectures = [{"roberta": "RobertaForMaskedLM"}.get(kind, "DistilBertForMaskedLM")]
+    suffix = "Model" if task is ENCODER else TASK_AUTO_CLASSES[task].removeprefix("AutoModel")
+    config.architectures = [STUDENT_CLASS_PREFIX[FAMILIES[kind]] + suffix]
     return config
 
 
@@ -113,9 +152,10 @@ def _layer_key(kind: str, key: str) -> tuple[int, str] | None:
 
 
 def map_teacher_state(
-    teacher_state: dict[str, torch.Tensor], kind: str, layers: list[int]
+    teacher_state: dict[str, torch.Tensor], kind: str, layers: list[int], task: str | None = "fill-mask"
 ) -> dict[str, torch.Tensor]:
-    """Teacher state dict -> student state dict (student layer i <- teacher layer layers[i]).
+    """Teacher state dict (keys under the family prefix, ``bert.``...) -> student state dict (student
+    layer i <- teacher layer layers[i]; the ``task`` head copied).
 
     BERT's token-type embedding row 0 (what every single-segment input adds) is folded into the
     position embeddings, so the DistilBERT student's embedding output equals BERT's for type-0
@@ -141,10 +181,13 @@ def map_teacher_state(
             student[key] = tensor.clone()
             continue
         module, _, leaf = key.rpartition(".")
+        head = BERT_TO_DISTILBERT_HEADS.get(module)
         if module in BERT_TO_DISTILBERT_OTHER:
             student[f"{BERT_TO_DISTILBERT_OTHER[module]}.{leaf}"] = tensor.clone()
         elif key == "cls.predictions.bias":
             student["vocab_projector.bias"] = tensor.clone()
+        elif head is not None and head[0] in (None, task):
+            student[f"{head[1]}.{leaf}"] = tensor.clone()
     if kind == "bert":
         type0 = teacher_state["bert.embeddings.token_type_embeddings.weight"][0]  # (H,)
         student["distilbert.embeddings.position_embeddings.weight"] = (
@@ -156,10 +199,11 @@ def map_teacher_state(
 def build_student(
     teacher: torch.nn.Module, layers: list[int] | None = None
 ) -> tuple[torch.nn.Module, list[int]]:
-    """Student masked-LM model initialised from ``teacher`` (a *ForMaskedLM); returns it and the layer map.
+    """Student initialised from ``teacher`` with the teacher's head (masked LM, task head, or none for
+    a bare encoder); returns it and the layer map.
 
     Raises:
-        UserError: unsupported family or layer indices out of range.
+        UserError: unsupported family or head, or layer indices out of range.
     """
     import transformers
 
@@ -167,12 +211,19 @@ def build_student(
     kind = config.model_type
     if kind not in FAMILIES:
         raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
+    task = model_task(teacher)
     depth = config.n_layers if kind == "distilbert" else config.num_hidden_layers
     layers = list(layers) if layers is not None else default_layer_map(depth)
     _check_layer_map(layers, depth)
-    student_cfg = student_config(config, len(layers))
+    student_cfg = student_config(config, len(layers), task)
     student = getattr(transformers, student_cfg.architectures[0])(student_cfg)
-    state = map_teacher_state({k: v.detach().float() for k, v in teacher.state_dict().items()}, kind, layers)
+    prefix = "" if task is not ENCODER else teacher.base_model_prefix + "."  # a bare encoder's keys lack it
+    state = map_teacher_state(
+        {prefix + k: v.detach().float() for k, v in teacher.state_dict().items()}, kind, layers, task
+    )
+    if task is ENCODER:
+        strip = student.base_model_prefix + "."
+        state = {k.removeprefix(strip): v for k, v in state.items() if k.startswith(strip)}
     missing, unexpected = student.load_state_dict(state, strict=False)
     tied = set(getattr(student, "_tied_weights_keys", None) or {})
     missing = [k for k in missing if k not in tied]
@@ -193,16 +244,69 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     Raises:
         UserError: unsupported teacher, bad layers, or a non-empty output directory.
     """
-    from distilkit.models import load_model, save_model_dir
+    from distilkit.models import save_model_dir
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise UserError(f"--output {output} is not empty; choose a new directory")
-    teacher = load_model(teacher_ref, "fill-mask", dummy_weights=dummy_weights, seed=seed)
-    student, layers = build_student(teacher.model, layers)
+    teacher, tokenizer = load_teacher(teacher_ref, dummy_weights=dummy_weights, seed=seed)
+    student, layers = build_student(teacher, layers)
+    if "token_type_ids" not in inspect.signature(student.forward).parameters:
+        # A BERT tokenizer on a DistilBERT student: its encodings must not carry segment ids the
+        # model has no input for (transformers' pipelines pass every tokenizer output to forward).
+        tokenizer = student_tokenizer(tokenizer)
     output.mkdir(parents=True, exist_ok=True)
-    save_model_dir(student, teacher.tokenizer, output)
-    record = {"teacher": str(teacher_ref), "teacher_type": teacher.config.model_type, "layers": layers,
-              "teacher_dummy_weights": dummy_weights}
+    save_model_dir(student, tokenizer, output)
+    record = {"teacher": str(teacher_ref), "teacher_type": teacher.config.model_type,
+              "task": model_task(teacher), "layers": layers, "teacher_dummy_weights": dummy_weights}
     (output / STUDENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return output
+
+
+def student_tokenizer(tokenizer: Any) -> Any:
+    """The teacher's tokenizer without ``token_type_ids`` among its model inputs (saved that way too)."""
+    import copy
+
+    tokenizer = copy.deepcopy(tokenizer)
+    names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+    tokenizer.model_input_names = names
+    tokenizer.init_kwargs["model_input_names"] = names
+    return tokenizer
+
+
+def load_teacher(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """The teacher with the head its ``config.architectures`` names, or a bare encoder (``BertModel``...).
+
+    Raises:
+        ModelNotFoundError: no such model, or no weights (without ``dummy_weights``).
+    """
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distilkit.models import (
+        ModelNotFoundError,
+        TaskNotFoundError,
+        has_weights,
+        infer_task,
+        load_model,
+        quiet_from_pretrained,
+        resolve_source,
+    )
+
+    source = resolve_source(ref)
+    config = AutoConfig.from_pretrained(source)
+    try:
+        task = infer_task(config)
+    except TaskNotFoundError:
+        task = ENCODER
+    if task is not ENCODER:
+        loaded = load_model(ref, task, dummy_weights=dummy_weights, seed=seed, backend="torch")
+        return loaded.model, loaded.tokenizer
+    if dummy_weights:
+        torch.manual_seed(seed)
+        model = transformers.AutoModel.from_config(config)
+    elif not has_weights(source):
+        raise ModelNotFoundError(f"{source} has no weights (*.safetensors / *.bin); add --dummy-weights")
+    else:
+        model = quiet_from_pretrained(transformers.AutoModel, source)
+    return model.eval(), AutoTokenizer.from_pretrained(source)

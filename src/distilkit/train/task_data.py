@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 
 from distilkit.errors import UserError
 from distilkit.evaluation import datasets
+from distilkit.evaluation.datasets import GLUE_LABEL_NAMES
 from distilkit.evaluation.evaluate import GLUE_LABELS, word_spans
 
 IGNORE_INDEX = -100
@@ -210,6 +211,39 @@ def discover_labels(
     return LabelSpace(tuple(labels), problem_type)
 
 
+def name_labels(
+    space: LabelSpace, names: list[str] | None, glue_task: str | None = None
+) -> tuple[LabelSpace, dict[str, str]]:
+    """Give the data's labels names: ``names[k]`` for the k-th label of ``space`` (``--label-names``),
+    else GLUE's names when ``glue_task`` is a GLUE task whose files hold label indices.
+
+    Returns:
+        The renamed label space and the data label -> name map to apply to examples (empty: no renaming).
+
+    Raises:
+        UserError: names for a regression or multi-label problem, or as many names as labels not given.
+    """
+    if names is None and glue_task in GLUE_LABEL_NAMES and space.labels == ("0", "1"):
+        names = GLUE_LABEL_NAMES[glue_task]
+    if names is None:
+        return space, {}
+    if space.problem_type != SINGLE:
+        raise UserError(f"--label-names is for single-label classification; the data is {space.problem_type}")
+    if len(names) != len(space.labels):
+        raise UserError(
+            f"--label-names gives {len(names)} names for the data's {len(space.labels)} labels "
+            f"{list(space.labels)[:20]} (one name per label, in that order)"
+        )
+    return LabelSpace(tuple(names), space.problem_type), dict(zip(space.labels, names, strict=True))
+
+
+def rename_examples(examples: list[Any], renames: dict[str, str]) -> list[Any]:
+    """Text examples with their labels renamed by ``renames`` (see ``name_labels``)."""
+    if not renames:
+        return examples
+    return [replace(ex, label=renames.get(ex.label, ex.label)) for ex in examples]
+
+
 def check_known_labels(space: LabelSpace, task: str, examples: list[Any], flag: str = "--validation") -> None:
     """Refuse examples whose labels the model will not have (before training, not after).
 
@@ -282,8 +316,9 @@ def answer_positions(
 
 
 # --- tokenizing -----------------------------------------------------------------------------------
-def _types(encoded: Any, tokenizer: Any) -> list[list[int]] | None:
-    return encoded.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
+def _types(encoded: Any, tokenizer: Any, token_types: bool = False) -> list[list[int]] | None:
+    wanted = token_types or "token_type_ids" in tokenizer.model_input_names
+    return encoded.get("token_type_ids") if wanted else None
 
 
 def build_features(
@@ -294,14 +329,18 @@ def build_features(
     space: LabelSpace,
     max_seq_len: int,
     doc_stride: int | None = None,
+    token_types: bool = False,
 ) -> TrainData:
     """Tokenize ``examples`` for training (see the module docstring for each task).
+
+    ``token_types``: also keep segment ids when the tokenizer's model inputs do not include them
+    (a BERT teacher reads them beside a DistilBERT student).
 
     Raises:
         UserError: a file that mixes single texts and pairs; a QA question too long for a window.
     """
     if task == "question-answering":
-        return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride)
+        return _qa_features(examples, tokenizer, config, max_seq_len, doc_stride, token_types)
     if task == "token-classification":
         ids = {name: i for i, name in enumerate(space.labels)}
         joined = [word_spans(ex.words) for ex in examples]
@@ -330,8 +369,10 @@ def build_features(
         truncation=True,
         max_length=max_seq_len,
         return_attention_mask=False,
+        return_token_type_ids=True,
     )
-    return TrainData(enc["input_ids"], _types(enc, tokenizer), _class_targets(examples, space), len(examples))
+    types = _types(enc, tokenizer, token_types)
+    return TrainData(enc["input_ids"], types, _class_targets(examples, space), len(examples))
 
 
 def _class_targets(examples: list[Any], space: LabelSpace) -> list[Any]:
@@ -350,11 +391,13 @@ def _class_targets(examples: list[Any], space: LabelSpace) -> list[Any]:
 
 
 def _qa_features(
-    examples: list[QATrainExample], tokenizer: Any, config: Any, max_seq_len: int, doc_stride: int | None
+    examples: list[QATrainExample], tokenizer: Any, config: Any, max_seq_len: int, doc_stride: int | None,
+    token_types: bool = False,
 ) -> TrainData:
     from distilkit.tasks.question_answering import QAItem, QuestionAnsweringHandler
 
     handler = QuestionAnsweringHandler(tokenizer, config)
+    handler.send_token_types |= token_types
     params = handler.check_params({"max_seq_len": max_seq_len, "doc_stride": doc_stride})
     features = handler.encode([QAItem(ex.question, ex.context) for ex in examples], params)
     cls_id = tokenizer.cls_token_id

@@ -46,8 +46,12 @@ def test_label_mapping_by_name_then_by_index():
     assert ev.label_mapping(["LABEL_0", "LABEL_1"], ["0", "1"]) == {"LABEL_0": "0", "LABEL_1": "1"}
     nli = ev.label_mapping(["LABEL_0", "LABEL_1"], ["entailment", "not_entailment"])
     assert nli["LABEL_1"] == "not_entailment"
+    # integer data labels are label ids, whatever the model calls them (GLUE 0/1 files)
+    assert ev.label_mapping(["negative", "positive"], ["0", "1"]) == {"negative": "0", "positive": "1"}
     with pytest.raises(ValueError, match=r"the model's labels \['pos', 'neg'\] do not match"):
-        ev.label_mapping(["pos", "neg"], ["0", "1"])
+        ev.label_mapping(["pos", "neg"], ["0", "2"])
+    with pytest.raises(ValueError, match=r"the model's labels \['pos', 'neg'\] do not match"):
+        ev.label_mapping(["pos", "neg"], ["good", "bad"])
 
 
 # --- question answering --------------------------------------------------------------------------

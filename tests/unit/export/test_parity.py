@@ -28,7 +28,10 @@ def test_generated_batches_have_the_shapes_padding_and_masks_asked_for():
     assert [b.inputs["input_ids"].shape for b in batches] == [(1, 7), (3, 20)]  # clipped to max_length
     for b in batches:
         ids, valid = b.inputs["input_ids"], b.valid
-        assert (b.inputs["attention_mask"] == valid).all() and (b.inputs["token_type_ids"] == 0).all()
+        assert (b.inputs["attention_mask"] == valid).all()
+        types = b.inputs["token_type_ids"]  # a second segment of type 1 on each row, 0 on padding
+        assert (types[~valid] == 0).all() and (types[:, 0] == 0).all()
+        assert all(types[r, n - 1] == 1 for r, n in enumerate(valid.sum(axis=1)))
         assert (ids[~valid] == 0).all() and (ids[:, 0] == 2).all()
         assert (ids.reshape(-1)[b.mask_positions] == 4).all() and valid.reshape(-1)[b.mask_positions].all()
         assert valid[0].all()  # the first row is the longest: the batch is exactly as wide as asked

@@ -236,6 +236,9 @@ BASE = {"task": "text-classification", "model": "m", "train": "t.txt", "output":
         ({"teacher": "x", "alpha_ce": 0.0, "alpha_task": 0.0}, "nothing to train"),
         ({"max_seq_len": 64, "doc_stride": 64}, "--doc-stride"),
         ({"train": ""}, "--train is required"),
+        ({"label_names": "negative"}, "--label-names takes 2 or more distinct"),
+        ({"label_names": "a,a"}, "--label-names takes 2 or more distinct"),
+        ({"task": "ner", "label_names": "a,b"}, "--label-names is for text-classification"),
     ],
 )
 def test_bad_options_raise_naming_the_flag(over, message):
@@ -247,3 +250,31 @@ def test_loss_weights_and_aliases():
     assert FinetuneConfig(**BASE).loss_weights() == (0.0, 1.0)
     assert FinetuneConfig(**BASE, teacher="t").loss_weights() == (0.5, 0.5)
     assert FinetuneConfig(**{**BASE, "task": "ner"}).task == "token-classification"
+
+
+# --- label names ---------------------------------------------------------------------------------------
+def test_label_names_name_the_sorted_labels_and_glue_tasks_get_glue_names():
+    space = task_data.discover_labels("text-classification", texts("1", "0", "1"))
+    named, renames = task_data.name_labels(space, ["negative", "positive"])
+    assert named.labels == ("negative", "positive") and renames == {"0": "negative", "1": "positive"}
+    relabelled = task_data.rename_examples(texts("1", "0"), renames)
+    assert [ex.label for ex in relabelled] == ["positive", "negative"]
+    assert task_data.name_labels(space, None, "SST-2")[0].labels == ("negative", "positive")
+    assert task_data.name_labels(space, None, "MRPC")[0].labels == ("not_equivalent", "equivalent")
+    assert task_data.name_labels(space, None, None) == (space, {})  # no names: labels stay as in the data
+    already = task_data.discover_labels("text-classification", texts("positive", "negative"), glue_task="SST-2")
+    assert task_data.name_labels(already, None, "SST-2") == (already, {})
+
+
+def test_label_names_must_match_the_label_count_and_problem_type():
+    space = task_data.discover_labels("text-classification", texts("b", "a", "c"))
+    with pytest.raises(ValueError, match=r"gives 2 names for the data's 3 labels \['a', 'b', 'c'\]"):
+        task_data.name_labels(space, ["x", "y"])
+    regression = task_data.discover_labels("text-classification", texts("0.5", "1.5"))
+    with pytest.raises(ValueError, match="single-label"):
+        task_data.name_labels(regression, ["x", "y"])
+
+
+def test_label_names_from_yaml_lists_are_kept_as_text():
+    cfg = FinetuneConfig(**BASE, label_names=["negative", "positive"])
+    assert cfg.label_names == "negative,positive" and cfg.label_name_list() == ["negative", "positive"]

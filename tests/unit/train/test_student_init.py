@@ -138,3 +138,66 @@ def test_dummy_weights_teacher_without_weights_gives_a_student_of_its_seeded_wei
     assert torch.equal(student.distilbert.embeddings.word_embeddings.weight,
                        teacher.bert.embeddings.word_embeddings.weight)
     assert json.loads((out / "student_init.json").read_text())["teacher_dummy_weights"] is True
+
+
+# --- task teachers and bare encoders ------------------------------------------------------------------
+def test_a_bare_encoder_teacher_gives_a_bare_encoder_student(tiny_encoder, tmp_path):
+    out = init_student(str(tiny_encoder), tmp_path / "student")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["DistilBertModel"] and config["n_layers"] == 2
+    record = json.loads((out / "student_init.json").read_text())
+    assert record["task"] is None and record["layers"] == [0, 3]
+    teacher = transformers.BertModel.from_pretrained(tiny_encoder)
+    student = transformers.DistilBertModel.from_pretrained(out)
+    assert torch.equal(student.transformer.layer[1].ffn.lin1.weight, teacher.encoder.layer[3].intermediate.dense.weight)
+
+
+@pytest.mark.parametrize("task", ["question-answering", "token-classification", "text-classification"])
+def test_a_bert_task_teacher_gives_a_distilbert_student_with_its_head_and_labels(tiny_model, task):
+    labels = {"id2label": ["neg", "pos", "mixed"]} if task != "question-answering" else {}
+    teacher = load_model(tiny_model(task, "bert", layers=4, **labels), task).model
+    student, _ = build_student(teacher, [0, 1, 2, 3])
+    assert type(student).__name__ == "DistilBert" + type(teacher).__name__.removeprefix("Bert")
+    if labels:
+        assert student.config.id2label == teacher.config.id2label
+    ids = torch.randint(5, teacher.config.vocab_size, (2, 9))
+    attention = torch.ones_like(ids)
+    attention[1, 6:] = 0
+    with torch.no_grad():
+        t_out, s_out = teacher(input_ids=ids, attention_mask=attention), student(input_ids=ids, attention_mask=attention)
+    if task == "question-answering":  # all layers copied: the same logits on single-segment inputs
+        assert torch.allclose(s_out.start_logits, t_out.start_logits, atol=1e-4)
+    elif task == "token-classification":
+        assert torch.allclose(s_out.logits[attention.bool()], t_out.logits[attention.bool()], atol=1e-4)
+    else:  # BERT's pooler (tanh) becomes DistilBERT's pre_classifier (ReLU): weights copied, outputs differ
+        assert torch.equal(student.pre_classifier.weight, teacher.bert.pooler.dense.weight)
+        assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_roberta_and_distilbert_task_teachers_keep_their_family_and_head(tiny_model):
+    for family in ("roberta", "distilbert"):
+        teacher = load_model(tiny_model("text-classification", family, layers=4, id2label=["a", "b"]),
+                             "text-classification").model
+        student, _ = build_student(teacher)
+        assert type(student) is type(teacher) and student.config.id2label == teacher.config.id2label
+        s, t = student.state_dict(), teacher.state_dict()
+        for name in (n for n in s if "layer." not in n):
+            assert torch.equal(s[name], t[name]), name
+
+
+def test_init_student_cli_takes_a_task_teacher(tiny_model, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    teacher = tiny_model("question-answering", "bert", layers=4)
+    done = subprocess.run([sys.executable, "-m", "distilkit", "init-student", "--teacher", str(teacher),
+                           "--output", str(tmp_path / "s")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert load_model(tmp_path / "s").task == "question-answering"  # a complete head: loads without error
+    # a DistilBERT student's tokenizer gives no token_type_ids, so pipelines can feed it what it encodes
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "s")
+    student = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "s")
+    assert "token_type_ids" not in tokenizer("a question", "a context")
+    student(**tokenizer("a question", "a context", return_tensors="pt"))

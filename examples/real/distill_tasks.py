@@ -1,0 +1,228 @@
+"""Task distillation on real weights: does a 3-layer student learn more from its teacher than from labels alone?
+
+    .venv/bin/python examples/real/distill_tasks.py                # full run (minutes: see the README)
+    .venv/bin/python examples/real/distill_tasks.py --quick        # a smoke run of every step, < 5 min
+    .venv/bin/python examples/real/distill_tasks.py --budget-min 9 # stop after ~9 min; run again to go on
+
+The ablation behind ``distilbert-base-cased-distilled-squad``, on the real pretrained
+all-MiniLM-L6-v2 (a 6-layer x 384 BERT encoder, ``../shared/models``), for four tasks: SST-2
+(scored on its dev set), emotion (test), CoNLL-2003 NER (test entity F1) and extractive QA.
+There is no SQuAD train split here: the QA models train on SQuAD v1.1 *dev* articles 1-38
+(8,582 questions) and are scored on articles 39-48 (1,988 questions), which they never see. To fit
+the 2-core machine, the QA models train on 256-token windows with a 128-token stride (300 steps of 32
+windows, about one epoch) and are scored with the usual 384/128 windows.
+
+Per task, each step a `distilkit` command (printed as it runs):
+
+1. teacher: ``finetune TASK --model all-MiniLM-L6-v2`` (the encoder gets a task head);
+2. ``init-student --teacher TEACHER``: a 3-layer DistilBERT from teacher layers 0, 2, 5 with the
+   teacher's task head and labels;
+3. student, distilled: ``finetune --model STUDENT --teacher TEACHER`` (α_ce·KL(teacher/T ‖
+   student/T)·T² on the task logits + α_task·task loss);
+4. student, plain: the same command without ``--teacher`` (task loss only): same init, steps,
+   batches, learning rate and data;
+5. ``evaluate`` the three in fp32 on the test data, and time teacher and student through the
+   Predictor on the same test inputs (bf16 where the CPU has it, as deployed).
+
+The target the DistilBERT paper sets: the distilled student keeps >= 97% of its teacher's score
+at >= 1.8x its speed, and beats the plain student on every task. Writes ``OUT/results.json`` and
+``OUT/results.md`` (the README's table). Finished trainings and evaluations are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from common import (
+    ROOT,
+    SHARED,
+    TASKS,
+    BudgetReached,
+    Runner,
+    check_shared,
+    finetune_args,
+    inputs_for,
+    items_per_second,
+    prepare_data,
+    score,
+    show,
+    train_teacher,
+    write_results,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (models/, data/)")
+    p.add_argument("--output", type=Path, default=None, help="run folder [runs/real or runs/real-quick]")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {list(TASKS)}")
+    p.add_argument("--teacher-lr", type=float, default=1e-4, help="peak learning rate of the teachers")
+    p.add_argument("--student-lr", type=float, default=1e-4, help="peak learning rate of both students")
+    p.add_argument("--alpha-ce", type=float, default=0.5, help="weight of the distillation term")
+    p.add_argument("--alpha-task", type=float, default=0.5, help="weight of the task loss (distilled student)")
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
+    p.add_argument("--layers", default="0,2,5", help="teacher layers the students start from")
+    p.add_argument("--batch-size", type=int, default=32, help="examples (QA: windows) per step")
+    p.add_argument("--speed-inputs", type=int, default=512, help="test inputs timed per task (QA: a quarter)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads")
+    p.add_argument("--budget-min", type=float, default=None, help="stop after about this many minutes")
+    p.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
+                   help="validation: score on the validation splits (emotion, CoNLL) to choose hyperparameters; "
+                   "writes results-validation.{json,md}")
+    p.add_argument("--tag", default="", help="suffix of the results files (e.g. a hyperparameter variant)")
+    p.add_argument("--quick", action="store_true", help="smoke run: small data, 8 steps, 64 test examples")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    check_shared(args.shared)
+    out = args.output or ROOT / "runs" / ("real-quick" if args.quick else "real")
+    out.mkdir(parents=True, exist_ok=True)
+    runner = Runner(out, args.budget_min, args.threads)
+    files = prepare_data(args.shared, out, args.quick)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results = {"settings": {**settings, "batch_size": 8 if args.quick else args.batch_size}, "tasks": {}}
+    keys = args.tasks.split(",")
+    if args.evaluate_on == "validation":
+        keys = [k for k in keys if TASKS[k].validation]
+        print(f"scoring on the validation splits of {keys} (the other tasks have none here)")
+    try:
+        for key in keys:
+            results["tasks"][key] = run_task(args, runner, out, key, files[key])
+    except BudgetReached:
+        print(f"\n--budget-min {args.budget_min} reached: finished steps are kept; run the same command "
+              "again to continue", flush=True)
+        return 3
+    # this study's trainings and evaluations (not the validation sweeps the same folder may hold)
+    results["minutes"] = round(sum(r["minutes"] for r in results["tasks"].values()), 1)
+    stem = ("results" if args.evaluate_on == "test" else "results-validation") + (f"-{args.tag}" if args.tag else "")
+    write_results(out, results, results_table(results), stem)
+    return 0
+
+
+def variant(args: argparse.Namespace) -> tuple[str, str]:
+    """Run-folder names of the two students for these hyperparameters (tuning keeps each variant)."""
+    plain = f"student-plain-lr{args.student_lr:g}"
+    distilled = f"student-distilled-lr{args.student_lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}-T{args.temperature:g}"
+    return plain, distilled
+
+
+def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, files: dict) -> dict:
+    """Teacher, student init, both students, their evaluations and the speed-up for one task."""
+    task = TASKS[key]
+    root = out / key
+    steps, save_every = (8, 4) if args.quick else (task.steps, task.save_every)
+    common = finetune_args(task, files["train"], args.quick, args.batch_size)
+    print(f"\n===== {task.title}: {task.task}, {steps} steps per model", flush=True)
+    teacher = train_teacher(runner, args.shared, root, task, files["train"], args.quick, args.teacher_lr,
+                            args.batch_size)
+    init = root / f"student-init-{args.layers.replace(',', '')}"
+    if not (init / "model.safetensors").exists():
+        runner.run(["init-student", "--teacher", str(teacher), "--output", str(init), "--layers", args.layers],
+                   in_process=True)
+    else:
+        show(["init-student", "--teacher", str(teacher), "--output", str(init)], note="(done before; reusing it)")
+    plain_name, distilled_name = variant(args)
+    student = [*common, "--model", str(init), "--lr", str(args.student_lr)]
+    distilled = root / distilled_name
+    runner.train(distilled, [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
+                             "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature)],
+                 save_every)
+    plain = root / plain_name
+    runner.train(plain, student, save_every)
+    limit = 64 if args.quick else None
+    scores, seconds, evaluated = {}, {}, 0.0
+    split = "" if args.evaluate_on == "test" else "-validation"
+    for name, model in (("teacher", teacher), ("distilled", distilled), ("plain", plain)):
+        metrics = root / "eval" / f"{model.name}-float32{split}.json"
+        summary = runner.evaluate(task, model, files[args.evaluate_on], metrics, limit=limit)
+        evaluated += runner.ledger.get(f"evaluate {metrics}", 0.0)
+        scores[name] = {k: v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
+        scores[name]["score"] = score(summary, task)
+        seconds[name] = float((model / "train_seconds.txt").read_text())
+    n = 32 if args.quick else (args.speed_inputs // 4 if task.task == "question-answering" else args.speed_inputs)
+    speed = None
+    if args.evaluate_on == "test":
+        speed = measure_speed(task, teacher, distilled, inputs_for(task, files["test"], n), args.threads,
+                              root / "eval" / f"speed-{distilled.name}.json")
+    t, d, p = (scores[k]["score"] for k in ("teacher", "distilled", "plain"))
+    return {"task": task.task, "metric": task.metric_name, "steps": steps, "scores": scores,
+            "retained": share(d, t), "plain_retained": share(p, t), "distilled_beats_plain": d > p,
+            "speed": speed, "train_minutes": {k: round(v / 60, 1) for k, v in seconds.items()},
+            "minutes": round((sum(seconds.values()) + evaluated) / 60, 1),
+            "models": {"teacher": str(teacher), "distilled": str(distilled), "plain": str(plain)}}
+
+
+def share(score: float, teacher: float) -> float | None:
+    """``score`` as a fraction of the teacher's (None when the teacher scored 0, as a smoke run can)."""
+    return round(score / teacher, 4) if teacher else None
+
+
+def fmt(score: float) -> str:
+    """Scores as the metric reports them: fractions to 4 places, SQuAD's percentages to 2."""
+    return f"{score:.2f}" if score > 1 else f"{score:.4f}"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def measure_speed(task, teacher: Path, student: Path, items: list, threads: int, cache: Path) -> dict:
+    """Items/s of teacher and student through the Predictor on the same inputs (dtype auto), best of 5
+    rounds taken in turns; kept in ``cache`` (delete it to measure again)."""
+    from distilkit.inference.predictor import Predictor
+
+    show(["(speed)", f"{len(items)} test inputs, Predictor, dtype auto, {threads} threads"])
+    if cache.exists():
+        print("   (measured before; reusing it)")
+        return json.loads(cache.read_text())
+    predictors = {name: Predictor.from_ref(str(model), task.task, num_threads=threads)
+                  for name, model in (("teacher", teacher), ("student", student))}
+    speed = {"inputs": len(items), "dtype": str(predictors["teacher"].dtype).removeprefix("torch.")}
+    for name, (per_s, model_per_s) in items_per_second(predictors, items).items():
+        speed[f"{name}_per_s"], speed[f"{name}_model_per_s"] = round(per_s, 1), round(model_per_s, 1)
+        print(f"   {name}: {speed[f'{name}_per_s']}/s end to end, {speed[f'{name}_model_per_s']}/s the model alone")
+    speed["speedup"] = round(speed["student_per_s"] / speed["teacher_per_s"], 2)
+    speed["model_speedup"] = round(speed["student_model_per_s"] / speed["teacher_model_per_s"], 2)
+    cache.write_text(json.dumps(speed, indent=2) + "\n")
+    return speed
+
+
+def results_table(results: dict) -> str:
+    s = results["settings"]
+    lines = [
+        ("| task (metric) | teacher (6 layers) | student, distilled (3 layers) | student, plain (3 layers) | "
+         "distilled % of teacher | plain % of teacher | speed-up (end to end / model) | steps | "
+         "training min (teacher / distilled / plain) |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in results["tasks"].items():
+        sc, sp = r["scores"], r["speed"]
+        best = "**" if r["distilled_beats_plain"] else ""
+        t, d, p = (fmt(sc[k]["score"]) for k in ("teacher", "distilled", "plain"))
+        speedup = f"{sp['speedup']}x / {sp['model_speedup']}x" if sp else "-"
+        metric = r["metric"] if s["evaluate_on"] == "test" else "validation"
+        lines.append(
+            f"| {TASKS[key].title} ({metric}) | {t} | {best}{d}{best} | {p} | "
+            f"{percent(r['retained'])} | {percent(r['plain_retained'])} | {speedup} | {r['steps']} | "
+            + " / ".join(f"{r['train_minutes'][k]:g}" for k in ("teacher", "distilled", "plain")) + " |"
+        )
+    lines += ["", (f"Teachers: all-MiniLM-L6-v2 fine-tuned, lr {s['teacher_lr']:g}. Students: init-student layers "
+                   f"{s['layers']}, lr {s['student_lr']:g}; distilled with α_ce {s['alpha_ce']:g}, α_task "
+                   f"{s['alpha_task']:g}, T {s['temperature']:g}. Batch {s['batch_size']}; scores in fp32; speed "
+                   f"through the Predictor on the same test inputs, {s['threads']} threads. Whole study: "
+                   f"{results['minutes']:.0f} min of commands."), ""]
+    if "squad" in results["tasks"]:
+        lines[-1:-1] = ["", ("QA: no SQuAD train split here; the models train on SQuAD v1.1 dev articles 1-38 "
+                             "(256-token windows, stride 128) and are scored on articles 39-48 (384/128 windows, "
+                             "the official v1.1 F1).")]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
