@@ -33,7 +33,7 @@ def serve(
     dummy_weights: bool = typer.Option(False, "--dummy-weights", envvar=E + "DUMMY_WEIGHTS",
                                        help="Random weights of the real architectures (load tests)."),
     dtype: str = typer.Option("auto", "--dtype", envvar=E + "DTYPE",
-                              help="auto | float32 | bfloat16 | float16."),
+                              help="auto | float32 | bfloat16 | float16 | int8 (ONNX Runtime, CPU)."),
     device: str = typer.Option(None, "--device", envvar=E + "DEVICE"),
     compile: bool = typer.Option(False, "--compile", envvar=E + "COMPILE",
                                  help="torch.compile the encoders (slower start, faster batches)."),
