@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_models import make_model_dir  # noqa: E402  (after the offline switch)
+# imported after the offline switch above
+from tiny_models import make_model_dir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -108,7 +108,9 @@ class Runner:
         if in_process:
             from distilkit.cli.app import app
 
-            os.environ.update({k: v for k, v in self.env.items() if k.startswith(("DISTILKIT_", "HF_", "TOK"))})
+            os.environ.update(
+                {k: v for k, v in self.env.items() if k.startswith(("DISTILKIT_", "HF_", "TOK"))}
+            )
             try:
                 app(args, standalone_mode=False)
             except ValueError as err:

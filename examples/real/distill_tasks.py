@@ -1,4 +1,5 @@
-"""Task distillation on real weights: does a 3-layer student learn more from its teacher than from labels alone?
+"""Task distillation on real weights: does a 3-layer student learn more from its teacher than from
+labels alone?
 
     .venv/bin/python examples/real/distill_tasks.py                # full run (minutes: see the README)
     .venv/bin/python examples/real/distill_tasks.py --quick        # a smoke run of every step, < 5 min
@@ -63,7 +64,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--teacher-lr", type=float, default=1e-4, help="peak learning rate of the teachers")
     p.add_argument("--student-lr", type=float, default=1e-4, help="peak learning rate of both students")
     p.add_argument("--alpha-ce", type=float, default=0.5, help="weight of the distillation term")
-    p.add_argument("--alpha-task", type=float, default=0.5, help="weight of the task loss (distilled student)")
+    p.add_argument("--alpha-task", type=float, default=0.5,
+                   help="weight of the task loss (distilled student)")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     p.add_argument("--layers", default="0,2,5", help="teacher layers the students start from")
     p.add_argument("--batch-size", type=int, default=32, help="examples (QA: windows) per step")
@@ -71,8 +73,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads")
     p.add_argument("--budget-min", type=float, default=None, help="stop after about this many minutes")
     p.add_argument("--evaluate-on", choices=("test", "validation"), default="test",
-                   help="validation: score on the validation splits (emotion, CoNLL) to choose hyperparameters; "
-                   "writes results-validation.{json,md}")
+                   help="validation: score on the validation splits (emotion, CoNLL) to choose "
+                   "hyperparameters; writes results-validation.{json,md}")
     p.add_argument("--tag", default="", help="suffix of the results files (e.g. a hyperparameter variant)")
     p.add_argument("--quick", action="store_true", help="smoke run: small data, 8 steps, 64 test examples")
     return p.parse_args()
@@ -100,7 +102,8 @@ def main() -> int:
         return 3
     # this study's trainings and evaluations (not the validation sweeps the same folder may hold)
     results["minutes"] = round(sum(r["minutes"] for r in results["tasks"].values()), 1)
-    stem = ("results" if args.evaluate_on == "test" else "results-validation") + (f"-{args.tag}" if args.tag else "")
+    stem = (("results" if args.evaluate_on == "test" else "results-validation")
+            + (f"-{args.tag}" if args.tag else ""))
     write_results(out, results, results_table(results), stem)
     return 0
 
@@ -108,7 +111,8 @@ def main() -> int:
 def variant(args: argparse.Namespace) -> tuple[str, str]:
     """Run-folder names of the two students for these hyperparameters (tuning keeps each variant)."""
     plain = f"student-plain-lr{args.student_lr:g}"
-    distilled = f"student-distilled-lr{args.student_lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}-T{args.temperature:g}"
+    distilled = (f"student-distilled-lr{args.student_lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}"
+                 f"-T{args.temperature:g}")
     return plain, distilled
 
 
@@ -123,10 +127,11 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
                             args.batch_size)
     init = root / f"student-init-{args.layers.replace(',', '')}"
     if not (init / "model.safetensors").exists():
-        runner.run(["init-student", "--teacher", str(teacher), "--output", str(init), "--layers", args.layers],
-                   in_process=True)
+        runner.run(["init-student", "--teacher", str(teacher), "--output", str(init),
+                    "--layers", args.layers], in_process=True)
     else:
-        show(["init-student", "--teacher", str(teacher), "--output", str(init)], note="(done before; reusing it)")
+        show(["init-student", "--teacher", str(teacher), "--output", str(init)],
+             note="(done before; reusing it)")
     plain_name, distilled_name = variant(args)
     student = [*common, "--model", str(init), "--lr", str(args.student_lr)]
     distilled = root / distilled_name
@@ -145,7 +150,9 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
         scores[name] = {k: v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
         scores[name]["score"] = score(summary, task)
         seconds[name] = float((model / "train_seconds.txt").read_text())
-    n = 32 if args.quick else (args.speed_inputs // 4 if task.task == "question-answering" else args.speed_inputs)
+    n = 32 if args.quick else (
+        args.speed_inputs // 4 if task.task == "question-answering" else args.speed_inputs
+    )
     speed = None
     if args.evaluate_on == "test":
         speed = measure_speed(task, teacher, distilled, inputs_for(task, files["test"], n), args.threads,
@@ -186,7 +193,8 @@ def measure_speed(task, teacher: Path, student: Path, items: list, threads: int,
     speed = {"inputs": len(items), "dtype": str(predictors["teacher"].dtype).removeprefix("torch.")}
     for name, (per_s, model_per_s) in items_per_second(predictors, items).items():
         speed[f"{name}_per_s"], speed[f"{name}_model_per_s"] = round(per_s, 1), round(model_per_s, 1)
-        print(f"   {name}: {speed[f'{name}_per_s']}/s end to end, {speed[f'{name}_model_per_s']}/s the model alone")
+        print(f"   {name}: {speed[f'{name}_per_s']}/s end to end, "
+              f"{speed[f'{name}_model_per_s']}/s the model alone")
     speed["speedup"] = round(speed["student_per_s"] / speed["teacher_per_s"], 2)
     speed["model_speedup"] = round(speed["student_model_per_s"] / speed["teacher_model_per_s"], 2)
     cache.write_text(json.dumps(speed, indent=2) + "\n")
@@ -212,15 +220,15 @@ def results_table(results: dict) -> str:
             f"{percent(r['retained'])} | {percent(r['plain_retained'])} | {speedup} | {r['steps']} | "
             + " / ".join(f"{r['train_minutes'][k]:g}" for k in ("teacher", "distilled", "plain")) + " |"
         )
-    lines += ["", (f"Teachers: all-MiniLM-L6-v2 fine-tuned, lr {s['teacher_lr']:g}. Students: init-student layers "
-                   f"{s['layers']}, lr {s['student_lr']:g}; distilled with α_ce {s['alpha_ce']:g}, α_task "
-                   f"{s['alpha_task']:g}, T {s['temperature']:g}. Batch {s['batch_size']}; scores in fp32; speed "
-                   f"through the Predictor on the same test inputs, {s['threads']} threads. Whole study: "
-                   f"{results['minutes']:.0f} min of commands."), ""]
+    lines += ["", (f"Teachers: all-MiniLM-L6-v2 fine-tuned, lr {s['teacher_lr']:g}. Students: init-student "
+                   f"layers {s['layers']}, lr {s['student_lr']:g}; distilled with α_ce {s['alpha_ce']:g}, "
+                   f"α_task {s['alpha_task']:g}, T {s['temperature']:g}. Batch {s['batch_size']}; scores in "
+                   f"fp32; speed through the Predictor on the same test inputs, {s['threads']} threads. "
+                   f"Whole study: {results['minutes']:.0f} min of commands."), ""]
     if "squad" in results["tasks"]:
-        lines[-1:-1] = ["", ("QA: no SQuAD train split here; the models train on SQuAD v1.1 dev articles 1-38 "
-                             "(256-token windows, stride 128) and are scored on articles 39-48 (384/128 windows, "
-                             "the official v1.1 F1).")]
+        lines[-1:-1] = ["", ("QA: no SQuAD train split here; the models train on SQuAD v1.1 dev articles "
+                             "1-38 (256-token windows, stride 128) and are scored on articles 39-48 "
+                             "(384/128 windows, the official v1.1 F1).")]
     return "\n".join(lines)
 
 

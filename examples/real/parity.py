@@ -47,7 +47,9 @@ TOL = 1e-4
 PEER = ROOT / ".venv-peer" / "bin" / "python"
 PARAMS = {
     "text-classification": [{}, {"top_k": None}],
-    "token-classification": [{"aggregation_strategy": s} for s in ("none", "simple", "first", "average", "max")],
+    "token-classification": [
+        {"aggregation_strategy": s} for s in ("none", "simple", "first", "average", "max")
+    ],
     "question-answering": [{}, {"top_k": 3}],
 }
 
@@ -76,17 +78,21 @@ def main() -> int:
     try:
         for key in args.tasks.split(","):
             task = TASKS[key]
-            train_teacher(runner, args.shared, out / key, task, files[key]["train"], args.quick, args.teacher_lr,
-                          args.batch_size)
-            n = 16 if args.quick else (args.inputs // 3 if task.task == "question-answering" else args.inputs)
+            train_teacher(runner, args.shared, out / key, task, files[key]["train"], args.quick,
+                          args.teacher_lr, args.batch_size)
+            n = 16 if args.quick else (
+                args.inputs // 3 if task.task == "question-answering" else args.inputs
+            )
             items = inputs_for(task, files[key]["test"], n)
             for name, model in study_models(out, key).items():
                 rows.extend(compare(task, key, name, model, items))
     except BudgetReached:
-        print("\n--budget-min reached: trainings are kept; run the same command again to continue", flush=True)
+        print("\n--budget-min reached: trainings are kept; run the same command again to continue",
+              flush=True)
         return 3
-    rows.append({"task": "fill-mask", "data": "-", "model": "-", "params": "-", "inputs": 0, "matching": None,
-                 "max_score_diff": None, "reference": "not compared: no real model with a masked-LM head here"})
+    rows.append({"task": "fill-mask", "data": "-", "model": "-", "params": "-", "inputs": 0,
+                 "matching": None, "max_score_diff": None,
+                 "reference": "not compared: no real model with a masked-LM head here"})
     results = {"tolerance": TOL, "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
     (out / "parity.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = results_table(rows)
@@ -107,7 +113,8 @@ def compare(task, key: str, name: str, model: Path, items: list) -> list[dict]:
             rows.append(row(task, key, name, params, items, None, None, version))
             continue
         if task.task == "question-answering":
-            got = ours(question=[i["question"] for i in items], context=[i["context"] for i in items], **params)
+            got = ours(question=[i["question"] for i in items], context=[i["context"] for i in items],
+                       **params)
             got = [g if isinstance(g, list) else [g] for g in got]
         else:
             got = ours(items, **params)
@@ -166,9 +173,11 @@ def results_table(rows: list[dict]) -> str:
     for r in rows:
         diff = "-" if r["max_score_diff"] is None else f"{r['max_score_diff']:.1e}"
         got = "-" if r["matching"] is None else f"{r['matching']}/{r['inputs']}"
-        lines.append(f"| {r['task']} | {r['data']} | {r['model']} | `{r['params']}` | {got} | {diff} | {r['reference']} |")
-    lines += ["", (f"Identical: the same labels, words, character offsets and answer spans in the same order, "
-              f"every score within {TOL:g} (fp32 weights on both sides, distilkit.pipeline vs transformers.pipeline)."),
+        lines.append(f"| {r['task']} | {r['data']} | {r['model']} | `{r['params']}` | {got} | {diff} "
+                     f"| {r['reference']} |")
+    lines += ["", (f"Identical: the same labels, words, character offsets and answer spans in the same "
+                   f"order, every score within {TOL:g} (fp32 weights on both sides, distilkit.pipeline vs "
+                   f"transformers.pipeline)."),
               ""]
     return "\n".join(lines)
 

@@ -24,7 +24,9 @@ def main() -> None:
     for params in request["params"]:
         outputs = qa(question=request["questions"], context=request["contexts"], **params)
         grid.append([out if isinstance(out, list) else [out] for out in outputs])
-    Path(sys.argv[2]).write_text(json.dumps({"version": transformers.__version__, "grid": grid}), encoding="utf-8")
+    Path(sys.argv[2]).write_text(
+        json.dumps({"version": transformers.__version__, "grid": grid}), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def main() -> int:
         for key in args.tasks.split(","):
             task = TASKS[key]
             print(f"\n===== {task.title}", flush=True)
-            train_teacher(runner, args.shared, out / key, task, files[key]["train"], args.quick, args.teacher_lr,
-                          args.batch_size)
+            train_teacher(runner, args.shared, out / key, task, files[key]["train"], args.quick,
+                          args.teacher_lr, args.batch_size)
             results["tasks"][key] = {name: study(args, runner, out / key, key, model, files[key]["test"])
                                      for name, model in study_models(out, key).items()
                                      if name in args.models.split(",")}
@@ -83,7 +83,9 @@ def main() -> int:
         print(f"\n--budget-min {args.budget_min} reached: finished steps are kept; run the same command "
               "again to continue", flush=True)
         return 3
-    results["minutes"] = round(runner.minutes("export") + runner.minutes("evaluate") + runner.minutes("speed"), 1)
+    results["minutes"] = round(
+        runner.minutes("export") + runner.minutes("evaluate") + runner.minutes("speed"), 1
+    )
     (out / "quantize.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = results_table(results)
     (out / "quantize.md").write_text(table, encoding="utf-8")
@@ -96,9 +98,11 @@ def export(runner: Runner, model: Path, target: Path, int8: bool) -> dict:
     report = target / "distilkit_export.json"
     if not report.exists():
         args = ["export", "onnx", "--model", str(model), "--output", str(target), "--overwrite"]
-        runner.record(f"export {target}", runner.run(args + (["--quantize", "int8"] if int8 else []), in_process=True))
+        runner.record(f"export {target}",
+                      runner.run(args + (["--quantize", "int8"] if int8 else []), in_process=True))
     else:
-        show(["export", "onnx", "--model", str(model), "--output", str(target)], note="(done before; reusing it)")
+        show(["export", "onnx", "--model", str(model), "--output", str(target)],
+             note="(done before; reusing it)")
     return json.loads(report.read_text())
 
 
@@ -108,14 +112,17 @@ def study(args: argparse.Namespace, runner: Runner, root: Path, key: str, model:
 
     task = TASKS[key]
     limit = 64 if args.quick else None
-    onnx = {"ONNX fp32": root / "onnx" / f"{model.name}-fp32", "ONNX int8": root / "onnx" / f"{model.name}-int8"}
+    onnx = {"ONNX fp32": root / "onnx" / f"{model.name}-fp32",
+            "ONNX int8": root / "onnx" / f"{model.name}-int8"}
     reports = {name: export(runner, model, path, name.endswith("int8")) for name, path in onnx.items()}
     weights = (model / "model.safetensors").stat().st_size
     sources = {"torch fp32": (model, "float32"), "torch bf16": (model, "bfloat16"),
                "ONNX fp32": (onnx["ONNX fp32"], "float32"), "ONNX int8": (onnx["ONNX int8"], "float32")}
     sizes = {"torch fp32": weights, "torch bf16": weights // 2,
              **{n: (p / "model.onnx").stat().st_size for n, p in onnx.items()}}
-    n = 32 if args.quick else (args.speed_inputs // 2 if task.task == "question-answering" else args.speed_inputs)
+    n = 32 if args.quick else (
+        args.speed_inputs // 2 if task.task == "question-answering" else args.speed_inputs
+    )
     items = inputs_for(task, test, n)
     rows, reference = {}, None
     for name in VARIANTS:
@@ -124,9 +131,11 @@ def study(args: argparse.Namespace, runner: Runner, root: Path, key: str, model:
         summary = runner.evaluate(task, path, test, metrics, dtype=dtype, limit=limit)
         predicted = read_predictions(metrics)
         reference = reference or predicted
+        changed = sum(a != b for a, b in zip(predicted, reference)) / len(reference)
         rows[name] = {"score": score(summary, task), "size_mb": round(sizes[name] / 1e6, 1),
-                      "changed_vs_fp32": round(sum(a != b for a, b in zip(predicted, reference)) / len(reference), 4)}
-    show(["(speed)", f"{', '.join(VARIANTS)}: {len(items)} test inputs through the Predictor, {args.threads} threads"])
+                      "changed_vs_fp32": round(changed, 4)}
+    show(["(speed)", (f"{', '.join(VARIANTS)}: {len(items)} test inputs through the Predictor, "
+                      f"{args.threads} threads")])
     start = time.perf_counter()
     predictors = {name: Predictor.from_ref(str(path), task.task, dtype=dtype, num_threads=args.threads)
                   for name, (path, dtype) in sources.items()}
@@ -148,13 +157,14 @@ def results_table(results: dict) -> str:
     for key, models in results["tasks"].items():
         for name, r in models.items():
             v = r["variants"]
-            cells = [f"{fmt(v[n]['score'])}, {v[n]['size_mb']:.0f} MB, {v[n]['items_per_s']:.0f}/s" for n in VARIANTS]
+            cells = [f"{fmt(v[n]['score'])}, {v[n]['size_mb']:.0f} MB, {v[n]['items_per_s']:.0f}/s"
+                     for n in VARIANTS]
             cost = v["ONNX int8"]["score"] - v["torch fp32"]["score"]
             lines.append(f"| {TASKS[key].title} ({r['metric']}) | {name} | " + " | ".join(cells)
                          + f" | {cost:+.4f} | {100 * v['ONNX int8']['changed_vs_fp32']:.1f}% |")
     lines += ["", ("Each cell: score on the test set, size on disk (bf16: in memory), items/s through the "
-              f"Predictor ({results['settings']['threads']} threads, same inputs). int8 cost: int8 score minus "
-              "fp32 score; int8 changes: test predictions that differ from fp32's."), ""]
+                   f"Predictor ({results['settings']['threads']} threads, same inputs). int8 cost: int8 "
+                   "score minus fp32 score; int8 changes: test predictions that differ from fp32's."), ""]
     return "\n".join(lines)
 
 

@@ -32,7 +32,9 @@ DATA = {
     "question-answering": "squad/dev-v1.1.json",
 }
 SQUAD_TRAIN_ARTICLES = 38
-STEPS = {"text-classification": (1000, 32), "token-classification": (300, 32), "question-answering": (300, 16)}
+STEPS = {
+    "text-classification": (1000, 32), "token-classification": (300, 32), "question-answering": (300, 16)
+}
 
 
 def training_data(shared: Path, task: str, tokenizer, config):
@@ -94,13 +96,15 @@ def train(shared: Path, task: str, steps: int, batch_size: int, lr: float, seed:
     state = {n: p.detach().to(torch.float16).contiguous() for n, p in tuned.items()}
     save_file(state, str(HEADS / f"{task}.safetensors"), metadata={"labels": json.dumps(list(space.labels))})
     return {"data": DATA[task], "steps": steps, "batch_size": batch_size, "lr": lr, "tensors": len(state),
-            "parameters": sum(t.numel() for t in state.values()), "seconds": round(time.perf_counter() - start)}
+            "parameters": sum(t.numel() for t in state.values()),
+            "seconds": round(time.perf_counter() - start)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: per task, ~3 min each)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps (default: per task, ~3 min each)")
     parser.add_argument("--tasks", default=",".join(AUTO_CLASSES))
     args = parser.parse_args()
     if minilm_sha256(args.shared) != MINILM_SHA256:

@@ -41,12 +41,13 @@ def main() -> None:
         qa = transformers.pipeline("question-answering", model=str(model), device=-1)
         grid = []
         for params in QA_PARAMS:
-            outputs = qa(question=[q["question"] for q in questions], context=[q["context"] for q in questions],
-                         **params)
+            outputs = qa(question=[q["question"] for q in questions],
+                         context=[q["context"] for q in questions], **params)
             rows = []
             for q, out in zip(questions, outputs, strict=True):
                 ranked = out if isinstance(out, list) else [out]
-                rows.append({"id": q["id"], "answers": [{k: a[k] for k in ("score", "start", "end")} for a in ranked]})
+                answers = [{k: a[k] for k in ("score", "start", "end")} for a in ranked]
+                rows.append({"id": q["id"], "answers": answers})
             grid.append({"params": params, "rows": rows})
     path = HERE / "minilm_qa.json"
     path.write_text(json.dumps({"reference": REFERENCE_VERSION, "base_sha256": MINILM_SHA256, "grid": grid},

@@ -106,7 +106,9 @@ def test_exit_codes_from_commands_reach_the_shell():
      (["registry", "register", "--name", "enc"], "name the task with --task TASK"),
      (["serve"], "name the task with --model {name}:TASK={model}")],
 )
-def test_a_bare_encoder_makes_each_command_name_the_flag_that_supplies_the_task(tiny_encoder, tmp_path, args, flag):
+def test_a_bare_encoder_makes_each_command_name_the_flag_that_supplies_the_task(
+    tiny_encoder, tmp_path, args, flag
+):
     model = str(tiny_encoder)
     args = [a.format(tmp=tmp_path) for a in args]
     where = ["--model", model] if args[0] != "registry" else [model]

@@ -201,11 +201,13 @@ def test_squad_predictions_json_is_the_official_scripts_id_to_answer_object(tiny
     context = "My name is John and I live in Seattle."
     squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
         {"id": "q1", "question": "What is my name?", "answers": [{"text": "John", "answer_start": 11}]},
-        {"id": "q2", "question": "Where do I live?", "answers": [{"text": "Seattle", "answer_start": 30}]}]}]}]}
+        {"id": "q2", "question": "Where do I live?",
+         "answers": [{"text": "Seattle", "answer_start": 30}]}]}]}]}
     data = tmp_path / "dev.json"
     data.write_text(json.dumps(squad))
     model = str(tiny_model("question-answering"))
-    common = ["question-answering", "--model", model, "--data", str(data), KEEP, "--output", str(tmp_path / "m.json")]
+    common = ["question-answering", "--model", model, "--data", str(data), KEEP,
+              "--output", str(tmp_path / "m.json")]
     out = run(*common, "--predictions", str(tmp_path / "preds.json"))
     assert out.returncode == 0, out.stderr
     preds = json.loads((tmp_path / "preds.json").read_text())
@@ -213,4 +215,5 @@ def test_squad_predictions_json_is_the_official_scripts_id_to_answer_object(tiny
     lines = run(*common, "--predictions", str(tmp_path / "preds.jsonl"))
     assert lines.returncode == 0, lines.stderr
     rows = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == ["q1", "q2"] and [r["prediction"] for r in rows] == [preds["q1"], preds["q2"]]
+    assert [r["id"] for r in rows] == ["q1", "q2"]
+    assert [r["prediction"] for r in rows] == [preds["q1"], preds["q2"]]

@@ -15,7 +15,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "real"
 
 def run(script: str, shared: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--quick", "--shared", str(shared), "--output", str(out), *args],
+        [sys.executable, str(EXAMPLES / script), "--quick", "--shared", str(shared), "--output", str(out),
+         *args],
         check=False, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
 

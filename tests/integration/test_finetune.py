@@ -376,12 +376,14 @@ def test_glue_index_labels_get_glue_names_and_still_score_against_the_0_1_file(t
     saved = json.loads((out / "config.json").read_text())
     assert saved["id2label"] == {"0": "negative", "1": "positive"}
     assert 0 <= json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] <= 1
-    labels = {r["label"] for r in distilkit.pipeline("text-classification", model=str(out))(["the good day"] * 2)}
+    classify = distilkit.pipeline("text-classification", model=str(out))
+    labels = {r["label"] for r in classify(["the good day"] * 2)}
     assert labels <= {"negative", "positive"}
 
 
 def test_label_names_flag_names_the_data_labels_and_a_count_mismatch_exits_2(tiny_model, tmp_path):
-    train = write_texts(tmp_path / "train.jsonl", rows=[(t, "1" if lab == "joy" else "0") for t, lab in TEXTS])
+    train = write_texts(tmp_path / "train.jsonl",
+                        rows=[(t, "1" if lab == "joy" else "0") for t, lab in TEXTS])
     common = ["text-classification", "--model", str(tiny_model("fill-mask")), "--train", str(train)]
     ok = run_cli(*common, "--output", str(tmp_path / "o"), "--label-names", "bad, good", "--max-steps", "1",
                  "--no-progress")

@@ -32,7 +32,9 @@ def assert_same(ours, ref, path="result") -> float:
     """Same structure, keys in order, labels/words/offsets; scores within TOL. Returns the max score diff."""
     if isinstance(ref, list):
         assert isinstance(ours, list) and len(ours) == len(ref), f"{path}: {ours!r} vs {ref!r}"
-        return max((assert_same(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(ours, ref))), default=0.0)
+        return max(
+            (assert_same(a, b, f"{path}[{i}]") for i, (a, b) in enumerate(zip(ours, ref))), default=0.0
+        )
     assert isinstance(ours, dict) and list(ours) == list(ref), f"{path}: {ours!r} vs {ref!r}"
     diff = 0.0
     for key, value in ref.items():
@@ -101,10 +103,14 @@ def test_question_answering_matches_transformers_4_57_1(real_model, shared_dir):
     golden = json.loads((GOLDEN / "minilm_qa.json").read_text(encoding="utf-8"))
     assert golden["reference"] == "4.57.1" and golden["base_sha256"] == MINILM_SHA256
     questions = qa_questions(shared_dir)
-    qa = distilkit.pipeline("question-answering", model=str(real_model("question-answering")), dtype="float32")
+    qa = distilkit.pipeline(
+        "question-answering", model=str(real_model("question-answering")), dtype="float32"
+    )
     assert [case["params"] for case in golden["grid"]] == QA_PARAMS
     windows = qa.predictor.handler.encode(
-        qa.predictor.handler.check_inputs([{"question": q["question"], "context": q["context"]} for q in questions]),
+        qa.predictor.handler.check_inputs(
+            [{"question": q["question"], "context": q["context"]} for q in questions]
+        ),
         qa.predictor.handler.check_params({}),
     )
     assert len(windows) > len(questions)  # some contexts span several windows

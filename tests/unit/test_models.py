@@ -16,7 +16,8 @@ from distilkit.models import ModelNotFoundError, canonical_task, infer_task, loa
 @pytest.mark.parametrize(
     ("arch", "task"),
     [("DistilBertForMaskedLM", "fill-mask"), ("DistilBertForQuestionAnswering", "question-answering"),
-     ("RobertaForSequenceClassification", "text-classification"), ("BertForTokenClassification", "token-classification")],
+     ("RobertaForSequenceClassification", "text-classification"),
+     ("BertForTokenClassification", "token-classification")],
 )
 def test_task_is_inferred_from_config_architectures(arch, task):
     assert infer_task(type("C", (), {"architectures": [arch]})()) == task
@@ -92,7 +93,9 @@ def test_saved_config_round_trip_keeps_architecture(tiny_model):
 def test_a_bare_encoder_names_no_task_and_the_error_says_which_flag_names_it(tiny_encoder):
     from distilkit.models import TaskNotFoundError
 
-    with pytest.raises(TaskNotFoundError, match=r"\['BertModel'\] \(an encoder without a task head: fine-tune") as err:
+    with pytest.raises(
+        TaskNotFoundError, match=r"\['BertModel'\] \(an encoder without a task head: fine-tune"
+    ) as err:
         load_model(tiny_encoder)
     assert "name the task with --task TASK" in str(err.value.naming("--task TASK"))
     with pytest.raises(TaskNotFoundError, match=r"name the task with pipeline\(TASK, model=\.\.\.\)"):

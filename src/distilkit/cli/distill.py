@@ -52,8 +52,12 @@ def prepare_data(
 
 
 def init_student(
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model directory or hub id: a masked LM, a task "
-                                "model (the student gets its head and labels) or a bare encoder (BertModel)."),
+    teacher: str = typer.Option(
+        ...,
+        "--teacher",
+        help="Teacher model directory or hub id: a masked LM, a task model (the student gets its head and "
+        "labels) or a bare encoder (BertModel).",
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="New student model directory."),
     layers: str = typer.Option(
         None,

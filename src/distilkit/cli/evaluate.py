@@ -109,9 +109,12 @@ def evaluate(
     split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
     output: Path = typer.Option(Path("metrics.json"), "--output", "-o", help="Where to write the metrics."),
-    predictions: Path = typer.Option(None, "--predictions", help="Also write the predictions: one JSON line per "
-                                     "example, or for a .json path one document (question-answering: the "
-                                     "official SQuAD script's {id: answer} object)."),
+    predictions: Path = typer.Option(
+        None,
+        "--predictions",
+        help="Also write the predictions: one JSON line per example, or for a .json path one document "
+        "(question-answering: the official SQuAD script's {id: answer} object).",
+    ),
     top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),

@@ -30,7 +30,9 @@ def register(
     language: list[str] = typer.Option([], "--language", help="Language code (repeatable)."),
     hub_id: str = typer.Option(None, "--hub-id", help="Source hub id."),
     description: str = typer.Option(None, "--description", help="Card description."),
-    limitations: str = typer.Option(None, "--limitations", help="Card limitations (default: a generic text)."),
+    limitations: str = typer.Option(
+        None, "--limitations", help="Card limitations (default: a generic text)."
+    ),
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
     """Register DIRECTORY as NAME@VERSION (immutable) and print the reference and its content SHA-256."""
@@ -57,7 +59,8 @@ def list_(
         return
     rows = [(f"{e.name}@{e.version}", e.task, ",".join(e.aliases) or "-", e.created_at, e.content_sha256[:12])
             for e in entries]
-    widths = [max(len(r[i]) for r in [("MODEL", "TASK", "ALIASES", "REGISTERED", "SHA256"), *rows]) for i in range(5)]
+    widths = [max(len(r[i]) for r in [("MODEL", "TASK", "ALIASES", "REGISTERED", "SHA256"), *rows])
+              for i in range(5)]
     for row in [("MODEL", "TASK", "ALIASES", "REGISTERED", "SHA256"), *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
@@ -109,7 +112,8 @@ def delete(
 def verify(ref: str = typer.Argument(..., help="NAME@VERSION, NAME:ALIAS or NAME (latest).")) -> None:
     """Check every file of REF against its SHA-256 manifest (what loading does)."""
     entry = _registry().resolve(ref)
-    typer.echo(f"ok {entry.name}@{entry.version}: {len(entry.meta['files'])} files match sha256 {entry.content_sha256}")
+    typer.echo(f"ok {entry.name}@{entry.version}: {len(entry.meta['files'])} files match "
+               f"sha256 {entry.content_sha256}")
 
 
 @app.command("import", no_args_is_help=True)
@@ -126,8 +130,9 @@ def import_(
     from distilkit.registry.hub import import_from_hub
 
     try:
-        entry = import_from_hub(_registry(), hub_id, name, version=version, task=task, description=description,
-                                aliases=alias)
+        entry = import_from_hub(_registry(), hub_id, name, version=version, task=task,
+                                description=description, aliases=alias)
     except TaskNotFoundError as err:
         raise err.naming("--task TASK") from None
-    typer.echo(f"registered {entry.name}@{entry.version} ({entry.task}, sha256 {entry.content_sha256}) from {hub_id}")
+    typer.echo(f"registered {entry.name}@{entry.version} ({entry.task}, sha256 {entry.content_sha256}) "
+               f"from {hub_id}")

@@ -168,7 +168,8 @@ def export_onnx(
         raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it")
     started = time.perf_counter()
     loaded = load_model(
-        model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch.float32, device="cpu", backend="torch"
+        model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch.float32, device="cpu",
+        backend="torch",
     )
     work = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 Inputs are random non-special tokens framed by the model's start/end tokens, several batch sizes
 and lengths, rows of unequal length padded (so attention masks matter); graphs with
-``token_type_ids`` (BERT) get a second segment of type 1 on each row (so token types matter too). fp32 is compared on raw
-logits (max absolute difference over real tokens); int8 on decisions: top-1 agreement for
-fill-mask and the classification tasks, best-span agreement for question-answering.
+``token_type_ids`` (BERT) get a second segment of type 1 on each row (so token types matter
+too). fp32 is compared on raw logits (max absolute difference over real tokens); int8 on
+decisions: top-1 agreement for fill-mask and the classification tasks, best-span agreement for
+question-answering.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class ParityBatch:
     mask_positions: np.ndarray | None  # (M,) flat indices into B*T (fill-mask only)
 
 
-def generate_batches(tokenizer: Any, input_names: list[str], task: str, max_length: int,
-                     shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES, seed: int = 0) -> list[ParityBatch]:
+def generate_batches(
+    tokenizer: Any, input_names: list[str], task: str, max_length: int,
+    shapes: tuple[tuple[int, int], ...] = DEFAULT_SHAPES, seed: int = 0,
+) -> list[ParityBatch]:
     """Random batches of ``shapes`` (lengths clipped to ``max_length``) for the graph's ``input_names``."""
     rng = np.random.default_rng(seed)
     special = set(tokenizer.all_special_ids)
@@ -75,7 +78,8 @@ def torch_outputs(model: torch.nn.Module, task: str, batch: ParityBatch) -> list
         return [out.start_logits.float().numpy(), out.end_logits.float().numpy()]
     logits = out.logits.float()
     if task == "fill-mask":
-        return [logits.reshape(-1, logits.shape[-1])[torch.from_numpy(batch.mask_positions)].numpy()]  # (M, V)
+        # (M, V): the logits at the mask positions
+        return [logits.reshape(-1, logits.shape[-1])[torch.from_numpy(batch.mask_positions)].numpy()]
     return [logits.numpy()]
 
 
@@ -97,7 +101,10 @@ def _real(task: str, batch: ParityBatch, out: np.ndarray) -> np.ndarray:
 
 def max_abs_diff(task: str, batch: ParityBatch, ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     """Largest |ONNX - PyTorch| over every output's real-token entries."""
-    return max(float(np.abs(_real(task, batch, r) - _real(task, batch, g)).max()) for r, g in zip(ref, got, strict=True))
+    return max(
+        float(np.abs(_real(task, batch, r) - _real(task, batch, g)).max())
+        for r, g in zip(ref, got, strict=True)
+    )
 
 
 def best_span(start: np.ndarray, end: np.ndarray, max_len: int = MAX_ANSWER_LEN) -> tuple[int, int]:
@@ -122,7 +129,8 @@ def decisions(task: str, batch: ParityBatch, outputs: list[np.ndarray]) -> list[
 
 def agreement(task: str, batches: list[ParityBatch], ref: list[list[np.ndarray]],
               got: list[list[np.ndarray]]) -> dict[str, Any]:
-    """Share of decisions the quantized graph shares with PyTorch (``top1_agreement`` or ``span_agreement``)."""
+    """Share of decisions the quantized graph shares with PyTorch (``top1_agreement`` or
+    ``span_agreement``)."""
     same = total = 0
     for batch, r, g in zip(batches, ref, got, strict=True):
         a, b = decisions(task, batch, r), decisions(task, batch, g)

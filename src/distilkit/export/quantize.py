@@ -29,8 +29,11 @@ def untie_gemm_weights(model: Any) -> int:
             readers[name] = readers.get(name, 0) + 1
     copied = 0
     for node in graph.node:
-        if node.op_type == "Gemm" and len(node.input) > 1 and node.input[1] in inits and readers[node.input[1]] > 1:
-            copy = numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]]), f"{node.input[1]}.gemm")
+        if (node.op_type == "Gemm" and len(node.input) > 1 and node.input[1] in inits
+                and readers[node.input[1]] > 1):
+            copy = numpy_helper.from_array(
+                numpy_helper.to_array(inits[node.input[1]]), f"{node.input[1]}.gemm"
+            )
             graph.initializer.append(copy)
             node.input[1] = copy.name
             copied += 1
@@ -54,14 +57,18 @@ def share_tied_embedding(model: Any) -> int:
     shared = 0
     for gather in [n for n in graph.node if n.op_type == "Gather"]:
         name = gather.input[0].removesuffix("_quantized")
-        tied = next((p for p in (f"{name}.gemm", f"{name}.gemm_Transposed") if f"{p}_quantized" in inits), None)
+        tied = next(
+            (p for p in (f"{name}.gemm", f"{name}.gemm_Transposed") if f"{p}_quantized" in inits), None
+        )
         if gather.input[0] == name or tied is None or name + "_quantized" not in inits:
             continue
-        dequant = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == gather.output[0]]
+        dequant = [
+            n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == gather.output[0]
+        ]
         if len(dequant) != 1 or list(dequant[0].input[1:]) != [f"{name}_scale", f"{name}_zero_point"]:
             continue
-        graph.node.insert(0, helper.make_node("Transpose", [f"{tied}_quantized"], [f"{name}_shared_quantized"],
-                                              name=f"share_{name}"))
+        graph.node.insert(0, helper.make_node("Transpose", [f"{tied}_quantized"],
+                                              [f"{name}_shared_quantized"], name=f"share_{name}"))
         gather.input[0] = f"{name}_shared_quantized"
         dequant[0].input[1], dequant[0].input[2] = f"{tied}_scale", f"{tied}_zero_point"
         still_read = {x for n in graph.node for x in n.input}

@@ -45,17 +45,23 @@ def test_best_span_respects_order_and_max_length():
 
 
 def test_agreement_counts_top1_over_real_tokens_and_spans():
-    batch = parity.ParityBatch({"input_ids": np.zeros((1, 3), np.int64)}, np.array([[True, True, False]]), None)
+    batch = parity.ParityBatch(
+        {"input_ids": np.zeros((1, 3), np.int64)}, np.array([[True, True, False]]), None
+    )
     ref = [np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])]
-    got = [np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])]  # the pad position's disagreement is not counted
-    assert parity.agreement("token-classification", [batch], [ref], [got]) == {"top1_agreement": 0.5, "compared": 2}
+    # the pad position's disagreement is not counted
+    got = [np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])]
+    assert parity.agreement("token-classification", [batch], [ref], [got]) == {
+        "top1_agreement": 0.5, "compared": 2
+    }
     qa = [np.array([[0.0, 3.0, 0.0]]), np.array([[0.0, 0.0, 3.0]])]
     assert parity.agreement("question-answering", [batch], [qa], [qa])["span_agreement"] == 1.0
 
 
 def test_max_abs_diff_ignores_pad_positions():
     batch = parity.ParityBatch({}, np.array([[True, False]]), None)
-    ref, got = [np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]])], [np.array([[1.5, 99.0]]), np.array([[1.0, 0.0]])]
+    ref = [np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]])]
+    got = [np.array([[1.5, 99.0]]), np.array([[1.0, 0.0]])]
     assert parity.max_abs_diff("question-answering", batch, ref, got) == 0.5
 
 

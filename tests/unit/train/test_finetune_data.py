@@ -262,7 +262,9 @@ def test_label_names_name_the_sorted_labels_and_glue_tasks_get_glue_names():
     assert task_data.name_labels(space, None, "SST-2")[0].labels == ("negative", "positive")
     assert task_data.name_labels(space, None, "MRPC")[0].labels == ("not_equivalent", "equivalent")
     assert task_data.name_labels(space, None, None) == (space, {})  # no names: labels stay as in the data
-    already = task_data.discover_labels("text-classification", texts("positive", "negative"), glue_task="SST-2")
+    already = task_data.discover_labels(
+        "text-classification", texts("positive", "negative"), glue_task="SST-2"
+    )
     assert task_data.name_labels(already, None, "SST-2") == (already, {})
 
 

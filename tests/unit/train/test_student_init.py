@@ -149,7 +149,9 @@ def test_a_bare_encoder_teacher_gives_a_bare_encoder_student(tiny_encoder, tmp_p
     assert record["task"] is None and record["layers"] == [0, 3]
     teacher = transformers.BertModel.from_pretrained(tiny_encoder)
     student = transformers.DistilBertModel.from_pretrained(out)
-    assert torch.equal(student.transformer.layer[1].ffn.lin1.weight, teacher.encoder.layer[3].intermediate.dense.weight)
+    assert torch.equal(
+        student.transformer.layer[1].ffn.lin1.weight, teacher.encoder.layer[3].intermediate.dense.weight
+    )
 
 
 @pytest.mark.parametrize("task", ["question-answering", "token-classification", "text-classification"])
@@ -164,7 +166,8 @@ def test_a_bert_task_teacher_gives_a_distilbert_student_with_its_head_and_labels
     attention = torch.ones_like(ids)
     attention[1, 6:] = 0
     with torch.no_grad():
-        t_out, s_out = teacher(input_ids=ids, attention_mask=attention), student(input_ids=ids, attention_mask=attention)
+        t_out = teacher(input_ids=ids, attention_mask=attention)
+        s_out = student(input_ids=ids, attention_mask=attention)
     if task == "question-answering":  # all layers copied: the same logits on single-segment inputs
         assert torch.allclose(s_out.start_logits, t_out.start_logits, atol=1e-4)
     elif task == "token-classification":
