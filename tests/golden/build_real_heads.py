@@ -39,7 +39,7 @@ STEPS = {
 
 def training_data(shared: Path, task: str, tokenizer, config):
     """Tokenized training rows and the label space, as ``distilkit finetune`` builds them."""
-    from distilkit.train import task_data
+    from distilkit.train import label_space, task_data
 
     path = shared / "data" / DATA[task]
     if task == "question-answering":  # articles 1-38 only: 39-48 are the parity inputs
@@ -47,7 +47,7 @@ def training_data(shared: Path, task: str, tokenizer, config):
         path = HEADS / "squad-train.tmp.json"
         path.write_text(json.dumps({"version": "1.1", "data": doc["data"][:SQUAD_TRAIN_ARTICLES]}))
     examples = task_data.read_examples(task, path)
-    space = task_data.discover_labels(task, examples)
+    space = label_space.discover_labels(task, examples)
     for key, value in space.config_fields().items():
         setattr(config, key, value)
     if space.labels:

@@ -27,7 +27,7 @@ from distilkit.config import FinetuneConfig, save_config
 from distilkit.errors import UserError
 from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
 from distilkit.models import quiet_from_pretrained, save_model_dir
-from distilkit.train import finetune_report, losses, task_data
+from distilkit.train import finetune_report, label_space, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.loop import (
     LogWindow,
@@ -61,7 +61,7 @@ MASKED_LOGIT = -1e4  # QA logits at padding: no probability in either distributi
 
 
 # --- setup ---------------------------------------------------------------------------------------
-def build_config(cfg: FinetuneConfig, source: str, space: task_data.LabelSpace) -> Any:
+def build_config(cfg: FinetuneConfig, source: str, space: label_space.LabelSpace) -> Any:
     """The student's config: the model's, with the discovered labels and any size overrides."""
     from transformers import AutoConfig
 
@@ -125,7 +125,7 @@ def load_teacher(cfg: FinetuneConfig, tokenizer: Any, device: torch.device) -> A
     return teacher
 
 
-def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.LabelSpace:
+def teacher_labels(teacher: Any, space: label_space.LabelSpace) -> label_space.LabelSpace:
     """The student takes the teacher's label order, so their logits line up.
 
     Raises:
@@ -137,13 +137,13 @@ def teacher_labels(teacher: Any, space: task_data.LabelSpace) -> task_data.Label
     problem = getattr(teacher.config, "problem_type", None) or space.problem_type
     if space.problem_type is not None and problem != space.problem_type:
         raise UserError(f"--teacher is a {problem} model; the data is {space.problem_type}")
-    if space.problem_type != task_data.REGRESSION and set(space.labels) - set(names):
+    if space.problem_type != label_space.REGRESSION and set(space.labels) - set(names):
         raise UserError(
             f"--teacher labels {list(names)} miss the data's {sorted(set(space.labels) - set(names))}"
             " (name the data's labels as the teacher does with --label-names)"
         )
-    return task_data.LabelSpace(
-        names if space.problem_type != task_data.REGRESSION else space.labels, space.problem_type
+    return label_space.LabelSpace(
+        names if space.problem_type != label_space.REGRESSION else space.labels, space.problem_type
     )
 
 
@@ -177,9 +177,9 @@ def task_distillation_loss(
     s, t = student.logits.float(), teacher.logits.float()
     if task == "token-classification":  # one row per token, padding weighs 0
         return losses.distillation_kl_loss(s.flatten(0, 1), t.flatten(0, 1), attention.flatten(), temperature)
-    if problem_type == task_data.REGRESSION:
+    if problem_type == label_space.REGRESSION:
         return F.mse_loss(s, t)
-    if problem_type == task_data.MULTI:
+    if problem_type == label_space.MULTI:
         return (
             F.binary_cross_entropy_with_logits(s / temperature, torch.sigmoid(t / temperature))
             * temperature**2
@@ -238,7 +238,7 @@ class Run:
     teacher: torch.nn.Module | None
     tokenizer: Any
     config: Any  # the student's transformers config (labels, architecture)
-    space: task_data.LabelSpace
+    space: label_space.LabelSpace
     data: task_data.TrainData
     batches: TaskBatches
     optimizer: Any
@@ -273,15 +273,15 @@ def setup(cfg: FinetuneConfig) -> Run:
     world, output, source = accelerator.num_processes, Path(cfg.output), resolve_source(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     examples = task_data.read_examples(cfg.task, cfg.train, cfg.glue_task)
-    space = task_data.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
-    space, renames = task_data.name_labels(space, cfg.label_name_list(), cfg.glue_task)
-    examples = task_data.rename_examples(examples, renames)
+    space = label_space.discover_labels(cfg.task, examples, cfg.problem_type, cfg.glue_task)
+    space, renames = label_space.name_labels(space, cfg.label_name_list(), cfg.glue_task)
+    examples = label_space.rename_examples(examples, renames)
     teacher = load_teacher(cfg, tokenizer, accelerator.device)
     if teacher is not None:
         space = teacher_labels(teacher, space)
     if cfg.validation is not None:  # unknown validation labels fail now, not after training
         validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
-        task_data.check_known_labels(space, cfg.task, task_data.rename_examples(validation, renames))
+        label_space.check_known_labels(space, cfg.task, label_space.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.config import FinetuneConfig
-from distilkit.train import task_data
+from distilkit.train import label_space, task_data
 
 
-def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpace) -> dict[str, Any]:
+def evaluate_output(cfg: FinetuneConfig, output: Path, space: label_space.LabelSpace) -> dict[str, Any]:
     """Evaluate the saved model directory on ``--validation`` through the Predictor (what serving runs)."""
     from distilkit.evaluation import evaluate as ev
     from distilkit.inference.predictor import Predictor
@@ -18,7 +18,7 @@ def evaluate_output(cfg: FinetuneConfig, output: Path, space: task_data.LabelSpa
     dtype = "float32" if cfg.precision == "float32" else "auto"
     predictor = Predictor.from_ref(str(output), cfg.task, dtype=dtype, device="cpu" if cfg.cpu else None)
     start = time.perf_counter()
-    if space.problem_type == task_data.MULTI:
+    if space.problem_type == label_space.MULTI:
         result = evaluate_multi_label(
             predictor, task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
         )
@@ -38,7 +38,7 @@ def evaluate_multi_label(predictor: Any, examples: list[Any], threshold: float =
     ]
     results = ev.predict_all(predictor, items, {"top_k": None, "function_to_apply": "sigmoid"})
     predicted = [sorted(r["label"] for r in res if r["score"] >= threshold) for res in results]
-    gold = [sorted(task_data.parse_multi_label(ex.label)) for ex in examples]
+    gold = [sorted(label_space.parse_multi_label(ex.label)) for ex in examples]
     hits = sum(len(set(g) & set(p)) for g, p in zip(gold, predicted, strict=True))
     n_pred, n_gold = sum(map(len, predicted)), sum(map(len, gold))
     precision, recall = hits / n_pred if n_pred else 0.0, hits / n_gold if n_gold else 0.0
@@ -75,7 +75,7 @@ def headline(summary: dict[str, Any]) -> str:
 def render_card(
     cfg: FinetuneConfig,
     config: Any,
-    space: task_data.LabelSpace,
+    space: label_space.LabelSpace,
     data: task_data.TrainData,
     state: dict[str, Any],
     summary: dict[str, Any] | None,

@@ -15,7 +15,7 @@ import torch
 
 from distilkit.config import DistillConfig, FinetuneConfig
 from distilkit.errors import UserError
-from distilkit.train import task_data
+from distilkit.train import label_space, task_data
 from distilkit.train.data import TokenShards, length_grouped_batches, pad_sequences
 from distilkit.train.masking import MaskedBatch, mask_tokens, token_weights
 
@@ -88,7 +88,7 @@ class TaskBatches:
     """Fine-tuning's micro-batch stream: global index g -> (epoch, padded batch with targets on the
     device) for this rank; a pure function of g like ``MicroBatches``."""
 
-    def __init__(self, data: task_data.TrainData, cfg: FinetuneConfig, space: task_data.LabelSpace,
+    def __init__(self, data: task_data.TrainData, cfg: FinetuneConfig, space: label_space.LabelSpace,
                  pad_id: int, accepted: set[str], rank: int, world: int, device: torch.device):
         self.data, self.cfg, self.space, self.pad_id = data, cfg, space, pad_id
         self.accepted, self.rank, self.world, self.device = accepted, rank, world, device

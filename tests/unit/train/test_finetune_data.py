@@ -11,7 +11,7 @@ from tiny_models import make_config, wordpiece_tokenizer
 from distilkit.config import FinetuneConfig
 from distilkit.evaluation.datasets import NERExample, TextExample
 from distilkit.evaluation.evaluate import word_spans
-from distilkit.train import task_data
+from distilkit.train import label_space, task_data
 from distilkit.train.finetune import MASKED_LOGIT, task_distillation_loss
 from distilkit.train.task_data import IGNORE_INDEX, LabelSpace, QATrainExample
 
@@ -22,7 +22,7 @@ def texts(*labels: str) -> list[TextExample]:
 
 # --- label discovery -------------------------------------------------------------------------------
 def test_single_label_names_sorted_and_stored_in_config_fields():
-    space = task_data.discover_labels("text-classification", texts("sadness", "joy", "anger", "joy"))
+    space = label_space.discover_labels("text-classification", texts("sadness", "joy", "anger", "joy"))
     assert space == LabelSpace(("anger", "joy", "sadness"), "single_label_classification")
     fields = space.config_fields()
     assert fields["id2label"] == {0: "anger", 1: "joy", 2: "sadness"} and fields["label2id"]["sadness"] == 2
@@ -30,9 +30,10 @@ def test_single_label_names_sorted_and_stored_in_config_fields():
 
 
 def test_integer_labels_sort_numerically_and_glue_tasks_keep_glue_order():
-    assert task_data.discover_labels("text-classification", texts("10", "2", "0")).labels == ("0", "2", "10")
+    numbers = texts("10", "2", "0")
+    assert label_space.discover_labels("text-classification", numbers).labels == ("0", "2", "10")
     mnli = texts("neutral", "contradiction", "entailment")
-    assert task_data.discover_labels("text-classification", mnli, glue_task="MNLI").labels == (
+    assert label_space.discover_labels("text-classification", mnli, glue_task="MNLI").labels == (
         "entailment",
         "neutral",
         "contradiction",
@@ -40,20 +41,20 @@ def test_integer_labels_sort_numerically_and_glue_tasks_keep_glue_order():
 
 
 def test_regression_is_discovered_from_fractions_or_sts_b():
-    space = task_data.discover_labels("text-classification", texts("3.8", "0", "5"))
+    space = label_space.discover_labels("text-classification", texts("3.8", "0", "5"))
     assert space == LabelSpace(("LABEL_0",), "regression")
-    assert task_data.discover_labels(
+    assert label_space.discover_labels(
         "text-classification", texts("3", "4"), glue_task="STS-B"
     ).problem_type == ("regression")
     with pytest.raises(ValueError, match="numeric labels"):
-        task_data.discover_labels("text-classification", texts("a", "b"), problem_type="regression")
+        label_space.discover_labels("text-classification", texts("a", "b"), problem_type="regression")
 
 
 def test_multi_label_from_lists_or_commas():
-    space = task_data.discover_labels("text-classification", texts("['joy', 'love']", "[]", "['fear']"))
+    space = label_space.discover_labels("text-classification", texts("['joy', 'love']", "[]", "['fear']"))
     assert space == LabelSpace(("fear", "joy", "love"), "multi_label_classification")
-    assert task_data.parse_multi_label("joy, love") == ["joy", "love"]
-    explicit = task_data.discover_labels(
+    assert label_space.parse_multi_label("joy, love") == ["joy", "love"]
+    explicit = label_space.discover_labels(
         "text-classification", texts("a,b", "c"), problem_type="multi_label_classification"
     )
     assert explicit.labels == ("a", "b", "c")
@@ -66,7 +67,7 @@ def test_ner_tags_o_first_then_type_then_prefix():
         NERExample(("a", "b", "c", "d"), ("I-PER", "O", "B-LOC", "B-PER")),
         NERExample(("e",), ("I-LOC",)),
     ]
-    assert task_data.discover_labels("token-classification", examples).labels == (
+    assert label_space.discover_labels("token-classification", examples).labels == (
         "O",
         "B-LOC",
         "I-LOC",
@@ -77,11 +78,11 @@ def test_ner_tags_o_first_then_type_then_prefix():
 
 def test_unknown_validation_labels_are_refused_before_training():
     space = LabelSpace(("anger", "joy"), "single_label_classification")
-    task_data.check_known_labels(space, "text-classification", texts("joy"))
+    label_space.check_known_labels(space, "text-classification", texts("joy"))
     with pytest.raises(ValueError, match=r"--validation has labels \['fear'\]"):
-        task_data.check_known_labels(space, "text-classification", texts("joy", "fear"))
+        label_space.check_known_labels(space, "text-classification", texts("joy", "fear"))
     with pytest.raises(ValueError, match="at least 2"):
-        task_data.discover_labels("text-classification", texts("joy", "joy"))
+        label_space.discover_labels("text-classification", texts("joy", "joy"))
 
 
 # --- token classification: first sub-token ------------------------------------------------------
@@ -95,7 +96,7 @@ def test_first_subtoken_alignment_by_hand():
 def test_first_subtoken_alignment_with_a_wordpiece_tokenizer():
     tok = wordpiece_tokenizer()
     examples = [NERExample(("John", "livesz", "in", "Seattle", "."), ("B-PER", "O", "O", "B-LOC", "O"))]
-    space = task_data.discover_labels("token-classification", examples)
+    space = label_space.discover_labels("token-classification", examples)
     config = make_config("distilbert", "token-classification", len(tok), num_labels=len(space.labels))
     data = task_data.build_features("token-classification", examples, tok, config, space, max_seq_len=64)
     tokens = tok.convert_ids_to_tokens(data.input_ids[0])
@@ -254,27 +255,27 @@ def test_loss_weights_and_aliases():
 
 # --- label names ---------------------------------------------------------------------------------------
 def test_label_names_name_the_sorted_labels_and_glue_tasks_get_glue_names():
-    space = task_data.discover_labels("text-classification", texts("1", "0", "1"))
-    named, renames = task_data.name_labels(space, ["negative", "positive"])
+    space = label_space.discover_labels("text-classification", texts("1", "0", "1"))
+    named, renames = label_space.name_labels(space, ["negative", "positive"])
     assert named.labels == ("negative", "positive") and renames == {"0": "negative", "1": "positive"}
-    relabelled = task_data.rename_examples(texts("1", "0"), renames)
+    relabelled = label_space.rename_examples(texts("1", "0"), renames)
     assert [ex.label for ex in relabelled] == ["positive", "negative"]
-    assert task_data.name_labels(space, None, "SST-2")[0].labels == ("negative", "positive")
-    assert task_data.name_labels(space, None, "MRPC")[0].labels == ("not_equivalent", "equivalent")
-    assert task_data.name_labels(space, None, None) == (space, {})  # no names: labels stay as in the data
-    already = task_data.discover_labels(
+    assert label_space.name_labels(space, None, "SST-2")[0].labels == ("negative", "positive")
+    assert label_space.name_labels(space, None, "MRPC")[0].labels == ("not_equivalent", "equivalent")
+    assert label_space.name_labels(space, None, None) == (space, {})  # no names: labels stay as in the data
+    already = label_space.discover_labels(
         "text-classification", texts("positive", "negative"), glue_task="SST-2"
     )
-    assert task_data.name_labels(already, None, "SST-2") == (already, {})
+    assert label_space.name_labels(already, None, "SST-2") == (already, {})
 
 
 def test_label_names_must_match_the_label_count_and_problem_type():
-    space = task_data.discover_labels("text-classification", texts("b", "a", "c"))
+    space = label_space.discover_labels("text-classification", texts("b", "a", "c"))
     with pytest.raises(ValueError, match=r"gives 2 names for the data's 3 labels \['a', 'b', 'c'\]"):
-        task_data.name_labels(space, ["x", "y"])
-    regression = task_data.discover_labels("text-classification", texts("0.5", "1.5"))
+        label_space.name_labels(space, ["x", "y"])
+    regression = label_space.discover_labels("text-classification", texts("0.5", "1.5"))
     with pytest.raises(ValueError, match="single-label"):
-        task_data.name_labels(regression, ["x", "y"])
+        label_space.name_labels(regression, ["x", "y"])
 
 
 def test_label_names_from_yaml_lists_are_kept_as_text():
