@@ -11,6 +11,7 @@ shared machine: a training is stopped only once it has written a checkpoint afte
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -311,3 +312,20 @@ def check_shared(shared: Path) -> None:
     for path in (shared / MINILM / "model.safetensors", shared / "data" / "squad" / "dev-v1.1.json"):
         if not path.exists():
             sys.exit(f"missing {path}: pass --shared DIR (the folder with models/ and data/)")
+
+
+def study_parser(doc: str, tasks: dict[str, Any]) -> argparse.ArgumentParser:
+    """The flags every study takes (--shared, --output, --tasks); the script adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (models/, data/)")
+    p.add_argument("--output", type=Path, default=None, help="run folder [runs/real or runs/real-quick]")
+    p.add_argument("--tasks", default=",".join(tasks), help=f"comma-separated subset of {list(tasks)}")
+    return p
+
+
+def open_run(args: argparse.Namespace, threads: int | None = None) -> tuple[Path, Runner, dict]:
+    """Check ../shared, make the run folder, and return it with its Runner and the prepared data files."""
+    check_shared(args.shared)
+    out = args.output or ROOT / "runs" / ("real-quick" if args.quick else "real")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Runner(out, args.budget_min, threads), prepare_data(args.shared, out, args.quick)

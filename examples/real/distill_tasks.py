@@ -39,28 +39,23 @@ import sys
 from pathlib import Path
 
 from common import (
-    ROOT,
-    SHARED,
     TASKS,
     BudgetReached,
     Runner,
-    check_shared,
     finetune_args,
     inputs_for,
     items_per_second,
-    prepare_data,
+    open_run,
     score,
     show,
+    study_parser,
     train_teacher,
     write_results,
 )
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (models/, data/)")
-    p.add_argument("--output", type=Path, default=None, help="run folder [runs/real or runs/real-quick]")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {list(TASKS)}")
+    p = study_parser(__doc__, TASKS)
     p.add_argument("--teacher-lr", type=float, default=1e-4, help="peak learning rate of the teachers")
     p.add_argument("--student-lr", type=float, default=1e-4, help="peak learning rate of both students")
     p.add_argument("--alpha-ce", type=float, default=0.5, help="weight of the distillation term")
@@ -82,11 +77,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    check_shared(args.shared)
-    out = args.output or ROOT / "runs" / ("real-quick" if args.quick else "real")
-    out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, args.budget_min, args.threads)
-    files = prepare_data(args.shared, out, args.quick)
+    out, runner, files = open_run(args, args.threads)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results = {"settings": {**settings, "batch_size": 8 if args.quick else args.batch_size}, "tasks": {}}
     keys = args.tasks.split(",")

@@ -27,19 +27,17 @@ import time
 from pathlib import Path
 
 from common import (
-    ROOT,
-    SHARED,
     TASKS,
     BudgetReached,
     Runner,
-    check_shared,
     inputs_for,
     items_per_second,
-    prepare_data,
+    open_run,
     read_predictions,
     score,
     show,
     study_models,
+    study_parser,
     train_teacher,
 )
 
@@ -48,10 +46,7 @@ TAGS = {"torch fp32": "float32", "torch bf16": "bfloat16", "ONNX fp32": "onnx-fp
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (models/, data/)")
-    p.add_argument("--output", type=Path, default=None, help="run folder [runs/real or runs/real-quick]")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {list(TASKS)}")
+    p = study_parser(__doc__, TASKS)
     p.add_argument("--teacher-lr", type=float, default=1e-4, help="learning rate of a teacher trained here")
     p.add_argument("--batch-size", type=int, default=32, help="batch of a teacher trained here")
     p.add_argument("--speed-inputs", type=int, default=128, help="test inputs timed per task (QA: half)")
@@ -64,11 +59,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    check_shared(args.shared)
-    out = args.output or ROOT / "runs" / ("real-quick" if args.quick else "real")
-    out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(out, args.budget_min, args.threads)
-    files = prepare_data(args.shared, out, args.quick)
+    out, runner, files = open_run(args, args.threads)
     results = {"settings": {"quick": args.quick, "threads": args.threads}, "tasks": {}}
     try:
         for key in args.tasks.split(","):
