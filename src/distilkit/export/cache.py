@@ -23,6 +23,7 @@ from distilkit.errors import UserError
 from distilkit.export.onnx import export_onnx
 from distilkit.inference.onnx_backend import is_exported_dir, read_manifest
 from distilkit.models import resolve_source
+from distilkit.registry.store import default_home
 
 CACHE_DIR = "onnx-int8"
 KEY_VERSION = 1  # bump when the export's graph or quantisation changes
@@ -30,8 +31,7 @@ KEY_VERSION = 1  # bump when the export's graph or quantisation changes
 
 def cache_root() -> Path:
     """``$DISTILKIT_HOME/cache/onnx-int8`` (``~/.distilkit`` when the variable is unset)."""
-    home = Path(os.environ.get("DISTILKIT_HOME") or Path.home() / ".distilkit").expanduser()
-    return home / "cache" / CACHE_DIR
+    return default_home() / "cache" / CACHE_DIR
 
 
 def cache_key(source: Path, task: str | None, dummy_weights: bool, seed: int) -> str:
