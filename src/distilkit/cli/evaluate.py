@@ -12,13 +12,13 @@ from typing import Any
 
 import typer
 
+from distilkit.batch.config import BatchConfig
+from distilkit.config import field_help
 from distilkit.errors import UserError
 
 GLUE = "glue"
-DTYPE_HELP = (
-    "auto (bfloat16 where the CPU or GPU is fast at it, else float32) | float32 | bfloat16 | float16 | "
-    "int8 (ONNX Runtime's dynamic int8 graph on CPU, exported once into $DISTILKIT_HOME/cache)."
-)
+# The one description of --dtype: the batch config's field (predict derives its flag from it).
+DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
 
 
 def _progress_bar(console: Any, description: str):
