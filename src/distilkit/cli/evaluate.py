@@ -12,13 +12,10 @@ from typing import Any
 
 import typer
 
-from distilkit.batch.config import BatchConfig
-from distilkit.config import field_help
+from distilkit.cli.options import DTYPE_HELP
 from distilkit.errors import UserError
 
 GLUE = "glue"
-# The one description of --dtype: the batch config's field (predict derives its flag from it).
-DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
 
 
 def _progress_bar(console: Any, description: str):

@@ -29,10 +29,13 @@ from typing import Any
 import typer
 from typer.models import ArgumentInfo
 
+from distilkit.batch.config import BatchConfig
 from distilkit.config import field_help, load_config
 
 SCALARS = (str, int, float, bool)
 CONFIG_HELP = "YAML file of options (keys as below, snake_case); flags win."
+# --dtype of the commands whose config has no dtype field (evaluate, serve): the batch config's field.
+DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
 
 
 def flag(name: str) -> str:

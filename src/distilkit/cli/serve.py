@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from distilkit.cli.options import config_command
+from distilkit.cli.options import DTYPE_HELP, config_command
 from distilkit.errors import UserError
 from distilkit.serve.settings import CARD_MODELS, ServeSettings, parse_model_spec
 
@@ -33,7 +33,7 @@ def serve(
     dummy_weights: bool = typer.Option(False, "--dummy-weights", envvar=E + "DUMMY_WEIGHTS",
                                        help="Random weights of the real architectures (load tests)."),
     dtype: str = typer.Option("auto", "--dtype", envvar=E + "DTYPE",
-                              help="auto | float32 | bfloat16 | float16 | int8 (ONNX Runtime, CPU)."),
+                              help=DTYPE_HELP),
     device: str = typer.Option(None, "--device", envvar=E + "DEVICE"),
     compile: bool = typer.Option(False, "--compile", envvar=E + "COMPILE",
                                  help="torch.compile the encoders (slower start, faster batches)."),
