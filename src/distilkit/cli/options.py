@@ -34,8 +34,10 @@ from distilkit.config import field_help, load_config
 
 SCALARS = (str, int, float, bool)
 CONFIG_HELP = "YAML file of options (keys as below, snake_case); flags win."
-# --dtype of the commands whose config has no dtype field (evaluate, serve): the batch config's field.
+# --dtype / --backend of the commands whose config has no such field (evaluate, serve): the batch
+# config's fields.
 DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
+BACKEND_HELP = " ".join(field_help(BatchConfig, "backend").split())
 
 
 def flag(name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from distilkit.cli.options import DTYPE_HELP, config_command
+from distilkit.cli.options import BACKEND_HELP, DTYPE_HELP, config_command
 from distilkit.errors import UserError
 from distilkit.serve.settings import CARD_MODELS, ServeSettings, parse_model_spec
 
@@ -38,7 +38,7 @@ def serve(
     compile: bool = typer.Option(False, "--compile", envvar=E + "COMPILE",
                                  help="torch.compile the encoders (slower start, faster batches)."),
     backend: str = typer.Option(None, "--backend", envvar=E + "BACKEND",
-                                help="torch | onnx (default: onnx for an exported directory)."),
+                                help=BACKEND_HELP),
 ) -> None:
     """Serve models over HTTP: /score (card formats), /models/NAME, /invocations, KServe v1/v2, /metrics."""
     import logging

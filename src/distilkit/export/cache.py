@@ -1,5 +1,8 @@
-"""int8 on demand: ``dtype="int8"`` runs the model as a dynamically quantised ONNX graph (ONNX Runtime's
-int8 GEMMs, VNNI on x86), exported once per model and kept in ``$DISTILKIT_HOME/cache/onnx-int8/``.
+"""ONNX Runtime graphs on demand, exported once per model and precision and kept in
+``$DISTILKIT_HOME/cache/onnx-<precision>/``: ``dtype="int8"`` runs the dynamically quantised graph
+(ONNX Runtime's int8 GEMMs, VNNI on x86); ``backend="onnx"`` on a model directory (and ``dtype="auto"``
+on a CPU without fast bf16) runs the fp32 graph, the fastest exact engine measured on such CPUs
+(``benchmarks/runtimes.py``).
 
 On this project's 2-core AVX512-VNNI CPU, the dynamic int8 engines measured on distilbert-base-cased
 fill-mask (256 x ~20 and 64 x ~120 tokens, sequences/s through the Predictor, one process each in one
@@ -25,13 +28,14 @@ from distilkit.inference.onnx_backend import is_exported_dir, read_manifest
 from distilkit.models import resolve_source
 from distilkit.registry.store import default_home
 
+PRECISIONS = ("float32", "int8")
 CACHE_DIR = "onnx-int8"
-KEY_VERSION = 1  # bump when the export's graph or quantisation changes
+KEY_VERSION = 2  # bump when the export's graph or quantisation changes (2: TorchScript exporter)
 
 
-def cache_root() -> Path:
-    """``$DISTILKIT_HOME/cache/onnx-int8`` (``~/.distilkit`` when the variable is unset)."""
-    return default_home() / "cache" / CACHE_DIR
+def cache_root(precision: str = "int8") -> Path:
+    """``$DISTILKIT_HOME/cache/onnx-<precision>`` (``~/.distilkit`` when the variable is unset)."""
+    return default_home() / "cache" / f"onnx-{precision}"
 
 
 def cache_key(source: Path, task: str | None, dummy_weights: bool, seed: int) -> str:
@@ -53,35 +57,49 @@ def cache_key(source: Path, task: str | None, dummy_weights: bool, seed: int) ->
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def int8_model(ref: str | os.PathLike, task: str | None = None, *, dummy_weights: bool = False,
-               seed: int = 0) -> Path:
-    """The int8 ONNX directory of ``ref`` (a model directory, hub id or registry reference): an int8
-    export is used as it is; any other model is exported and quantised on first use (seconds to a
-    minute; the fp32 graph must match PyTorch first) and read from the cache afterwards.
+def onnx_model(ref: str | os.PathLike, task: str | None = None, *, precision: str = "int8",
+               dummy_weights: bool = False, seed: int = 0) -> Path:
+    """The ONNX directory of ``ref`` (a model directory, hub id or registry reference) in ``precision``
+    (``float32`` or ``int8``): an export in that precision is used as it is; any other model is
+    exported (and quantised, for int8) on first use - seconds to a minute; the fp32 graph must match
+    PyTorch first - and read from the cache afterwards.
 
     Raises:
-        UserError: an fp32 export directory (re-export it with ``--quantize int8``), no onnxruntime,
-            or the export's own errors (unknown task, parity failure).
+        UserError: an export in the other precision, no onnxruntime, or the export's own errors
+            (unknown task, parity failure).
     """
+    if precision not in PRECISIONS:
+        raise UserError(f"ONNX Runtime graphs are float32 or int8, not {precision!r}")
     source = Path(resolve_source(ref))
     if is_exported_dir(source):
-        precision = read_manifest(source).get("precision", "float32")
-        if precision != "int8":
-            raise UserError(f"{ref} is a {precision} ONNX export; export it with --quantize int8 for int8")
+        exported = read_manifest(source).get("precision", "float32")
+        if exported != precision:
+            hint = "export it with --quantize int8" if precision == "int8" else "use --dtype int8"
+            raise UserError(f"{ref} is a {exported} ONNX export; {hint} for {precision}")
         return source
     try:
         import onnxruntime  # noqa: F401
     except ImportError as err:
-        raise UserError("dtype int8 runs on ONNX Runtime: pip install 'distilkit[onnx]'") from err
-    target = cache_root() / cache_key(source, task, dummy_weights, seed)
+        raise UserError(f"{precision} on ONNX Runtime needs it: pip install 'distilkit[onnx]'") from err
+    target = cache_root(precision) / cache_key(source, task, dummy_weights, seed)
     if is_exported_dir(target):
         return target
     started = time.perf_counter()
-    print(f"int8: quantising {ref} once into {target} ...", file=sys.stderr, flush=True)
-    report = export_onnx(source, target, task=task, quantize="int8", dummy_weights=dummy_weights,
-                         seed=seed, overwrite=True)
-    int8 = report["parity"]["int8"]
-    share = int8.get("top1_agreement", int8.get("span_agreement"))
-    print(f"int8: ready in {time.perf_counter() - started:.0f} s; decisions equal to fp32's on "
-          f"{share:.0%} of {int8['compared']} parity inputs", file=sys.stderr, flush=True)
+    verb = "quantising" if precision == "int8" else "exporting"
+    print(f"{precision}: {verb} {ref} once into {target} ...", file=sys.stderr, flush=True)
+    report = export_onnx(source, target, task=task, quantize="int8" if precision == "int8" else None,
+                         dummy_weights=dummy_weights, seed=seed, overwrite=True)
+    parity = report["parity"][precision]
+    share = parity.get("top1_agreement", parity.get("span_agreement"))
+    if share is not None:
+        agreed = f"; decisions equal to fp32's on {share:.0%} of {parity['compared']} parity inputs"
+    else:
+        agreed = f"; largest difference from PyTorch's outputs {parity['max_abs_diff']:.1e}"
+    print(f"{precision}: ready in {time.perf_counter() - started:.0f} s{agreed}", file=sys.stderr, flush=True)
     return target
+
+
+def int8_model(ref: str | os.PathLike, task: str | None = None, *, dummy_weights: bool = False,
+               seed: int = 0) -> Path:
+    """``onnx_model`` in int8: the graph ``dtype="int8"`` runs."""
+    return onnx_model(ref, task, precision="int8", dummy_weights=dummy_weights, seed=seed)

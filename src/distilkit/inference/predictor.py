@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from distilkit.errors import UserError
-from distilkit.export.cache import int8_model
+from distilkit.export.cache import onnx_model
 from distilkit.inference import runtime
+from distilkit.inference.onnx_backend import is_exported_dir
 from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 from distilkit.model_info import LoadedModel
-from distilkit.models import load_model
+from distilkit.models import load_model, resolve_source
 from distilkit.tasks import CostLimits, Feature, get_handler_class
 
 DEFAULT_MAX_BATCH_TOKENS = 2048
@@ -75,6 +76,11 @@ class Predictor:
         self.device = (first.device if first is not None
                        else getattr(self.model, "device", torch.device("cpu")))
         self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
+        if first is not None:
+            self.engine = runtime.Engine("torch", str(self.dtype).removeprefix("torch."), "given")
+        else:
+            precision = getattr(self.model, "precision", "float32")
+            self.engine = runtime.Engine("onnx", precision, "an exported model")
         # Fast tokenizers are not safe to call from several threads at once (truncation state is
         # shared): ``prepare`` and ``finish`` hold this lock. Reentrant, so that a server can take
         # it without blocking first and then call them on the same thread.
@@ -102,19 +108,27 @@ class Predictor:
         """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied.
 
         ``backend`` is ``torch``, ``onnx`` or None (``onnx`` for a ``distilkit export onnx`` directory).
-        ``dtype="int8"`` runs ONNX Runtime's dynamic int8 graph of the model (exported once, cached).
+        ``dtype="int8"`` runs ONNX Runtime's dynamic int8 graph of the model, ``backend="onnx"`` on a
+        model directory its fp32 graph (each exported once, cached); ``dtype="auto"`` picks the
+        engine for the hardware (``runtime.choose_engine``) and the choice is printed on stderr.
         """
         dev = runtime.resolve_device(device)
-        if dtype == runtime.INT8:
-            if backend == "torch" or dev.type != "cpu":
-                raise UserError("dtype int8 is ONNX Runtime's CPU engine: drop --backend torch / --device")
-            model, backend = int8_model(model, task, dummy_weights=dummy_weights, seed=seed), "onnx"
+        exported = is_exported_dir(resolve_source(model))
+        engine = None if exported and dtype != runtime.INT8 else runtime.choose_engine(dtype, dev, backend)
+        if engine is not None and engine.backend == "onnx":
+            model = onnx_model(model, task, precision=engine.precision, dummy_weights=dummy_weights,
+                               seed=seed)
+            backend = "onnx"
         torch_dtype = runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
         loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype,
                             device=dev, backend=backend)
-        return cls(loaded, **batching)
+        predictor = cls(loaded, **batching)
+        if engine is not None:
+            predictor.engine = engine
+        runtime.announce(predictor.engine, str(loaded.source))
+        return predictor
 
     # --- the three stages ------------------------------------------------------------------------
     def prepare(

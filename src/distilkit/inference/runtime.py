@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -14,15 +17,90 @@ DTYPES = {"auto", "float32", "bfloat16", "float16"}
 INT8 = "int8"
 
 
+# The CPU features that decide the engine: native bf16 (AMX tiles, AVX512-BF16) and int8 dot products.
+CPU_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+
+
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (AMX tiles or AVX512-BF16)."""
+def cpu_features() -> tuple[str, ...]:
+    """Which of ``CPU_FEATURES`` this CPU has (from /proc/cpuinfo; none where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
+            flags = set(f.read().split())
     except OSError:
-        return False
-    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+        return ()
+    return tuple(flag for flag in CPU_FEATURES if flag in flags)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (AMX tiles or AVX512-BF16)."""
+    return any(flag in cpu_features() for flag in ("amx_bf16", "avx512_bf16"))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What runs a model: ``torch`` in a torch dtype, or ``onnx`` (ONNX Runtime) in float32 or int8."""
+
+    backend: str
+    precision: str
+    reason: str
+
+    def describe(self) -> str:
+        name = "PyTorch" if self.backend == "torch" else "ONNX Runtime"
+        return f"{name} {self.precision} ({self.reason})"
+
+
+def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str | None = None) -> Engine:
+    """The engine for a (dtype, device, backend) request; ``dtype="auto"`` picks by the hardware.
+
+    ``auto``: CUDA -> bf16 (fp16 without bf16); a CPU with AMX/AVX512-BF16 -> PyTorch bf16; another
+    CPU -> fp32 on ONNX Runtime when it is installed (on such CPUs its fp32 graph is ~2x PyTorch's
+    fp32, ``benchmarks/runtimes.py``), else PyTorch fp32. ``int8`` is ONNX Runtime's dynamic int8
+    graph; ``backend="onnx"`` runs ONNX Runtime in fp32 (or int8). An explicit ``float32`` with no
+    backend stays PyTorch: the reference engine, equal to the transformers pipelines.
+
+    Raises:
+        UserError: an unknown dtype or backend, or a combination no engine runs.
+    """
+    if isinstance(dtype, torch.dtype):
+        return Engine(backend or "torch", str(dtype).removeprefix("torch."), "requested")
+    if backend not in (None, "torch", "onnx"):
+        raise UserError(f"--backend must be torch or onnx, got {backend!r}")
+    if dtype == INT8:
+        if backend == "torch" or device.type != "cpu":
+            raise UserError("dtype int8 is ONNX Runtime's CPU engine: drop --backend torch / --device")
+        return Engine("onnx", INT8, "requested; dynamic int8" + (" on VNNI" if _has("avx512_vnni") else ""))
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {sorted(DTYPES | {INT8})}, got {dtype!r}")
+    if backend == "onnx":
+        if dtype not in ("auto", "float32") or device.type != "cpu":
+            raise UserError(f"--backend onnx runs float32 or int8 on the CPU, not {dtype} on {device.type}")
+        return Engine("onnx", "float32", "requested")
+    resolved = str(resolve_dtype(dtype, device)).removeprefix("torch.")
+    if dtype != "auto":
+        return Engine("torch", resolved, "requested")
+    if device.type == "cuda":
+        return Engine("torch", resolved, "auto: CUDA")
+    if cpu_has_fast_bf16():
+        found = "/".join(f for f in ("amx_bf16", "avx512_bf16") if _has(f))
+        return Engine("torch", resolved, f"auto: the CPU has {found}")
+    if backend is None and importlib.util.find_spec("onnxruntime") is not None:
+        return Engine("onnx", "float32", "auto: no fast bf16 on this CPU; its fastest exact engine")
+    return Engine("torch", resolved, "auto: no fast bf16 on this CPU")
+
+
+def _has(flag: str) -> bool:
+    return flag in cpu_features()
+
+
+_announced: set[Engine] = set()
+
+
+def announce(engine: Engine, model: str) -> None:
+    """Print the engine on stderr the first time a process uses it (start-up of predict/serve/batch)."""
+    if engine not in _announced:
+        _announced.add(engine)
+        print(f"engine: {engine.describe()} for {model}", file=sys.stderr, flush=True)
 
 
 def resolve_device(device: str | int | torch.device | None) -> torch.device:

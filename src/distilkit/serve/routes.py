@@ -36,8 +36,8 @@ CARD_RESPONSES = {
          {"score": 0.12, "token": 372, "token_str": " great", "sequence": "Today is a great day!"}]],
 }
 STATUS = doc.obj(["status"], status=doc.STRING)
-MODEL = doc.obj(["name", "task", "source", "dtype", "device"], name=doc.STRING, task=doc.STRING,
-                source=doc.STRING, dtype=doc.STRING, device=doc.STRING)
+MODEL = doc.obj(["name", "task", "source", "dtype", "device", "engine"], name=doc.STRING, task=doc.STRING,
+                source=doc.STRING, dtype=doc.STRING, device=doc.STRING, engine=doc.STRING)
 TENSOR_META = doc.array(doc.obj(["name", "datatype", "shape"], name=doc.STRING, datatype=doc.STRING,
                                 shape=doc.array(doc.INTEGER)))
 
@@ -152,6 +152,7 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
 def _describe(name: str, predictor: Any) -> dict[str, Any]:
     return {"name": name, "task": predictor.task, "source": predictor.loaded.source,
             "dtype": str(predictor.dtype).replace("torch.", ""), "device": str(predictor.device),
+            "engine": predictor.engine.describe(),
             **predictor.handler.describe()}  # parameters (+ mask_token | labels): what a form needs
 
 

@@ -83,3 +83,16 @@ def test_predict_cli_takes_dtype_int8(tiny_model, home):
     assert "int8: quantising" in out.stderr and "decisions equal to fp32's" in out.stderr
     results = json.loads(out.stdout)
     assert len(results) == 1 and len(results[0]) == 5  # one text; top_k 5 candidates for its mask
+
+
+def test_backend_onnx_on_a_model_directory_runs_its_cached_fp32_graph(tiny_model, home):
+    model = tiny_model("fill-mask")
+    reference = Predictor.from_ref(model, "fill-mask", dtype="float32").predict(TEXTS[:1], {"top_k": 3})
+    onnx = Predictor.from_ref(model, "fill-mask", backend="onnx")
+    assert isinstance(onnx.model, OnnxModel) and onnx.model.precision == "float32"
+    assert (onnx.engine.backend, onnx.engine.precision) == ("onnx", "float32")
+    answers = onnx.predict(TEXTS[:1], {"top_k": 3})
+    assert [c["token"] for c in answers[0]] == [c["token"] for c in reference[0]]
+    exported = next((home / "cache" / "onnx-float32").iterdir())
+    assert read_manifest(exported)["precision"] == "float32"
+    assert cache.onnx_model(model, "fill-mask", precision="float32") == exported  # the cached graph

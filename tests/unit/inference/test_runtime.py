@@ -59,3 +59,40 @@ def test_compiled_encoder_gives_the_same_answers_as_eager(tiny_model, task):
         q = {"question": "Where do I live?", "context": "My name is John and I live in Seattle."}
         a, b = eager(q), compiled(q)
         assert (a["start"], a["end"]) == (b["start"], b["end"]) and abs(a["score"] - b["score"]) < 1e-4
+
+
+def test_auto_engine_is_pytorch_bf16_on_a_cpu_with_avx512_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ("avx512_bf16", "avx512_vnni", "avx512f"))
+    engine = runtime.choose_engine("auto", CPU)
+    assert (engine.backend, engine.precision) == ("torch", "bfloat16")
+    assert "avx512_bf16" in engine.describe()
+
+
+def test_auto_engine_is_onnx_runtime_fp32_on_a_cpu_without_fast_bf16(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ("avx512_vnni", "avx512f", "avx2"))
+    engine = runtime.choose_engine("auto", CPU)
+    assert (engine.backend, engine.precision) == ("onnx", "float32")
+    # an explicit float32 stays the PyTorch reference engine; --backend torch keeps auto on PyTorch
+    assert runtime.choose_engine("float32", CPU).backend == "torch"
+    assert runtime.choose_engine("auto", CPU, "torch") == runtime.Engine(
+        "torch", "float32", "auto: no fast bf16 on this CPU")
+
+
+def test_engine_requests_no_engine_runs_are_user_errors():
+    with pytest.raises(ValueError, match="int8 is ONNX Runtime's CPU engine"):
+        runtime.choose_engine("int8", CPU, "torch")
+    with pytest.raises(ValueError, match="--backend onnx runs float32 or int8"):
+        runtime.choose_engine("bfloat16", CPU, "onnx")
+    with pytest.raises(ValueError, match="--backend must be torch or onnx"):
+        runtime.choose_engine("auto", CPU, "tensorrt")
+
+
+def test_the_engine_is_printed_once_per_process(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "_announced", set())
+    engine = runtime.Engine("torch", "bfloat16", "auto: the CPU has avx512_bf16")
+    runtime.announce(engine, "m1")
+    runtime.announce(engine, "m2")
+    err = capsys.readouterr().err
+    assert err.count("engine: PyTorch bfloat16 (auto: the CPU has avx512_bf16) for m1") == 1
+    assert "m2" not in err
