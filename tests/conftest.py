@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The registry and the ONNX graph cache of every test (and every CLI it starts) stay out of ~/.distilkit.
+os.environ.setdefault("DISTILKIT_HOME", tempfile.mkdtemp(prefix="distilkit-tests-home-"))
 
 # imported after the offline switch above
 from tiny_models import make_model_dir

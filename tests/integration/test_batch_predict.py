@@ -270,15 +270,16 @@ def test_uris_and_other_pyarrow_filesystems_get_the_bytes_of_a_local_run(tmp_pat
 
 
 def test_cli_file_mode_honours_backend(tmp_path, tiny_model):
-    """--backend reaches the loader with --input as it does with TEXT... (it used to be dropped)."""
+    """--backend reaches the loader with --input as it does with TEXT... (it used to be dropped):
+    both run the model's cached ONNX Runtime graph and say so on stderr."""
     src = tmp_path / "in.jsonl"
     write_input(src, [{"text": "a [MASK]"}])
     model = str(tiny_model("fill-mask"))
     for mode in (["--input", str(src), "--output", str(tmp_path / "o.jsonl")], ["a [MASK]"]):
         done = cli("predict", "fill-mask", "--model", model, "--backend", "onnx", *mode)
-        assert done.returncode == 2, done.stderr
-        assert "is not an exported ONNX directory" in done.stderr and done.stderr.count("\n") == 1
-    assert not (tmp_path / "o.jsonl").exists()
+        assert done.returncode == 0, done.stderr
+        assert "engine: ONNX Runtime float32 (requested)" in done.stderr
+    assert (tmp_path / "o.jsonl").exists()
 
 
 def test_cli_refuses_a_uri_it_cannot_open_in_one_line_with_exit_2(tmp_path, tiny_model):

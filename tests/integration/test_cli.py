@@ -23,6 +23,7 @@ def test_predict_fill_mask_prints_one_json_result_per_text(tiny_model):
     assert len(results) == 2
     assert len(results[0]) == 2 and {"score", "token", "token_str", "sequence"} == set(results[0][0])
     assert len(results[1]) == 2 and len(results[1][0]) == 2  # two masks -> one list per mask
+    assert out.stderr.count("engine: PyTorch float32 (requested)") == 1  # printed once, with the run
 
 
 def test_task_is_read_from_the_model_with_dummy_weights(tiny_model):

@@ -53,6 +53,8 @@ def serve(
     with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:
         predictors = loader.submit(load_predictors, model, dummy_weights=dummy_weights, dtype=dtype,
                                    device=device, compile=compile, backend=backend).result()
+    for predictor in predictors.values():
+        predictor.announce()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings, predictors)
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal into the handler it

@@ -85,6 +85,9 @@ class Predictor:
         # shared): ``prepare`` and ``finish`` hold this lock. Reentrant, so that a server can take
         # it without blocking first and then call them on the same thread.
         self.tokenizer_lock = threading.RLock()
+        # Set by ``from_ref``: the engine line goes to stderr with the first forward pass, so a
+        # command refused for bad input prints only its one-line error.
+        self.announce_as: str | None = None
         if compile:
             if first is None:
                 raise UserError(
@@ -127,7 +130,7 @@ class Predictor:
         predictor = cls(loaded, **batching)
         if engine is not None:
             predictor.engine = engine
-        runtime.announce(predictor.engine, str(loaded.source))
+        predictor.announce_as = str(loaded.source)
         return predictor
 
     # --- the three stages ------------------------------------------------------------------------
@@ -151,6 +154,11 @@ class Predictor:
         """The width a row of ``length`` tokens pads to in a batch (what a row costs a pass)."""
         return padded_length(length, self.pad_to_multiple_of, self.handler.max_length)
 
+    def announce(self) -> None:
+        """Print the engine line on stderr now (once per engine and process); serve calls it at start-up."""
+        runtime.announce(self.engine, self.announce_as or str(self.loaded.source))
+        self.announce_as = None
+
     def run(self, features: list[Feature]) -> list[Any]:
         """Forward ``features`` in length-grouped batches; return one output per feature, in order."""
         lengths = [len(f) for f in features]
@@ -171,6 +179,8 @@ class Predictor:
         """
         if not features:
             return []
+        if self.announce_as is not None:
+            self.announce()
         width = self.padded_length(max(len(f) for f in features))
         types = [f.token_type_ids or [0] * len(f) for f in features] if self._uses_token_types else None
         batch = pad_batch([f.input_ids for f in features], self._pad_id, width, types)
