@@ -128,6 +128,9 @@ class Predictor:
         loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype,
                             device=dev, backend=backend)
         predictor = cls(loaded, **batching)
+        if (predictor.engine.backend == "torch" and not batching.get("compile")
+                and runtime.can_prepack(predictor.dtype, predictor.device)):
+            runtime.prepack_linears(predictor.model)
         if engine is not None:
             predictor.engine = engine
         predictor.announce_as = str(loaded.source)

@@ -1,0 +1,95 @@
+"""bf16 linears prepacked for oneDNN (runtime.prepack_linears): same model, same answers, faster GEMMs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+from distilkit.inference import runtime
+from distilkit.inference.predictor import Predictor
+
+CPU = torch.device("cpu")
+needs_prepack = pytest.mark.skipif(not runtime.can_prepack(torch.bfloat16, CPU),
+                                   reason="this CPU/torch build has no native bf16 oneDNN GEMM")
+
+
+def packed(model: torch.nn.Module) -> list[runtime.PackedLinear]:
+    return [m for m in model.modules() if isinstance(m, runtime.PackedLinear)]
+
+
+def test_prepacking_applies_only_to_bf16_on_a_cpu_with_fast_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert not runtime.can_prepack(torch.float32, CPU)
+    assert not runtime.can_prepack(torch.bfloat16, torch.device("cuda"))
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert not runtime.can_prepack(torch.bfloat16, CPU)
+
+
+@needs_prepack
+@pytest.mark.parametrize("family", ["distilbert", "bert", "roberta"])
+def test_packed_encoder_keeps_its_state_dict_and_its_outputs(tiny_model, family):
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        tiny_model("question-answering", family), dtype=torch.bfloat16).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(5, 90, (3, 17))
+    with torch.inference_mode():
+        plain = model(input_ids=ids).start_logits.float()
+        count = runtime.prepack_linears(model)
+        fast = model(input_ids=ids).start_logits.float()
+    layers = model.config.num_hidden_layers if family != "distilbert" else model.config.n_layers
+    assert count == 6 * layers  # q, k, v, out, ffn-in (with its GELU), ffn-out per layer
+    assert sum(m.attr == "gelu" for m in packed(model)) == layers
+    assert list(model.state_dict()) == list(before)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+@needs_prepack
+def test_only_an_exact_gelu_is_fused_into_the_gemm(tiny_model):
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        tiny_model("question-answering", "bert", hidden_act="gelu_new"), dtype=torch.bfloat16).eval()
+    ids = torch.randint(5, 90, (2, 11))
+    with torch.inference_mode():
+        plain = model(input_ids=ids).start_logits.float()
+        runtime.prepack_linears(model)
+        fast = model(input_ids=ids).start_logits.float()
+    assert packed(model) and not any(m.attr == "gelu" for m in packed(model))
+    assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+@needs_prepack
+def test_bf16_predictor_runs_packed_and_answers_like_the_unpacked_model(tiny_model):
+    path = tiny_model("question-answering")
+    fast = Predictor.from_ref(path, dtype="bfloat16")
+    plain = Predictor.from_ref(path, dtype="bfloat16")
+    plain.model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.bfloat16).eval()
+    assert packed(fast.model) and not packed(plain.model)
+    q = [{"question": "Where do I live?", "context": "My name is John and I live in Seattle."}]
+    a, b = fast.predict(q)[0], plain.predict(q)[0]
+    assert abs(a["score"] - b["score"]) < 0.05
+
+
+def test_float32_predictor_stays_unpacked_and_exact(tiny_model):
+    predictor = Predictor.from_ref(tiny_model("fill-mask"), dtype="float32")
+    assert not packed(predictor.model)
+
+
+@needs_prepack
+def test_packed_model_follows_dtype_changes_new_weights_and_training(tiny_model):
+    path = tiny_model("question-answering")
+    model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.bfloat16).eval()
+    runtime.prepack_linears(model)
+    ids = torch.randint(5, 90, (2, 13))
+    reference = AutoModelForQuestionAnswering.from_pretrained(path).eval()
+    with torch.inference_mode():  # .float(): the plain fp32 path, bit for bit the unpacked model's
+        assert torch.equal(model.float()(input_ids=ids).start_logits,
+                           reference.to(torch.bfloat16).float()(input_ids=ids).start_logits)
+    other = AutoModelForQuestionAnswering.from_pretrained(tiny_model("question-answering", seed=1),
+                                                          dtype=torch.bfloat16).eval()
+    model.to(torch.bfloat16).load_state_dict(other.state_dict())  # in place: the packed copies follow
+    with torch.inference_mode():
+        fast, plain = model(input_ids=ids).start_logits.float(), other(input_ids=ids).start_logits.float()
+    assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
+    model(input_ids=ids).start_logits.float().sum().backward()  # gradients take the plain path
+    assert all(m.weight.grad is not None for m in packed(model))
