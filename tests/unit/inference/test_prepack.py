@@ -93,3 +93,30 @@ def test_packed_model_follows_dtype_changes_new_weights_and_training(tiny_model)
     assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
     model(input_ids=ids).start_logits.float().sum().backward()  # gradients take the plain path
     assert all(m.weight.grad is not None for m in packed(model))
+
+
+@needs_prepack
+@pytest.mark.parametrize("family", ["distilbert", "bert", "roberta"])
+def test_bmm_attention_answers_like_sdpa_on_padded_batches(tiny_model, family):
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        tiny_model("question-answering", family), dtype=torch.bfloat16).eval()
+    ids = torch.randint(5, 90, (3, 19))
+    mask = torch.ones_like(ids)
+    mask[1, 11:] = 0  # a padded row: its padding must not change its logits
+    mask[2, 5:] = 0
+    with torch.inference_mode():
+        sdpa = model(input_ids=ids, attention_mask=mask).start_logits.float()
+        assert runtime.use_bmm_attention(model)
+        bmm = model(input_ids=ids, attention_mask=mask).start_logits.float()
+        alone = model(input_ids=ids[2:, :5]).start_logits.float()  # no mask at all
+    assert model.config._attn_implementation == runtime.BMM_ATTENTION
+    assert (bmm - sdpa).abs().max() <= 0.05 * sdpa.abs().max()
+    assert (bmm[2, :5] - alone[0]).abs().max() <= 0.05 * alone.abs().max()
+
+
+@needs_prepack
+def test_bf16_predictor_uses_bmm_attention_and_fp32_keeps_the_reference(tiny_model):
+    fast = Predictor.from_ref(tiny_model("fill-mask"), dtype="bfloat16")
+    exact = Predictor.from_ref(tiny_model("fill-mask"), dtype="float32")
+    assert fast.model.config._attn_implementation == runtime.BMM_ATTENTION
+    assert exact.model.config._attn_implementation != runtime.BMM_ATTENTION
