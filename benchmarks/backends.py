@@ -26,7 +26,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from inference import best_time, cpu_name, matmul_flops
+from inference import best_time, cpu_name, gemm_flops
 from workloads import fill_mask_texts, squad_questions
 
 DEFAULT_SHARED = HERE.parent.parent / "shared"
@@ -146,8 +146,8 @@ def main() -> None:
     result = {
         "cpu": cpu_name(), "threads": threads, "load_average": os.getloadavg(),
         "fast_bf16": runtime.cpu_has_fast_bf16(), "quick": args.quick,
-        "matmul_tflops": {"bf16": round(matmul_flops(torch.bfloat16) / 1e12, 3),
-                          "fp32": round(matmul_flops(torch.float32) / 1e12, 3)},
+        "gemm_tflops": {"bf16": round(gemm_flops(torch.bfloat16) / 1e12, 3),
+                          "fp32": round(gemm_flops(torch.float32) / 1e12, 3)},
         **run(args),
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from inference import cpu_name, matmul_flops, useful_flops
+from inference import cpu_name, gemm_flops, useful_flops
 from workloads import fill_mask_texts, squad_questions
 
 DEFAULT_SHARED = HERE.parent.parent / "shared"
@@ -68,7 +68,7 @@ def int8_ops(n: int = 2048, reps: int = 10) -> float:
 def limits() -> dict[str, float]:
     """The machine's GEMM limits per class, ops/s (measured now: the VM's speed drifts)."""
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    return {"fp32": matmul_flops(torch.float32), "bf16": matmul_flops(torch.bfloat16), "int8": int8_ops()}
+    return {"fp32": gemm_flops(torch.float32), "bf16": gemm_flops(torch.bfloat16), "int8": int8_ops()}
 
 
 def write_models(shared: Path, work: Path) -> None:

@@ -131,7 +131,8 @@ class Predictor:
         if (predictor.engine.backend == "torch" and not batching.get("compile")
                 and runtime.can_prepack(predictor.dtype, predictor.device)):
             runtime.prepack_linears(predictor.model)
-            runtime.use_bmm_attention(predictor.model)
+            if predictor.dtype == torch.bfloat16:  # in fp32 PyTorch's fused attention is the faster
+                runtime.use_bmm_attention(predictor.model)
         if engine is not None:
             predictor.engine = engine
         predictor.announce_as = str(loaded.source)
