@@ -1,8 +1,8 @@
 """ONNX Runtime graphs on demand, exported once per model and precision and kept in
 ``$DISTILKIT_HOME/cache/onnx-<precision>/``: ``dtype="int8"`` runs the dynamically quantised graph
 (ONNX Runtime's int8 GEMMs, VNNI on x86); ``backend="onnx"`` on a model directory (and ``dtype="auto"``
-on a CPU without fast bf16) runs the fp32 graph, the fastest exact engine measured on such CPUs
-(``benchmarks/runtimes.py``).
+on a CPU without fast bf16 when torch has no oneDNN) runs the fp32 graph (``benchmarks/runtimes.py``
+compares it with PyTorch's).
 
 On this project's 2-core AVX512-VNNI CPU, the dynamic int8 engines measured on distilbert-base-cased
 fill-mask (256 x ~20 and 64 x ~120 tokens, sequences/s through the Predictor, one process each in one

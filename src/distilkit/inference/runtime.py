@@ -54,8 +54,9 @@ def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str |
     """The engine for a (dtype, device, backend) request; ``dtype="auto"`` picks by the hardware.
 
     ``auto``: CUDA -> bf16 (fp16 without bf16); a CPU with AMX/AVX512-BF16 -> PyTorch bf16; another
-    CPU -> fp32 on ONNX Runtime when it is installed (on such CPUs its fp32 graph is ~2x PyTorch's
-    fp32, ``benchmarks/runtimes.py``), else PyTorch fp32. ``int8`` is ONNX Runtime's dynamic int8
+    CPU -> PyTorch fp32 on prepacked oneDNN GEMMs (``prepack_linears``: level with or ahead of ONNX
+    Runtime's fp32 graph, ``benchmarks/runtimes.py``, and no export), or, on a torch build without
+    oneDNN, ONNX Runtime's fp32 graph when it is installed. ``int8`` is ONNX Runtime's dynamic int8
     graph; ``backend="onnx"`` runs ONNX Runtime in fp32 (or int8). An explicit ``float32`` with no
     backend stays PyTorch: the reference engine, equal to the transformers pipelines.
 
@@ -84,6 +85,8 @@ def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str |
     if cpu_has_fast_bf16():
         found = "/".join(f for f in ("amx_bf16", "avx512_bf16") if _has(f))
         return Engine("torch", resolved, f"auto: the CPU has {found}")
+    if can_prepack(torch.float32, device):
+        return Engine("torch", resolved, "auto: no fast bf16 on this CPU; fp32 on prepacked oneDNN GEMMs")
     if backend is None and importlib.util.find_spec("onnxruntime") is not None:
         return Engine("onnx", "float32", "auto: no fast bf16 on this CPU; its fastest exact engine")
     return Engine("torch", resolved, "auto: no fast bf16 on this CPU")

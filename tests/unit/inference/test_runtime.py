@@ -68,9 +68,18 @@ def test_auto_engine_is_pytorch_bf16_on_a_cpu_with_avx512_bf16(monkeypatch):
     assert "avx512_bf16" in engine.describe()
 
 
-def test_auto_engine_is_onnx_runtime_fp32_on_a_cpu_without_fast_bf16(monkeypatch):
+def test_auto_engine_is_prepacked_pytorch_fp32_on_a_cpu_without_fast_bf16(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ("avx512_vnni", "avx512f", "avx2"))
+    monkeypatch.setattr(runtime, "can_prepack", lambda dtype, device: dtype == torch.float32)
+    engine = runtime.choose_engine("auto", CPU)
+    assert (engine.backend, engine.precision) == ("torch", "float32")
+    assert "prepacked oneDNN" in engine.describe()
+
+
+def test_auto_engine_is_onnx_runtime_fp32_without_fast_bf16_or_onednn(monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setattr(runtime, "cpu_features", lambda: ("avx512_vnni", "avx512f", "avx2"))
+    monkeypatch.setattr(runtime, "can_prepack", lambda dtype, device: False)
     engine = runtime.choose_engine("auto", CPU)
     assert (engine.backend, engine.precision) == ("onnx", "float32")
     # an explicit float32 stays the PyTorch reference engine; --backend torch keeps auto on PyTorch
