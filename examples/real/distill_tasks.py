@@ -33,12 +33,14 @@ at >= 1.8x its speed, and beats the plain student on every task. Writes ``OUT/re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
 from common import (
+    ROOT,
     TASKS,
     BudgetReached,
     Runner,
@@ -64,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     p.add_argument("--layers", default="0,2,5", help="teacher layers the students start from")
     p.add_argument("--batch-size", type=int, default=32, help="examples (QA: windows) per step")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps of every model (default: each task's own); such a run gets its "
+                   "own folder, runs/real-steps-N, unless --output is given")
     p.add_argument("--speed-inputs", type=int, default=512, help="test inputs timed per task (QA: a quarter)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads")
     p.add_argument("--budget-min", type=float, default=None, help="stop after about this many minutes")
@@ -77,6 +82,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.steps is not None and args.output is None and not args.quick:
+        args.output = ROOT / "runs" / f"real-steps-{args.steps}"  # never reuse models of other lengths
     out, runner, files = open_run(args, args.threads)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results = {"settings": {**settings, "batch_size": 8 if args.quick else args.batch_size}, "tasks": {}}
@@ -109,7 +116,7 @@ def variant(args: argparse.Namespace) -> tuple[str, str]:
 
 def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, files: dict) -> dict:
     """Teacher, student init, both students, their evaluations and the speed-up for one task."""
-    task = TASKS[key]
+    task = TASKS[key] if args.steps is None else dataclasses.replace(TASKS[key], steps=args.steps)
     root = out / key
     steps, save_every = (8, 4) if args.quick else (task.steps, task.save_every)
     common = finetune_args(task, files["train"], args.quick, args.batch_size)
