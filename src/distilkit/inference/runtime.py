@@ -234,7 +234,8 @@ def prepack_linears(model: torch.nn.Module) -> int:
 
     Each feed-forward block's first linear also takes over its exact (erf) GELU. Heads are left as
     they are (the fill-mask handler projects only the masked rows). Measured on 2 Zen 4 cores
-    (in-process A/B, same weights): ~1.1x on short fill-mask rows, ~1.2x on ~120-token rows and QA.
+    (``benchmarks/engine_ab.py``, same weights): bf16 1.09-1.16x; fp32 2.05-2.23x, where it also
+    replaces MKL's GEMM, at half of oneDNN's fp32 rate on AMD CPUs.
     """
     encoder = getattr(model, "base_model", model)
     count = 0
@@ -261,8 +262,9 @@ def bmm_attention(module, query, key, value, attention_mask, scaling=None, dropo
     """Attention as two batched GEMMs around a softmax, for transformers' attention interface.
 
     On CPUs with native bf16 the scale and the mask ride in the first GEMM (``baddbmm``), and the
-    pair runs ~1.1x faster end to end than PyTorch's fused CPU attention kernel on QA windows
-    (~184 tokens), with the same agreement with fp32. Inference only (no dropout, no weights out).
+    pair makes bf16 QA (~184-token windows) ~1.1x faster end to end than PyTorch's fused CPU
+    attention kernel (``benchmarks/engine_ab.py``), with the same agreement with fp32. In fp32 the
+    fused kernel is the faster. Inference only (no dropout, no weights out).
     """
     b, h, t, d = query.shape
     s = key.shape[2]
