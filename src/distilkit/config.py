@@ -290,6 +290,9 @@ class FinetuneConfig:
     """Weight of the distillation term on the task logits (default 0.5; needs --teacher)."""
     alpha_task: float | None = None
     """Weight of the task loss (default 0.5 with --teacher, else 1.0)."""
+    alpha_cos: float = 0.0
+    """Weight of L_cos = 1 - cos(student, teacher) on the last hidden states of the real tokens (the
+    paper's third term; needs --teacher with the student's hidden size, as init-student makes)."""
     temperature: float = 2.0
     """Softmax temperature T of the distillation term (scaled by T²)."""
     max_seq_len: int | None = None
@@ -370,11 +373,13 @@ class FinetuneConfig:
             raise UserError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
         if self.teacher is None and self.alpha_ce is not None:
             raise UserError("--alpha-ce weighs the distillation term: it needs --teacher")
-        for name in ("alpha_ce", "alpha_task"):
+        if self.teacher is None and self.alpha_cos:
+            raise UserError("--alpha-cos compares hidden states with the teacher's: it needs --teacher")
+        for name in ("alpha_ce", "alpha_task", "alpha_cos"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if self.loss_weights() == (0.0, 0.0):
-            raise UserError("--alpha-ce and --alpha-task are both 0: nothing to train")
+        if self.loss_weights() == (0.0, 0.0) and not self.alpha_cos:
+            raise UserError("--alpha-ce, --alpha-task and --alpha-cos are all 0: nothing to train")
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")

@@ -101,6 +101,11 @@ def infer_task(config: Any) -> str:
     raise TaskNotFoundError(getattr(config, "architectures", None))
 
 
+def hidden_size(config: Any) -> int:
+    """Width of a transformers config's hidden states (DistilBERT calls it ``dim``)."""
+    return getattr(config, "dim", None) or config.hidden_size
+
+
 def is_weight_file(name: str) -> bool:
     """Whether a file name of a model directory holds weights (or indexes sharded ones)."""
     return name.endswith(WEIGHT_SUFFIXES) or name.endswith(WEIGHT_INDEX_SUFFIX)

@@ -323,6 +323,28 @@ def test_teacher_adds_the_distillation_term(task, tiny_model, tmp_path):
         assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "sadness", "1": "joy"}
 
 
+def test_alpha_cos_pulls_the_students_last_hidden_states_toward_the_teachers(tiny_model, tmp_path):
+    train = data_for("question-answering", tmp_path, repeat=2)
+    teacher = tiny_model("question-answering", "distilbert", seed=7)
+    student = tiny_model("fill-mask", "distilbert", seed=3)  # other random weights: far from the teacher
+    out = finetune_module.finetune(config(student, train, tmp_path / "run", "question-answering",
+                                          teacher=str(teacher), max_steps=12, alpha_ce=0.0, alpha_task=0.0,
+                                          alpha_cos=1.0, lr=3e-3, precision="float32", batch_size=4))
+    cos = losses(out / "metrics.csv", "loss_cos")
+    assert len(cos) == 12 and cos[0] > 0.01
+    assert sum(cos[-3:]) / 3 < 0.5 * sum(cos[:3]) / 3, cos  # the only term: it must fall
+    assert "1.0·(1 − cos) of the last hidden states" in (out / "README.md").read_text()
+
+
+def test_alpha_cos_with_another_hidden_size_than_the_teachers_names_the_flag(tiny_model, tmp_path):
+    train = data_for("question-answering", tmp_path, repeat=1)
+    teacher = tiny_model("question-answering", "distilbert", seed=7)
+    wide = tiny_model("fill-mask", "bert", hidden=64)
+    with pytest.raises(distilkit.errors.UserError, match="--alpha-cos needs the teacher's hidden size"):
+        finetune_module.finetune(config(wide, train, tmp_path / "run", "question-answering",
+                                        teacher=str(teacher), max_steps=1, alpha_cos=1.0))
+
+
 def run_cli(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(

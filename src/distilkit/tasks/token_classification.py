@@ -46,7 +46,7 @@ def subword_flags(
 
 
 def pre_entities(
-    tokens: Sequence[str],
+    tokens: Sequence[str | None],
     scores: np.ndarray,
     offsets: Sequence[tuple[int, int]] | None,
     special: Sequence[int],
@@ -57,10 +57,11 @@ def pre_entities(
     """One record per non-special token: word, label scores (L,), start, end, index, is_subword.
 
     Args:
-        tokens: the tokens of one window, specials included.
+        tokens: the tokens of one window, specials included (None where ``special``: never read).
         scores: (T, L) label probabilities.
         offsets: (start, end) character offsets into ``text`` per token; None without a fast tokenizer.
-        special: 1 for special tokens (CLS, SEP, padding), which are dropped.
+        special: truthy for the tokens to drop: special ones (CLS, SEP, padding) and, with no
+            aggregation, those whose label is ignored (``ignored_tokens``).
         unknown: True for the unknown token, whose word becomes its text span and never a sub-word.
     """
     keep = [i for i, s in enumerate(special) if not s]
@@ -170,6 +171,16 @@ def aggregate(
     return entities if strategy == "none" else group_entities(entities, join)
 
 
+def ignored_tokens(
+    scores: np.ndarray, special: Sequence[int], labels: Sequence[str], ignore_labels: Sequence[str]
+) -> list[bool]:
+    """``special`` plus the tokens whose best label is ignored: with no aggregation these never reach
+    the answer, so nothing needs to be built for them."""
+    ignored = set(ignore_labels)
+    best = scores.argmax(axis=-1).tolist()
+    return [bool(s) or labels[b] in ignored for s, b in zip(special, best, strict=True)]
+
+
 def drop_ignored(entities: list[dict[str, Any]], ignore_labels: Sequence[str]) -> list[dict[str, Any]]:
     """Remove entities whose label (or group) is in ``ignore_labels``."""
     ignored = set(ignore_labels)
@@ -274,6 +285,14 @@ class TokenClassificationHandler(TaskHandler):
         "advance by that length minus stride tokens; lower stride"
     )
 
+    def tokens(self, ids: list[int], dropped: Sequence[int]) -> list[str | None]:
+        """The token strings of ``ids``; None where ``dropped`` (never read)."""
+        kept = [i for i, d in enumerate(dropped) if not d]
+        tokens: list[str | None] = [None] * len(ids)
+        for i, token in zip(kept, self.tokenizer.convert_ids_to_tokens([ids[i] for i in kept]), strict=True):
+            tokens[i] = token
+        return tokens
+
     def count_features(self, items: list[str], params: dict[str, Any], enough: int | None = None) -> int:
         """Windows of ``items`` (one per text without ``stride``): a bound from byte lengths when it
         is at most ``enough``, else counted from the tokenized texts."""
@@ -313,12 +332,14 @@ class TokenClassificationHandler(TaskHandler):
         entities = []
         unk = self.tokenizer.unk_token_id
         for feature, logits in zip(features, outputs, strict=True):
-            tokens = self.tokenizer.convert_ids_to_tokens(feature.input_ids)
-            unknown = [t == unk for t in feature.input_ids]
-            data = feature.data
+            ids, data = feature.input_ids, feature.data
             scores = softmax(logits)  # (T, L)
-            pre = pre_entities(tokens, scores, data["offsets"], data["special"], item, self.word_aware,
-                               unknown)
+            dropped = data["special"]
+            if params["strategy"] == "none":  # tokens stand alone: skip those whose label is ignored
+                dropped = ignored_tokens(scores, dropped, self.labels, params["ignore_labels"])
+            tokens = self.tokens(ids, dropped)
+            unknown = [t == unk for t in ids]
+            pre = pre_entities(tokens, scores, data["offsets"], dropped, item, self.word_aware, unknown)
             found = aggregate(pre, params["strategy"], self.labels, self.tokenizer.convert_tokens_to_string)
             entities.extend(drop_ignored(found, params["ignore_labels"]))
         return merge_overlapping(entities) if len(features) > 1 else entities

@@ -69,6 +69,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     from distilkit.inference.runtime import resolve_dtype
+    from distilkit.model_info import hidden_size
     from distilkit.models import has_weights, load_model
 
     teacher = tokenizer = None
@@ -101,10 +102,10 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
                 f"--student vocabulary ({student.config.vocab_size}) differs from the teacher's "
                 f"({teacher.config.vocab_size}); distillation needs the same tokenizer"
             )
-        if cfg.alpha_cos > 0 and _hidden_size(student.config) != _hidden_size(teacher.config):
+        if cfg.alpha_cos > 0 and hidden_size(student.config) != hidden_size(teacher.config):
             raise UserError(
-                f"--alpha-cos needs equal hidden sizes (student {_hidden_size(student.config)}, teacher "
-                f"{_hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
+                f"--alpha-cos needs equal hidden sizes (student {hidden_size(student.config)}, teacher "
+                f"{hidden_size(teacher.config)}); set --alpha-cos 0 or use init-student"
             )
     if cfg.alpha_clm > 0 and not getattr(student.config, "is_decoder", False):
         raise UserError(
@@ -115,10 +116,6 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
         student=student.float().to(device).train(),
         tokenizer=tokenizer,
     )
-
-
-def _hidden_size(config: Any) -> int:
-    return getattr(config, "dim", None) or config.hidden_size
 
 
 def logits_everywhere(cfg: DistillConfig) -> bool:

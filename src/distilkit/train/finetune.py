@@ -5,7 +5,8 @@ autocast where fast), AdamW with linear warmup and decay, checkpoints that resum
 order is a pure function of (seed, epoch); the checkpoint restores weights, optimizer, scheduler
 and RNG states), a progress bar, a CSV log (and TensorBoard events with ``--tensorboard``).
 With ``--teacher`` the loss is α_ce·KL(teacher/T ‖ student/T)·T² on the task logits plus
-α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``. At the end the
+α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``; ``--alpha-cos``
+adds the paper's L_cos on the last hidden states. At the end the
 model directory is evaluated on ``--validation`` through the Predictor (metrics.json) and gets a
 model card (README.md).
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.errors import UserError
-from distilkit.model_info import TASK_AUTO_CLASSES, has_weights
+from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size
 from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, label_space, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
@@ -53,6 +54,7 @@ CSV_FIELDS = (
     "loss",
     "loss_task",
     "loss_ce",
+    "loss_cos",
     "grad_norm",
     "examples_per_s",
     "elapsed_s",
@@ -196,7 +198,9 @@ def compute_losses(
     ``student_inputs``: the batch keys the student takes (None: all). A BERT teacher reads the
     token types a DistilBERT student has no input for (QA's context segment, text pairs).
     """
-    out = student(**{k: v for k, v in batch.items() if student_inputs is None or k in student_inputs})
+    hidden = teacher is not None and cfg.alpha_cos > 0
+    inputs = {k: v for k, v in batch.items() if student_inputs is None or k in student_inputs}
+    out = student(**inputs, output_hidden_states=True) if hidden else student(**inputs)
     terms = {"task": out.loss}
     if teacher is not None:
         accepted = set(inspect.signature(teacher.forward).parameters) - {
@@ -206,10 +210,15 @@ def compute_losses(
         }
         inputs = {k: v for k, v in batch.items() if k in accepted}
         with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
-            t_out = teacher(**inputs)
+            t_out = teacher(**inputs, output_hidden_states=True) if hidden else teacher(**inputs)
         terms["ce"] = task_distillation_loss(
             cfg.task, problem_type, out, t_out, batch["attention_mask"], cfg.temperature
         )
+        if hidden:  # L_cos over the real tokens' last hidden states
+            real = batch["attention_mask"].flatten().float()
+            terms["cos"] = losses.cosine_embedding_loss(
+                out.hidden_states[-1].flatten(0, 1), t_out.hidden_states[-1].flatten(0, 1), real
+            )
     return terms
 
 
@@ -283,6 +292,11 @@ def setup(cfg: FinetuneConfig) -> Run:
         validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
         label_space.check_known_labels(space, cfg.task, label_space.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
+    if teacher is not None and cfg.alpha_cos and hidden_size(config) != hidden_size(teacher.config):
+        raise UserError(
+            f"--alpha-cos needs the teacher's hidden size ({hidden_size(teacher.config)}; --model has "
+            f"{hidden_size(config)}): set --alpha-cos 0 or make the student with distilkit init-student"
+        )
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
@@ -346,7 +360,7 @@ def fit(run: Run) -> None:
                 terms = compute_losses(
                     cfg, run.space.problem_type, run.student, run.teacher, batch, run.student_inputs
                 )
-                loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce})
+                loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce, "cos": cfg.alpha_cos})
                 accelerator.backward(loss / accum)
             step_losses.add(loss, terms)
             window.add({"loss": loss, **terms}, accum)

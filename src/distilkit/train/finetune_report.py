@@ -99,7 +99,8 @@ def render_card(
     if space.problem_type:
         fields.append(("problem type", space.problem_type))
     kl = f"{alpha_ce}·KL(teacher/T ‖ student/T)·T² (T={cfg.temperature})"
-    distilled = f"{kl} + {alpha_task}·task loss."
+    cos = f" + {cfg.alpha_cos}·(1 − cos) of the last hidden states" if cfg.alpha_cos else ""
+    distilled = f"{kl}{cos} + {alpha_task}·task loss."
     loss = f"loss {distilled}" if cfg.teacher else "task loss."
     procedure = (
         f"{state['step']} optimizer steps of {cfg.batch_size * cfg.grad_accumulation} rows, "

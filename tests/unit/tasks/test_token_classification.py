@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from tiny_models import bpe_tokenizer, make_config, wordpiece_tokenizer
 
-from distilkit.tasks.base import Feature
+from distilkit.tasks.base import Feature, softmax
 from distilkit.tasks.token_classification import (
     TokenClassificationHandler,
     aggregate,
     drop_ignored,
     group_entities,
+    ignored_tokens,
     merge_overlapping,
     pre_entities,
     split_tag,
@@ -223,6 +224,31 @@ def test_decode_reads_offsets_into_the_original_text(handler):
     found = handler.decode(text, [feature], [logits], params)
     assert [(e["entity_group"], e["word"], text[e["start"]:e["end"]]) for e in found] == [
         ("LOC", "New", "New"), ("LOC", "York", "York")]
+
+
+def test_ignored_tokens_adds_the_tokens_whose_best_label_is_ignored_to_the_special_ones():
+    dropped = ignored_tokens(SCORES, SPECIAL, LABELS, ["O"])
+    assert dropped == [True, False, False, True, True, False, False, True]  # [CLS] lives in [SEP]
+    assert ignored_tokens(SCORES, SPECIAL, LABELS, []) == [bool(s) for s in SPECIAL]
+
+
+@pytest.mark.parametrize("ignore", [["O"], [], ["O", "I-LOC"]])
+def test_decode_without_aggregation_skips_ignored_tokens_yet_answers_as_the_full_post_processing(
+    handler, ignore
+):
+    text = "John lives in New York"
+    (feature,) = handler.encode([text], handler.check_params({}))
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(len(feature), len(LABELS))).astype(np.float32)
+    logits[::2, 0] += 3.0  # some tokens O, some not
+    params = handler.check_params({"ignore_labels": ignore})
+    found = handler.decode(text, [feature], [logits], params)
+    tokens = handler.tokenizer.convert_ids_to_tokens(feature.input_ids)
+    unknown = [t == handler.tokenizer.unk_token_id for t in feature.input_ids]
+    pre = pre_entities(tokens, softmax(logits), feature.data["offsets"], feature.data["special"], text,
+                       handler.word_aware, unknown)
+    assert found == drop_ignored(aggregate(pre, "none", LABELS, wordpiece_join), ignore)
+    assert 0 < len(found) < len(pre) or not ignore
 
 
 def test_decode_merges_entities_seen_in_two_windows(handler):
