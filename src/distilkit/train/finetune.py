@@ -200,7 +200,7 @@ def compute_losses(
     """
     hidden = teacher is not None and cfg.alpha_cos > 0
     inputs = {k: v for k, v in batch.items() if student_inputs is None or k in student_inputs}
-    out = student(**inputs, output_hidden_states=True) if hidden else student(**inputs)
+    out = student(**inputs, output_hidden_states=hidden)
     terms = {"task": out.loss}
     if teacher is not None:
         accepted = set(inspect.signature(teacher.forward).parameters) - {
@@ -210,7 +210,7 @@ def compute_losses(
         }
         inputs = {k: v for k, v in batch.items() if k in accepted}
         with torch.no_grad():  # not inference_mode: its tensors cannot be saved for the student's backward
-            t_out = teacher(**inputs, output_hidden_states=True) if hidden else teacher(**inputs)
+            t_out = teacher(**inputs, output_hidden_states=hidden)
         terms["ce"] = task_distillation_loss(
             cfg.task, problem_type, out, t_out, batch["attention_mask"], cfg.temperature
         )
