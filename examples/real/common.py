@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 MINILM = "models/all-MiniLM-L6-v2"
 SQUAD_TRAIN_ARTICLES = 38  # SQuAD v1.1 dev articles 1-38 train the QA models, 39-48 score them
+SQUAD_VALIDATION_ARTICLES = 6  # QA hyperparameters: train on articles 1-32, score on 33-38 (never 39-48)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Task:
     save_every: int  # checkpoint interval: about a minute of training
     glue_task: str | None = None
     validation: str | None = None  # where hyperparameters are chosen (never the test data)
+    validation_train: str | None = None  # what validation runs train on when ``validation`` is cut from
+    # ``train`` (QA): those runs get their own models, ``KEY-validation/``
     train_flags: tuple[str, ...] = ()  # finetune flags of this task's trainings only
     student_lr: float = 1e-4  # peak learning rate of the task's students (distill_tasks.py)
 
@@ -56,10 +59,11 @@ TASKS = {
                   "f1", "test entity F1", 1320, 250, validation="conll2003/valid.txt"),
     # QA trains on 256-token windows (stride 128; scored with the usual 384/128) for 300 steps of 32
     # windows, about one epoch: at 384 tokens three models would take ~2 h of the 2-core machine. In one
-    # epoch the 3-layer students learn QA far too slowly at 1e-4 (F1 25 distilled, 18 plain).
+    # epoch the 3-layer students learn QA far too slowly at 1e-4 (F1 25 distilled, 18 plain); their 8e-4
+    # is the best of 5e-4, 8e-4 and 1.2e-3 on the validation articles (--evaluate-on validation).
     "squad": Task("squad", "SQuAD v1.1 (QA)", "question-answering", "squad-train", "squad-test", "f1",
                   "F1, articles 39-48", 300, 25, train_flags=("--max-seq-len", "256", "--doc-stride", "128"),
-                  student_lr=5e-4),
+                  student_lr=8e-4, validation="squad-validation", validation_train="squad-validation-train"),
 }
 
 
@@ -234,10 +238,11 @@ def prepare_data(shared: Path, out: Path, quick: bool) -> dict[str, dict[str, Pa
     for key, task in TASKS.items():
         paths = {}
         splits = [("train", task.train), ("test", task.test)]
-        for split, name in splits + ([("validation", task.validation)] if task.validation else []):
+        splits += [(split, name) for split, name in (("validation", task.validation),
+                                                     ("validation_train", task.validation_train)) if name]
+        for split, name in splits:
             if name.startswith("squad-"):
-                articles = squad["data"][:SQUAD_TRAIN_ARTICLES] if split == "train" else \
-                    squad["data"][SQUAD_TRAIN_ARTICLES:]
+                articles = squad_articles(squad["data"], split)
                 if quick:  # a few paragraphs of a few articles
                     articles = [{**a, "paragraphs": a["paragraphs"][:3]} for a in articles[:4]]
                 path = data / f"{name}.json"
@@ -249,6 +254,14 @@ def prepare_data(shared: Path, out: Path, quick: bool) -> dict[str, dict[str, Pa
             paths[split] = path
         files[key] = paths
     return files
+
+
+def squad_articles(articles: list[dict], split: str) -> list[dict]:
+    """The SQuAD v1.1 dev articles of one split of the QA study: train 1-38, test 39-48; for choosing
+    hyperparameters, validation_train 1-32 and validation 33-38."""
+    cut = SQUAD_TRAIN_ARTICLES - SQUAD_VALIDATION_ARTICLES
+    return {"train": articles[:SQUAD_TRAIN_ARTICLES], "test": articles[SQUAD_TRAIN_ARTICLES:],
+            "validation_train": articles[:cut], "validation": articles[cut:SQUAD_TRAIN_ARTICLES]}[split]
 
 
 def _head(source: Path, target: Path, n: int) -> Path:
@@ -281,6 +294,19 @@ def inputs_for(task: Task, test: Path, n: int) -> list[Any]:
     if task.task == "token-classification":
         return [word_spans(ex.words)[0] for ex in datasets.read_conll(test)[:n]]
     return [ex.text for ex in datasets.read_labelled(test, task.glue_task)[:n]]
+
+
+def task_texts(task: Task, train: Path) -> list[str]:
+    """The unlabelled text of a task's training file, one document per line (QA: each context once)."""
+    from distilkit.evaluation import datasets
+
+    if task.task == "question-answering":
+        examples, _ = datasets.read_squad(train)
+        return list(dict.fromkeys(ex.context for ex in examples))
+    if task.task == "token-classification":
+        return [" ".join(ex.words) for ex in datasets.read_conll(train)]
+    examples = datasets.read_labelled(train, task.glue_task)
+    return [" ".join(filter(None, (ex.text, ex.text_pair))) for ex in examples]
 
 
 # --- speed ----------------------------------------------------------------------------------------------

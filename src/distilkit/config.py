@@ -30,9 +30,11 @@ class DistillConfig:
     """
 
     teacher: str = ""
-    """Teacher model directory or hub id (a *ForMaskedLM); may be omitted when only MLM/CLM terms are on."""
+    """Teacher model directory or hub id (a *ForMaskedLM; with --alpha-cos as the only term any encoder,
+    e.g. a sentence-transformers BertModel); may be omitted when only MLM/CLM terms are on."""
     student: str = ""
-    """Student model dir (e.g. from init-student), or a config.json or weightless dir for random init."""
+    """Student model dir (e.g. from init-student; a bare encoder with --alpha-cos as the only term), or a
+    config.json or weightless dir for random init."""
     data: str = ""
     """Shard directory written by distilkit prepare-data."""
     output: str = ""
@@ -159,6 +161,12 @@ class DistillConfig:
     def uses_teacher(self) -> bool:
         """Whether a loss term reads the teacher's outputs (otherwise: plain MLM/CLM pre-training)."""
         return self.alpha_ce > 0 or self.alpha_cos > 0 or self.alpha_mse > 0
+
+    @property
+    def reads_logits(self) -> bool:
+        """Whether a loss term reads logits; without one (--alpha-cos alone) only the encoders' last
+        hidden states count, so teacher and student need no masked-LM head."""
+        return self.alpha_ce > 0 or self.alpha_mlm > 0 or self.alpha_mse > 0 or self.alpha_clm > 0
 
     def accumulation(self, num_processes: int = 1) -> int:
         """Micro-batches per optimizer step."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 import sys
 
@@ -316,10 +317,10 @@ def test_pairs_data_gives_a_bert_teacher_its_token_types(tiny_model, tmp_path):
     seen = []
     real = distill_module.lm_outputs
 
-    def spy(model, input_ids, attention, at, hidden, token_types=None):
+    def spy(model, input_ids, attention, at, hidden, token_types=None, logits=True):
         if model.config.model_type == "bert":
             seen.append((input_ids, token_types))
-        return real(model, input_ids, attention, at, hidden, token_types)
+        return real(model, input_ids, attention, at, hidden, token_types, logits)
 
     import unittest.mock
 
@@ -389,3 +390,49 @@ def test_start_line_tells_the_step_plan_and_a_step_longer_than_an_epoch_is_warne
         f"warning: one optimizer step is {accumulation} micro-batches per process, more than an epoch" in err
     )
     assert "micro-batches:" in err and f"/{accumulation}" in err  # progress within the step
+
+
+@pytest.fixture(scope="module")
+def encoder_setup(tiny_encoder, tmp_path_factory):
+    """(bare BertModel teacher, its bare 2-layer student from init-student, data dir)."""
+    root = tmp_path_factory.mktemp("distill-encoder")
+    prepare_data(str(tiny_encoder), [_corpus(root / "corpus.txt", n=60)], root / "data", max_length=48,
+                 min_tokens=3, progress=False)
+    return tiny_encoder, init_student(str(tiny_encoder), root / "student"), root / "data"
+
+
+def _cos_distance(teacher, student, data) -> float:
+    """Mean 1 - cos between the last hidden states of two encoders on the first micro-batch."""
+    cfg = _config((teacher, student, data), "unused", alpha_ce=0.0, alpha_mlm=0.0, teacher_dtype="float32")
+    models = distill_module.load_models(cfg, torch.device("cpu"))
+    models.student.eval()
+    batch = distill_module.MicroBatches(distill_module.TokenShards(cfg.data), cfg, 0, 1,
+                                        torch.device("cpu")).get(0)
+    with torch.no_grad():
+        terms = distill_module.compute_losses(cfg, distill_module.StudentForward(models.student),
+                                              models.teacher, batch)
+    assert list(terms) == ["cos"]
+    return float(terms["cos"])
+
+
+def test_alpha_cos_alone_distils_a_bare_encoder_student_from_a_bare_encoder_teacher(encoder_setup, tmp_path):
+    teacher, init, data = encoder_setup
+    student = tmp_path / "student.json"  # the init-student's architecture with random weights: much to learn
+    student.write_text((init / "config.json").read_text())
+    out = distill_module.distill(_config(encoder_setup, tmp_path / "run", student=str(student), alpha_ce=0.0,
+                                         alpha_mlm=0.0, max_steps=8, save_every=0, lr=1e-3))
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["DistilBertModel"]  # still a bare encoder, ready for finetune
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["loss_ce"] == r["loss_mlm"] == "" and float(r["loss_cos"]) > 0 for r in rows)
+    assert _cos_distance(teacher, out, data) < _cos_distance(teacher, student, data)
+
+
+def test_logit_terms_with_a_teacher_without_a_masked_lm_head_name_the_hidden_states_only_flags(
+    encoder_setup, setup, tmp_path
+):
+    with pytest.raises(ValueError, match="--alpha-cos 1 --alpha-ce 0 --alpha-mlm 0"):
+        distill_module.distill(_config(encoder_setup, tmp_path / "run", student=str(setup[1])))
+    with pytest.raises(ValueError, match="learns from --alpha-cos alone"):
+        distill_module.distill(_config(encoder_setup, tmp_path / "run2", teacher=str(setup[0]), alpha_ce=0.0))

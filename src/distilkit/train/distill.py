@@ -63,23 +63,35 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     """Teacher (frozen, eval, bf16 where fast; None when no loss term needs it) and student (fp32 master
     weights, train mode).
 
+    With --alpha-cos as the only term (``cfg.reads_logits`` False) both are loaded as they are: a bare
+    encoder (a sentence-transformers ``BertModel``, an init-student of one) teaches and learns too.
+
     Raises:
-        UserError: unloadable references, a student that is not a masked LM, mismatched sizes.
+        UserError: unloadable references, a student that is not a masked LM where logits are read,
+            a teacher without a masked-LM head where they are, mismatched sizes.
     """
-    from transformers import AutoConfig, AutoModelForMaskedLM
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     from distilkit.inference.runtime import resolve_dtype
     from distilkit.model_info import hidden_size
-    from distilkit.models import has_weights, load_model
+    from distilkit.models import MissingHeadError, has_weights, load_model
+    from distilkit.train.student_init import load_teacher
 
     teacher = tokenizer = None
     if cfg.uses_teacher:
-        teacher = load_model(
-            cfg.teacher, "fill-mask", dtype=resolve_dtype(cfg.teacher_dtype, device), device=device
-        )
-        for p in teacher.model.parameters():
+        teacher_dtype = resolve_dtype(cfg.teacher_dtype, device)
+        if cfg.reads_logits:
+            try:
+                loaded = load_model(cfg.teacher, "fill-mask", dtype=teacher_dtype, device=device)
+            except MissingHeadError as err:
+                raise UserError(f"{err}. To distil the last hidden states alone, as an encoder without a "
+                                "masked-LM head allows: --alpha-cos 1 --alpha-ce 0 --alpha-mlm 0") from err
+            teacher, tokenizer = loaded.model, loaded.tokenizer
+        else:
+            teacher, tokenizer = load_teacher(cfg.teacher)
+            teacher = teacher.to(device=device, dtype=teacher_dtype)
+        for p in teacher.parameters():
             p.requires_grad_(False)
-        tokenizer = teacher.tokenizer
     path = Path(cfg.student)
     if path.is_file() and path.suffix == ".json":  # a bare config: random init
         fields = json.loads(path.read_text())
@@ -90,12 +102,19 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
             )
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         torch.manual_seed(cfg.seed)
-        student = AutoModelForMaskedLM.from_config(config)
-    else:
-        loaded = load_model(
-            cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights(path), seed=cfg.seed
-        )
+        student = (AutoModelForMaskedLM if cfg.reads_logits else AutoModel).from_config(config)
+    elif cfg.reads_logits:
+        try:
+            loaded = load_model(
+                cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights(path), seed=cfg.seed
+            )
+        except MissingHeadError as err:
+            raise UserError(f"{err}. A student without a masked-LM head learns from --alpha-cos alone "
+                            "(--alpha-ce 0 --alpha-mlm 0)") from err
         student, tokenizer = loaded.model, loaded.tokenizer
+    else:
+        student, tokenizer = load_teacher(cfg.student, dummy_weights=path.is_dir() and not has_weights(path),
+                                          seed=cfg.seed)
     if teacher is not None:
         if student.config.vocab_size != teacher.config.vocab_size:
             raise UserError(
@@ -112,7 +131,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
             "--alpha-clm needs a causal-LM student; this student is a masked LM (use --alpha-mlm)"
         )
     return Models(
-        teacher=teacher.model.eval() if teacher is not None else None,
+        teacher=teacher.eval() if teacher is not None else None,
         student=student.float().to(device).train(),
         tokenizer=tokenizer,
     )
@@ -130,8 +149,10 @@ def lm_outputs(
     at: torch.Tensor | None,
     hidden: bool,
     token_types: torch.Tensor | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(last hidden states (B, T, H) or None, logits): (B, T, V), or (N, V) at the rows ``at`` only.
+    logits: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(last hidden states (B, T, H) or None, logits): (B, T, V), or (N, V) at the rows ``at`` only;
+    with ``logits=False`` (last hidden states, None) from the encoder alone.
 
     ``at`` holds flat indices into the B*T positions (``MicroBatch.masked_rows``). The vocabulary
     projection is most of a small model's cost; when only the masked positions are read (MLM-only
@@ -142,6 +163,8 @@ def lm_outputs(
     inputs = {"input_ids": input_ids, "attention_mask": attention}
     if token_types is not None:
         inputs["token_type_ids"] = token_types
+    if not logits:  # the encoder alone: a model without a masked-LM head has nothing more to give
+        return model.base_model(**inputs)[0], None
     head = mlm_head(model) if at is not None else None
     if head is None:
         out = model(**inputs, output_hidden_states=hidden)
@@ -161,8 +184,8 @@ class StudentForward(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention, at, hidden):
-        return lm_outputs(self.model, input_ids, attention, at, hidden)
+    def forward(self, input_ids, attention, at, hidden, logits=True):
+        return lm_outputs(self.model, input_ids, attention, at, hidden, logits=logits)
 
     def state_dict(self, *args, **kwargs):
         return self.model.state_dict(*args, **kwargs)
@@ -175,10 +198,18 @@ def compute_losses(cfg: DistillConfig, student, teacher, batch: MicroBatch,
                    teacher_types: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The active loss terms for one micro-batch (only those with α > 0), on flat rows.
 
-    ``student`` is a (prepared) ``StudentForward``; ``teacher`` a masked LM or None; ``teacher_types``
-    the teacher's token types (BERT teachers on ``--pairs`` data; DistilBERT students have none).
+    ``student`` is a (prepared) ``StudentForward``; ``teacher`` a masked LM (with --alpha-cos alone, any
+    encoder) or None; ``teacher_types`` the teacher's token types (BERT teachers on ``--pairs`` data;
+    DistilBERT students have none).
     """
     masked = batch.masked
+    real = batch.attention.flatten()  # (B*T,) weight 1 per real token, 0 per pad
+    if not cfg.reads_logits:  # --alpha-cos alone: the last hidden states, no vocabulary projection
+        with torch.no_grad():
+            t_hidden, _ = lm_outputs(teacher, masked.input_ids, batch.attention, None, True, teacher_types,
+                                     logits=False)
+        s_hidden, _ = student(masked.input_ids, batch.attention, None, True, logits=False)
+        return {"cos": losses.cosine_embedding_loss(s_hidden.flatten(0, 1), t_hidden.flatten(0, 1), real)}
     rows = batch.masked_rows  # (N_m,) flat indices of the masked positions
     at = None if logits_everywhere(cfg) else rows  # logits only where a term reads them
     hidden = cfg.alpha_cos > 0
@@ -189,7 +220,6 @@ def compute_losses(cfg: DistillConfig, student, teacher, batch: MicroBatch,
                 teacher, masked.input_ids, batch.attention, at, hidden, teacher_types
             )
     s_hidden, s_logits = student(masked.input_ids, batch.attention, at, hidden)
-    real = batch.attention.flatten()  # (B*T,) weight 1 per real token, 0 per pad
     if at is None:  # (B, T, V) -> rows of every position, and those of the masked ones
         s_all = s_logits.flatten(0, 1)
         t_all = None if t_logits is None else t_logits.flatten(0, 1)
