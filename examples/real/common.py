@@ -141,18 +141,18 @@ class Runner:
             sys.exit(f"distilkit {args[0]} failed (exit {proc.returncode}); see its output above")
         return time.perf_counter() - start
 
-    def train(self, out: Path, args: list[str], save_every: int) -> float:
-        """``distilkit finetune ARGS --output OUT`` unless OUT is finished; returns its training seconds
-        (summed over resumed chunks)."""
+    def train(self, out: Path, args: list[str], save_every: int, command: str = "finetune") -> float:
+        """``distilkit COMMAND ARGS --output OUT`` (finetune or distill) unless OUT is finished; returns
+        its training seconds (summed over resumed chunks)."""
         done, partial = out / "train_seconds.txt", out / "train_seconds.partial"
         if done.exists():
-            show(["finetune", *args, "--output", str(out)], note="(done before; reusing it)")
+            show([command, *args, "--output", str(out)], note="(done before; reusing it)")
             self.record(f"train {out}", float(done.read_text()))
             return float(done.read_text())
         before = float(partial.read_text()) if partial.exists() else 0.0
         start = time.perf_counter()
         try:
-            self.run(["finetune", *args, "--output", str(out), "--save-every", str(save_every),
+            self.run([command, *args, "--output", str(out), "--save-every", str(save_every),
                       "--resume", "auto", "--no-progress"], checkpoints=out / "checkpoints")
         except BudgetReached:
             partial.write_text(f"{before + time.perf_counter() - start:.1f}\n")

@@ -139,27 +139,18 @@ def pre_distill(args: argparse.Namespace, runner: Runner, root: Path, task, teac
     masked-LM head needed) from the teacher into the initialised student; returns the new student."""
     steps = 4 if args.quick else args.pre_distill
     out = root / f"{init.name}-pre{steps}"
-    done = out / "train_seconds.txt"
-    if done.exists():
-        show(["distill", "--teacher", str(teacher), "--student", str(init), "--output", str(out)],
-             note="(done before; reusing it)")
-        return out
     data = root / "pre-distill-data"
-    if not (data / "manifest.json").exists():
+    if not (out / "train_seconds.txt").exists() and not (data / "manifest.json").exists():
         corpus = root / "pre-distill-corpus.txt"
         lines = (" ".join(text.split()) for text in task_texts(task, train))  # one document per line
         corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
         runner.run(["prepare-data", "--tokenizer", str(teacher), "--input", str(corpus), "--output",
                     str(data), "--max-length", "256", "--min-tokens", "3", "--no-progress"], in_process=True)
-    batch = 8 if args.quick else args.batch_size
-    seconds = runner.run(["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(data),
-                          "--output", str(out), "--alpha-ce", "0", "--alpha-mlm", "0", "--alpha-cos", "1",
-                          "--max-steps", str(steps), "--batch-size", str(batch), "--grad-accumulation", "1",
-                          "--log-every", "2" if args.quick else "25",
-                          "--save-every", str(max(1, steps // 10)), "--resume", "auto", "--no-progress"],
-                         checkpoints=out / "checkpoints")
-    done.write_text(f"{seconds:.1f}\n")
-    runner.record(f"pre-distill {out}", seconds)
+    runner.train(out, ["--teacher", str(teacher), "--student", str(init), "--data", str(data),
+                       "--alpha-ce", "0", "--alpha-mlm", "0", "--alpha-cos", "1", "--max-steps", str(steps),
+                       "--batch-size", str(8 if args.quick else args.batch_size), "--grad-accumulation", "1",
+                       "--log-every", "2" if args.quick else "25"],
+                 max(1, steps // 10), command="distill")
     return out
 
 

@@ -75,7 +75,7 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
     from distilkit.inference.runtime import resolve_dtype
     from distilkit.model_info import hidden_size
     from distilkit.models import MissingHeadError, has_weights, load_model
-    from distilkit.train.student_init import load_teacher
+    from distilkit.train.student_init import load_as_saved
 
     teacher = tokenizer = None
     if cfg.uses_teacher:
@@ -88,11 +88,12 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
                                 "masked-LM head allows: --alpha-cos 1 --alpha-ce 0 --alpha-mlm 0") from err
             teacher, tokenizer = loaded.model, loaded.tokenizer
         else:
-            teacher, tokenizer = load_teacher(cfg.teacher)
+            teacher, tokenizer = load_as_saved(cfg.teacher)
             teacher = teacher.to(device=device, dtype=teacher_dtype)
         for p in teacher.parameters():
             p.requires_grad_(False)
     path = Path(cfg.student)
+    dummy = path.is_dir() and not has_weights(path)  # a weightless directory: its architecture, random
     if path.is_file() and path.suffix == ".json":  # a bare config: random init
         fields = json.loads(path.read_text())
         if teacher is None:
@@ -105,16 +106,13 @@ def load_models(cfg: DistillConfig, device: torch.device) -> Models:
         student = (AutoModelForMaskedLM if cfg.reads_logits else AutoModel).from_config(config)
     elif cfg.reads_logits:
         try:
-            loaded = load_model(
-                cfg.student, "fill-mask", dummy_weights=path.is_dir() and not has_weights(path), seed=cfg.seed
-            )
+            loaded = load_model(cfg.student, "fill-mask", dummy_weights=dummy, seed=cfg.seed)
         except MissingHeadError as err:
             raise UserError(f"{err}. A student without a masked-LM head learns from --alpha-cos alone "
                             "(--alpha-ce 0 --alpha-mlm 0)") from err
         student, tokenizer = loaded.model, loaded.tokenizer
     else:
-        student, tokenizer = load_teacher(cfg.student, dummy_weights=path.is_dir() and not has_weights(path),
-                                          seed=cfg.seed)
+        student, tokenizer = load_as_saved(cfg.student, dummy_weights=dummy, seed=cfg.seed)
     if teacher is not None:
         if student.config.vocab_size != teacher.config.vocab_size:
             raise UserError(

@@ -249,7 +249,7 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise UserError(f"--output {output} is not empty; choose a new directory")
-    teacher, tokenizer = load_teacher(teacher_ref, dummy_weights=dummy_weights, seed=seed)
+    teacher, tokenizer = load_as_saved(teacher_ref, dummy_weights=dummy_weights, seed=seed)
     student, layers = build_student(teacher, layers)
     if "token_type_ids" not in inspect.signature(student.forward).parameters:
         # A BERT tokenizer on a DistilBERT student: its encodings must not carry segment ids the
@@ -274,8 +274,9 @@ def student_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_teacher(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """The teacher with the head its ``config.architectures`` names, or a bare encoder (``BertModel``...).
+def load_as_saved(ref: str, *, dummy_weights: bool = False, seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A model with the head its ``config.architectures`` names, or a bare encoder (``BertModel``...): an
+    init-student teacher, and both models of hidden-states-only distillation.
 
     Raises:
         ModelNotFoundError: no such model, or no weights (without ``dummy_weights``).
