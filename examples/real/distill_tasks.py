@@ -32,6 +32,10 @@ Per task, each step a `distilkit` command (printed as it runs):
 5. ``evaluate`` the three in fp32 on the test data, and time teacher and student through the
    Predictor on the same test inputs (bf16 where the CPU has it, as deployed).
 
+``--seeds 42,43,44`` trains steps 3 and 4 once per seed (data order and dropout; same teacher and
+init) and judges the students by their mean, with the deviation and each seed's score beside it: a
+difference of a sentence or two between single runs says nothing.
+
 The target the DistilBERT paper sets: the distilled student keeps >= 97% of its teacher's score
 at >= 1.8x its speed, and beats the plain student on every task. Writes ``OUT/results.json`` and
 ``OUT/results.md`` (the README's table). Finished trainings and evaluations are reused.
@@ -63,6 +67,8 @@ from common import (
     write_results,
 )
 
+from distilkit.config import FinetuneConfig
+
 
 def parse_args() -> argparse.Namespace:
     p = study_parser(__doc__, TASKS)
@@ -93,6 +99,9 @@ def parse_args() -> argparse.Namespace:
                    "writes results-validation.{json,md}")
     p.add_argument("--no-plain", action="store_true",
                    help="skip the plain student (a hyperparameter sweep of the distilled one)")
+    p.add_argument("--seeds", default=str(FinetuneConfig.seed),
+                   help="comma-separated seeds of the students' trainings (data order, dropout): one pair of "
+                   "students per seed, the table gives their means; teacher and init stay the same")
     p.add_argument("--tag", default="", help="suffix of the results files (e.g. a hyperparameter variant)")
     p.add_argument("--quick", action="store_true", help="smoke run: small data, 8 steps, 64 test examples")
     return p.parse_args()
@@ -124,13 +133,38 @@ def main() -> int:
     return 0
 
 
-def variant(args: argparse.Namespace, lr: float) -> tuple[str, str]:
-    """Run-folder names of the two students for these hyperparameters (tuning keeps each variant)."""
+def variant(args: argparse.Namespace, lr: float, seed: int = FinetuneConfig.seed) -> tuple[str, str]:
+    """Run-folder names of the two students for these hyperparameters and seed (tuning keeps each
+    variant; the default seed's folders carry no seed)."""
     pre = f"-pre{args.pre_distill}" if args.pre_distill else ""
+    pre += f"-seed{seed}" if seed != FinetuneConfig.seed else ""
     plain = f"student-plain-lr{lr:g}{pre}"
     distilled = (f"student-distilled-lr{lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}"
                  f"-T{args.temperature:g}" + (f"-cos{args.alpha_cos:g}" if args.alpha_cos else "") + pre)
     return plain, distilled
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds needs one or more distinct seeds, got {args.seeds!r}")
+    return seeds
+
+
+def over_seeds(by_seed: dict[str, list[float]]) -> dict:
+    """Mean and sample standard deviation of each student's scores over the seeds, and how often the
+    distilled student beat the plain one trained with the same seed (same data order)."""
+    summary = {}
+    for name, values in by_seed.items():
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        summary[name] = {"mean": mean, "std": var ** 0.5, "scores": values}
+    if "plain" in by_seed:
+        summary["distilled_wins"] = sum(d > p for d, p in zip(by_seed["distilled"], by_seed["plain"]))
+    return summary
 
 
 def pre_distill(args: argparse.Namespace, runner: Runner, root: Path, task, teacher: Path, init: Path,
@@ -176,17 +210,23 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
     if args.pre_distill:
         init = pre_distill(args, runner, root, task, teacher, init, train)
     lr = args.student_lr or task.student_lr
-    plain_name, distilled_name = variant(args, lr)
-    student = [*common, "--model", str(init), "--lr", str(lr)]
-    distilled = root / distilled_name
-    runner.train(distilled, [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
-                             "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature),
-                             *(["--alpha-cos", str(args.alpha_cos)] if args.alpha_cos else [])],
-                 save_every)
-    models = {"teacher": teacher, "distilled": distilled}
-    if not args.no_plain:
-        models["plain"] = root / plain_name
-        runner.train(models["plain"], student, save_every)
+    seeds = seeds_of(args)
+    models = {"teacher": teacher}  # the first seed's students keep the plain names; others get "@SEED"
+    for i, seed in enumerate(seeds):
+        plain_name, distilled_name = variant(args, lr, seed)
+        student = [*common, "--model", str(init), "--lr", str(lr),
+                   *(["--seed", str(seed)] if seed != FinetuneConfig.seed else [])]
+        at = "" if i == 0 else f"@{seed}"
+        models[f"distilled{at}"] = root / distilled_name
+        runner.train(root / distilled_name,
+                     [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
+                      "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature),
+                      *(["--alpha-cos", str(args.alpha_cos)] if args.alpha_cos else [])],
+                     save_every)
+        if not args.no_plain:
+            models[f"plain{at}"] = root / plain_name
+            runner.train(root / plain_name, student, save_every)
+    distilled = models["distilled"]
     limit = 64 if args.quick else None
     scores, seconds, evaluated = {}, {}, 0.0
     split = "" if args.evaluate_on == "test" else "-validation"
@@ -197,6 +237,9 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
         scores[name] = {k: v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
         scores[name]["score"] = score(summary, task)
         seconds[name] = float((model / "train_seconds.txt").read_text())
+    students = ("distilled",) if args.no_plain else ("distilled", "plain")
+    by_seed = over_seeds({name: [scores[name if i == 0 else f"{name}@{seed}"]["score"]
+                                 for i, seed in enumerate(seeds)] for name in students})
     n = 32 if args.quick else (
         args.speed_inputs // 4 if task.task == "question-answering" else args.speed_inputs
     )
@@ -206,9 +249,10 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
                               root / "eval" / f"speed-{distilled.name}.json")
     if args.pre_distill:  # the students' shared first stage
         seconds["pre_distill"] = float((init / "train_seconds.txt").read_text())
-    t, d = scores["teacher"]["score"], scores["distilled"]["score"]
-    p = scores["plain"]["score"] if "plain" in scores else None
+    t, d = scores["teacher"]["score"], by_seed["distilled"]["mean"]
+    p = by_seed["plain"]["mean"] if "plain" in by_seed else None
     return {"task": task.task, "metric": task.metric_name, "steps": steps, "student_lr": lr, "scores": scores,
+            "seeds": seeds, "over_seeds": by_seed,
             "retained": share(d, t), "plain_retained": None if p is None else share(p, t),
             "distilled_beats_plain": None if p is None else d > p,
             "speed": speed, "train_minutes": {k: round(v / 60, 1) for k, v in seconds.items()},
@@ -260,6 +304,32 @@ def student_lrs(results: dict) -> str:
     return ", ".join(f"{TASKS[key].title} {lr:g}" for key, lr in lrs.items())
 
 
+def seeds_note(results: dict) -> str:
+    """With several seeds: each student's scores per seed and the distilled student's wins."""
+    notes = []
+    for key, r in results["tasks"].items():
+        summary = r.get("over_seeds", {})
+        if len(r.get("seeds", ())) < 2:
+            continue
+        per = "; ".join(f"{name} " + ", ".join(fmt(v) for v in summary[name]["scores"])
+                        for name in ("distilled", "plain") if name in summary)
+        wins = (f"; distilled ahead with {summary['distilled_wins']} of {len(r['seeds'])} seeds"
+                if "distilled_wins" in summary else "")
+        notes.append(f"{TASKS[key].title}: students trained with seeds {', '.join(map(str, r['seeds']))} "
+                     f"(mean ± standard deviation; {per}{wins})")
+    return "".join(f"; {n}" for n in notes)
+
+
+def student_cell(r: dict, name: str) -> str:
+    """A student's score, or with several seeds their mean ± standard deviation."""
+    summary = r.get("over_seeds", {}).get(name)
+    if summary is None:
+        return fmt(r["scores"][name]["score"]) if name in r["scores"] else "-"
+    if len(summary["scores"]) == 1:
+        return fmt(summary["mean"])
+    return f"{fmt(summary['mean'])} ± {fmt(summary['std'])}"
+
+
 def results_table(results: dict) -> str:
     s = results["settings"]
     lines = [
@@ -271,7 +341,8 @@ def results_table(results: dict) -> str:
     for key, r in results["tasks"].items():
         sc, sp = r["scores"], r["speed"]
         best = "**" if r["distilled_beats_plain"] else ""
-        t, d, p = (fmt(sc[k]["score"]) if k in sc else "-" for k in ("teacher", "distilled", "plain"))
+        t = fmt(sc["teacher"]["score"])
+        d, p = (student_cell(r, k) for k in ("distilled", "plain"))
         speedup = f"{sp['speedup']}x / {sp['model_speedup']}x" if sp else "-"
         metric = r["metric"] if s["evaluate_on"] == "test" else "validation"
         lines.append(
@@ -287,6 +358,7 @@ def results_table(results: dict) -> str:
                    + (f"; both students first pulled toward the teacher's last hidden states on the task's "
                       f"unlabelled training text for {s['pre_distill']} steps (distill --alpha-cos 1 alone)"
                       if s.get("pre_distill") else "")
+                   + seeds_note(results)
                    + f". Batch {s['batch_size']}; scores in "
                    f"fp32; speed through the Predictor on the same test inputs, {s['threads']} threads. "
                    f"Whole study: {results['minutes']:.0f} min of commands."), ""]
