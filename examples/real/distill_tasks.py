@@ -47,6 +47,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    args.seeds = seeds_of(args)  # before any training
     if args.steps is not None and args.output is None and not args.quick:
         args.output = ROOT / "runs" / f"real-steps-{args.steps}"  # never reuse models of other lengths
     out, runner, files = open_run(args, args.threads)
@@ -157,11 +159,9 @@ def seeds_of(args: argparse.Namespace) -> list[int]:
 def over_seeds(by_seed: dict[str, list[float]]) -> dict:
     """Mean and sample standard deviation of each student's scores over the seeds, and how often the
     distilled student beat the plain one trained with the same seed (same data order)."""
-    summary = {}
-    for name, values in by_seed.items():
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-        summary[name] = {"mean": mean, "std": var ** 0.5, "scores": values}
+    summary = {name: {"mean": statistics.mean(values),
+                      "std": statistics.stdev(values) if len(values) > 1 else 0.0, "scores": values}
+               for name, values in by_seed.items()}
     if "plain" in by_seed:
         summary["distilled_wins"] = sum(d > p for d, p in zip(by_seed["distilled"], by_seed["plain"]))
     return summary
@@ -210,14 +210,16 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
     if args.pre_distill:
         init = pre_distill(args, runner, root, task, teacher, init, train)
     lr = args.student_lr or task.student_lr
-    seeds = seeds_of(args)
+    seeds = args.seeds
     models = {"teacher": teacher}  # the first seed's students keep the plain names; others get "@SEED"
+    runs: dict[str, list[str]] = {}  # student -> its keys in ``models``, one per seed
     for i, seed in enumerate(seeds):
         plain_name, distilled_name = variant(args, lr, seed)
         student = [*common, "--model", str(init), "--lr", str(lr),
                    *(["--seed", str(seed)] if seed != FinetuneConfig.seed else [])]
         at = "" if i == 0 else f"@{seed}"
         models[f"distilled{at}"] = root / distilled_name
+        runs.setdefault("distilled", []).append(f"distilled{at}")
         runner.train(root / distilled_name,
                      [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
                       "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature),
@@ -225,6 +227,7 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
                      save_every)
         if not args.no_plain:
             models[f"plain{at}"] = root / plain_name
+            runs.setdefault("plain", []).append(f"plain{at}")
             runner.train(root / plain_name, student, save_every)
     distilled = models["distilled"]
     limit = 64 if args.quick else None
@@ -237,9 +240,7 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
         scores[name] = {k: v for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
         scores[name]["score"] = score(summary, task)
         seconds[name] = float((model / "train_seconds.txt").read_text())
-    students = ("distilled",) if args.no_plain else ("distilled", "plain")
-    by_seed = over_seeds({name: [scores[name if i == 0 else f"{name}@{seed}"]["score"]
-                                 for i, seed in enumerate(seeds)] for name in students})
+    by_seed = over_seeds({name: [scores[key]["score"] for key in keys] for name, keys in runs.items()})
     n = 32 if args.quick else (
         args.speed_inputs // 4 if task.task == "question-answering" else args.speed_inputs
     )
@@ -308,8 +309,8 @@ def seeds_note(results: dict) -> str:
     """With several seeds: each student's scores per seed and the distilled student's wins."""
     notes = []
     for key, r in results["tasks"].items():
-        summary = r.get("over_seeds", {})
-        if len(r.get("seeds", ())) < 2:
+        summary = r["over_seeds"]
+        if len(r["seeds"]) < 2:
             continue
         per = "; ".join(f"{name} " + ", ".join(fmt(v) for v in summary[name]["scores"])
                         for name in ("distilled", "plain") if name in summary)
@@ -322,9 +323,9 @@ def seeds_note(results: dict) -> str:
 
 def student_cell(r: dict, name: str) -> str:
     """A student's score, or with several seeds their mean ± standard deviation."""
-    summary = r.get("over_seeds", {}).get(name)
-    if summary is None:
-        return fmt(r["scores"][name]["score"]) if name in r["scores"] else "-"
+    summary = r["over_seeds"].get(name)
+    if summary is None:  # --no-plain
+        return "-"
     if len(summary["scores"]) == 1:
         return fmt(summary["mean"])
     return f"{fmt(summary['mean'])} ± {fmt(summary['std'])}"
