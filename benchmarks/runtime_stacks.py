@@ -11,9 +11,11 @@ cannot share distilkit's): ``ort-fp32`` (optimum ``ORTModelFor*``, O3 graph opti
 int8 of the OpenVINO model, calibrated on WikiText-2 sentences / SQuAD questions that are not timed).
 
 Peers are used the way a competent user would: inputs sorted by length, batches padded to their
-longest row, the model's natural outputs (MLM logits over all positions, start/end logits of
-every 384/128 window, decoded into answers exactly as the transformers QA pipeline decodes them),
-the batch size that is fastest for that stack and workload. Reads
+longest row, fill-mask as the encoder's graph (a feature-extraction export of the same weights)
+with the MLM head applied in PyTorch to the masked positions only (as distilkit does; the head in
+bf16 for ``ov-bf16``, fp32 otherwise), QA as the start/end logits of every 384/128 window, decoded
+into answers exactly as the transformers QA pipeline decodes them, and the batch size that is
+fastest for that stack and workload. Reads
 ``DIR/workloads.json`` and the model directories under ``DIR/models``; writes
 ``DIR/results/<stack>-<round>.json``: seconds per workload, the decisions (fill-mask top-1 token id,
 QA answer span) and the preparation time (export, optimisation, quantisation).
@@ -80,24 +82,25 @@ def ort_session_options():
 
 def load_ort(stack: str, model_dir: Path, task: str, work: Path):
     from optimum.onnxruntime import (
-        ORTModelForMaskedLM,
+        ORTModelForFeatureExtraction,
         ORTModelForQuestionAnswering,
         ORTOptimizer,
         ORTQuantizer,
     )
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
-    cls = ORTModelForMaskedLM if task == "fill-mask" else ORTModelForQuestionAnswering
-    base = work / "exports" / f"ort-{task}"
+    cls = ORTModelForFeatureExtraction if task == "fill-mask" else ORTModelForQuestionAnswering
+    kind = "fill-mask-encoder" if task == "fill-mask" else task  # fill-mask: the encoder graph
+    base = work / "exports" / f"ort-{kind}"
     if not (base / "model.onnx").exists():
         cls.from_pretrained(model_dir, export=True).save_pretrained(base)
     if stack == "ort-fp32":
-        target, file_name = work / "exports" / f"ort-o3-{task}", "model_optimized.onnx"
+        target, file_name = work / "exports" / f"ort-o3-{kind}", "model_optimized.onnx"
         if not (target / file_name).exists():
             optimizer = ORTOptimizer.from_pretrained(cls.from_pretrained(base))
             optimizer.optimize(AutoOptimizationConfig.O3(), save_dir=target)
     else:
-        target, file_name = work / "exports" / f"ort-int8-{task}", "model_quantized.onnx"
+        target, file_name = work / "exports" / f"ort-int8-{kind}", "model_quantized.onnx"
         if not (target / file_name).exists():
             quantizer = ORTQuantizer.from_pretrained(base)
             quantizer.quantize(AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True),
@@ -106,17 +109,18 @@ def load_ort(stack: str, model_dir: Path, task: str, work: Path):
 
 
 def load_ov(stack: str, model_dir: Path, task: str, work: Path, calibration: list[dict]):
-    from optimum.intel import OVModelForMaskedLM, OVModelForQuestionAnswering
+    from optimum.intel import OVModelForFeatureExtraction, OVModelForQuestionAnswering
 
-    cls = OVModelForMaskedLM if task == "fill-mask" else OVModelForQuestionAnswering
-    base = work / "exports" / f"ov-{task}"
+    cls = OVModelForFeatureExtraction if task == "fill-mask" else OVModelForQuestionAnswering
+    kind = "fill-mask-encoder" if task == "fill-mask" else task  # fill-mask: the encoder graph
+    base = work / "exports" / f"ov-{kind}"
     if not (base / "openvino_model.xml").exists():
         cls.from_pretrained(model_dir, export=True, compile=False).save_pretrained(base)
     precision = {"ov-f32": "f32", "ov-bf16": "bf16"}.get(stack)
     if precision:
         return cls.from_pretrained(base, ov_config={"INFERENCE_PRECISION_HINT": precision,
                                                    "PERFORMANCE_HINT": "LATENCY"})
-    target = work / "exports" / f"ov-int8-{task}"
+    target = work / "exports" / f"ov-int8-{kind}"
     if not (target / "openvino_model.xml").exists():
         import nncf
         import openvino as ov
@@ -178,6 +182,24 @@ def qa_best_spans(items, enc, starts, ends) -> list[list[int]]:
     return answers
 
 
+def mlm_head(model_dir: Path, dtype):
+    """DistilBERT's MLM head (transform, GELU, LayerNorm, vocabulary projection) from the checkpoint,
+    applied by the peers' fill-mask runners to the masked positions only."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    mlm = AutoModelForMaskedLM.from_pretrained(model_dir).to(dtype).eval()
+    if not hasattr(mlm, "vocab_projector"):
+        raise ValueError(f"{type(mlm).__name__}: the peers' mask-only head is written for DistilBERT")
+    layers = torch.nn.Sequential(mlm.vocab_transform, mlm.activation, mlm.vocab_layer_norm,
+                                 mlm.vocab_projector)
+
+    def head(rows):
+        return layers(rows.to(dtype))
+
+    return head
+
+
 def peer_runner(stack: str, models: dict[str, Path], task: str, work: Path, calibration: list[dict]):
     import torch
     from transformers import AutoTokenizer
@@ -196,6 +218,8 @@ def peer_runner(stack: str, models: dict[str, Path], task: str, work: Path, cali
     else:
         model = load_ort(stack, model_dir, task, work)
     mask_id = tokenizer.mask_token_id
+    head_dtype = torch.bfloat16 if stack == "ov-bf16" else torch.float32
+    head = mlm_head(model_dir, head_dtype) if task == "fill-mask" else None
 
     def run_fill_mask(texts: list[str], batch_size: int) -> list[int]:
         ids = tokenizer(texts)["input_ids"]
@@ -205,10 +229,11 @@ def peer_runner(stack: str, models: dict[str, Path], task: str, work: Path, cali
             idx = order[b:b + batch_size]
             batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             with torch.inference_mode():
-                logits = model(**batch).logits
-            rows, cols = (batch["input_ids"] == mask_id).nonzero(as_tuple=True)
-            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-                top1[idx[r]] = int(logits[r, c].argmax())
+                hidden = model(**batch).last_hidden_state
+                rows, cols = (batch["input_ids"] == mask_id).nonzero(as_tuple=True)
+                best = head(hidden[rows, cols]).argmax(-1)
+            for r, token in zip(rows.tolist(), best.tolist(), strict=True):
+                top1[idx[r]] = int(token)
         return top1
 
     def run_qa(items: list[dict], batch_size: int) -> list[list[int]]:

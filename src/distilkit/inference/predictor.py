@@ -45,7 +45,9 @@ class Predictor:
         loaded: model, tokenizer, config and task from ``distilkit.models.load_model``.
         max_batch_tokens: padded tokens per forward pass (rows x padded length).
         max_batch_size: rows per forward pass.
-        pad_to_multiple_of: round each batch's length up to this (8 suits bf16 kernels).
+        pad_to_multiple_of: round each batch's length up to this. Default: 8 on CUDA (tensor-core
+            tiles), 1 on the CPU, where the GEMMs see rows x length as one dimension and rounding
+            only adds work (1.14x on 512 fill-mask rows of ~20 tokens in bf16, 1.05x on QA).
         compile: compile the encoder with torch.compile (faster batches after a ~20 s warm-up;
             for long-lived processes such as servers).
     """
@@ -56,10 +58,11 @@ class Predictor:
         *,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        pad_to_multiple_of: int = 8,
+        pad_to_multiple_of: int | None = None,
         compile: bool = False,
     ):
-        if max_batch_tokens < 1 or max_batch_size < 1 or pad_to_multiple_of < 1:
+        if (max_batch_tokens < 1 or max_batch_size < 1
+                or (pad_to_multiple_of is not None and pad_to_multiple_of < 1)):
             raise UserError("max_batch_tokens, max_batch_size and pad_to_multiple_of must be >= 1")
         self.loaded = loaded
         self.model = loaded.model
@@ -68,7 +71,6 @@ class Predictor:
         self.handler = get_handler_class(loaded.task)(loaded.tokenizer, loaded.config)
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
-        self.pad_to_multiple_of = pad_to_multiple_of
         accepted = inspect.signature(self.model.forward).parameters
         self._uses_token_types = "token_type_ids" in accepted
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -76,6 +78,9 @@ class Predictor:
         self.device = (first.device if first is not None
                        else getattr(self.model, "device", torch.device("cpu")))
         self.dtype = first.dtype if first is not None else getattr(self.model, "dtype", torch.float32)
+        if pad_to_multiple_of is None:
+            pad_to_multiple_of = 8 if self.device.type == "cuda" else 1
+        self.pad_to_multiple_of = pad_to_multiple_of
         if first is not None:
             self.engine = runtime.Engine("torch", str(self.dtype).removeprefix("torch."), "given")
         else:

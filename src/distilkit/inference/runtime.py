@@ -276,8 +276,11 @@ def bmm_attention(module, query, key, value, attention_mask, scaling=None, dropo
         if attention_mask.dtype == torch.bool:  # True = attend
             attention_mask = torch.zeros(attention_mask.shape, dtype=q.dtype).masked_fill_(
                 ~attention_mask, torch.finfo(q.dtype).min)
-        bias = attention_mask.to(q.dtype).expand(b, h, t, s).reshape(b * h, t, s)
-        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
+        # The mask is broadcast once into the scores' buffer, and the GEMM accumulates onto it in
+        # place: out-of-place ``baddbmm`` would copy the expanded bias a second time.
+        scores = torch.empty((b * h, t, s), dtype=q.dtype, device=q.device)
+        scores.view(b, h, t, s).copy_(attention_mask)
+        scores.baddbmm_(q, k.transpose(1, 2), alpha=scale)
     out = torch.bmm(torch.softmax(scores, dim=-1), v)
     return out.reshape(b, h, t, d).transpose(1, 2), None
 

@@ -56,6 +56,23 @@ def test_run_returns_one_output_per_feature_at_its_length(fill_mask):
     assert [len(o) for o in outputs] == masks  # fill-mask: one vocabulary row per mask
 
 
+def test_cpu_batches_pad_to_their_longest_row_and_an_explicit_multiple_rounds_up(fill_mask):
+    widths = []
+    hook = fill_mask.model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        for multiple in (None, 8):
+            predictor = Predictor(fill_mask, pad_to_multiple_of=multiple)
+            features = predictor.prepare(TEXTS[:2]).features
+            longest = max(len(f.input_ids) for f in features)
+            widths.clear()
+            predictor.run_batch(features)
+            assert widths == [longest if multiple is None else -(-longest // 8) * 8], multiple
+            assert longest % 8  # the texts are chosen so that rounding changes the width
+    finally:
+        hook.remove()
+
+
 def test_a_long_context_becomes_windows_that_finish_joins_into_one_answer_per_item(qa):
     predictor = Predictor(qa, max_batch_size=2)
     items = [{"question": "What is my name?", "context": CONTEXT},

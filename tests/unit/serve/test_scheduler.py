@@ -15,7 +15,7 @@ from distilkit.tasks import Feature
 class EchoPredictor:
     """``run_batch`` returns each feature's first token id; records the passes it ran.
 
-    Rows pad to a multiple of 8, like the Predictor's default.
+    Rows pad to a multiple of 8, like the Predictor's default on CUDA.
     """
 
     def __init__(self, fail_on: int | None = None):
