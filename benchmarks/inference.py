@@ -79,10 +79,24 @@ def encoder_dims(config) -> tuple[int, int, int]:
 
 
 def useful_flops(config, lengths: list[int], mlm_positions: int = 0) -> float:
-    """Forward FLOPs on unpadded sequences; for fill-mask the vocab head only at mask positions."""
+    """The forward FLOPs an answer needs, on unpadded sequences.
+
+    QA (``mlm_positions=0``) needs every position of every layer. Fill-mask (one mask per
+    sequence, ``mlm_positions`` = the number of sequences) needs the last layer's output and the
+    vocabulary head only at the masks: every token's keys and values there, the rest of that
+    layer (query, attention, output projection, feed-forward) for the mask rows alone.
+    """
     layers, h, f = encoder_dims(config)
-    total = sum(layers * (8 * t * h * h + 4 * t * h * f + 4 * t * t * h) for t in lengths)
-    return total + mlm_positions * (2 * h * h + 2 * h * config.vocab_size)
+
+    def layer(t: int, rows: int) -> int:  # ``rows`` of ``t`` tokens computed in full
+        return 4 * t * h * h + 4 * rows * h * h + 4 * rows * h * f + 4 * rows * t * h
+
+    if not mlm_positions:
+        return sum(layers * layer(t, t) for t in lengths)
+    if mlm_positions != len(lengths):
+        raise ValueError("fill-mask FLOPs assume one mask per sequence")
+    encoder = sum((layers - 1) * layer(t, t) + layer(t, 1) for t in lengths)
+    return encoder + mlm_positions * (2 * h * h + 2 * h * config.vocab_size)
 
 
 def best_time(fn, repeats: int = 2) -> float:

@@ -18,8 +18,9 @@ int8 for AVX512-VNNI, OpenVINO NNCF int8). Each stack runs in its own process, o
 each stack's share of decisions (fill-mask top-1, QA span) equal to distilkit fp32's on the same
 weights; random weights make decisions fragile, so it is a check that a stack computes the same
 function, and the accuracy cost of int8 on trained weights is in examples/real/quantize.py.
-Efficiency: useful model FLOP/s (unpadded tokens, vocabulary projection at the masks only) over
-the class's limit (fp32 / bf16 GEMM TFLOP/s, int8 ``torch._int_mm`` TOPS).
+Efficiency: useful model FLOP/s (unpadded tokens; for fill-mask the last layer's queries, attention,
+output and feed-forward and the vocabulary projection at the masks only: the work an answer needs,
+``inference.useful_flops``) over the class's limit (fp32 / bf16 GEMM TFLOP/s, int8 ``torch._int_mm`` TOPS).
 """
 
 from __future__ import annotations

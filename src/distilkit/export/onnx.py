@@ -30,6 +30,7 @@ from distilkit.errors import UserError
 from distilkit.export import parity
 from distilkit.export.quantize import QUANTIZATIONS, quantize_int8
 from distilkit.inference.onnx_backend import EXPORT_FORMAT, EXPORT_MANIFEST, MASK_POSITIONS, session_options
+from distilkit.inference.selective import only_at, select_last_layer
 
 MODEL_FILE = "model.onnx"
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest opset (the fallback exporter)
@@ -48,6 +49,10 @@ class _ExportModule(torch.nn.Module):
         super().__init__()
         self.model = model
         self.task = task
+        # fill-mask's last layer runs at the masks only, a first-token classifier's at the first
+        # token only (inference.selective), as in the PyTorch path
+        if task in ("fill-mask", "text-classification"):
+            select_last_layer(model)
 
     def forward(
         self,
@@ -57,14 +62,21 @@ class _ExportModule(torch.nn.Module):
         mask_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         from distilkit.tasks.fill_mask import mlm_head
+        from distilkit.tasks.text_classification import FIRST_TOKEN_HEADS
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             batch["token_type_ids"] = token_type_ids
         if self.task == "fill-mask":
-            hidden = self.model.base_model(**batch)[0]  # (B, T, H)
+            with only_at(self.model, mask_positions, attention_mask):
+                hidden = self.model.base_model(**batch)[0]  # (B, T, H): exact at the masks
             picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mask_positions)  # (M, H)
             return (mlm_head(self.model)(picked),)  # (M, V)
+        if self.task == "text-classification" and type(self.model).__name__ in FIRST_TOKEN_HEADS:
+            first = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, T)
+            first[:, 0] = True
+            with only_at(self.model, first, attention_mask):
+                return (self.model(**batch).logits,)  # (B, L)
         out = self.model(**batch)
         if self.task == "question-answering":
             return out.start_logits, out.end_logits  # (B, T) each

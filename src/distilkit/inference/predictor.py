@@ -21,6 +21,7 @@ from distilkit.export.cache import onnx_model
 from distilkit.inference import runtime
 from distilkit.inference.onnx_backend import is_exported_dir
 from distilkit.inference.packing import pad_batch, padded_length, plan_batches
+from distilkit.inference.selective import select_last_layer
 from distilkit.model_info import LoadedModel
 from distilkit.models import load_model, resolve_source
 from distilkit.tasks import CostLimits, Feature, get_handler_class
@@ -98,6 +99,8 @@ class Predictor:
                 raise UserError(
                     "--compile needs the torch backend; an ONNX model is already a compiled graph")
             runtime.compile_encoder(self.model)
+        elif first is not None:  # heads that read a few positions get the last layer at those only
+            select_last_layer(self.model)
 
     @classmethod
     def from_ref(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from distilkit.errors import UserError
+from distilkit.inference.selective import only_at
 from distilkit.tasks.base import (
     CostError,
     CostLimits,
@@ -167,7 +168,8 @@ class FillMaskHandler(TaskHandler):
         if head is None:
             logits = model(**batch).logits[mask]  # (M, V)
         else:
-            hidden = model.base_model(**batch)[0]  # (B, T, H)
+            with only_at(model, mask, batch.get("attention_mask")):  # last layer at the masks only
+                hidden = model.base_model(**batch)[0]  # (B, T, H)
             logits = head(hidden[mask])  # (M, V): the projection only where it is read
         probs = logits.float().softmax(dim=-1).cpu()  # (M, V)
         counts = mask.sum(dim=1).tolist()

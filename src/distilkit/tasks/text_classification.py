@@ -12,8 +12,10 @@ from enum import Enum
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from distilkit.errors import UserError
+from distilkit.inference.selective import only_at
 from distilkit.tasks.base import (
     Feature,
     TaskHandler,
@@ -30,6 +32,12 @@ LEGACY_TOP_K = "legacy"
 FUNCTIONS = ("softmax", "sigmoid", "none")
 TRUNCATION = {True: True, False: False, "longest_first": True, "do_not_truncate": False}
 PAIR_HINT = 'send a text pair as {"text": "My text", "text_pair": "My pair"}'
+# Sequence-classification heads that read the last hidden state at the first token only.
+FIRST_TOKEN_HEADS = frozenset({
+    "DistilBertForSequenceClassification", "BertForSequenceClassification",
+    "RobertaForSequenceClassification", "XLMRobertaForSequenceClassification",
+    "CamembertForSequenceClassification",
+})
 
 
 def default_function(config: Any) -> str:
@@ -152,6 +160,16 @@ class TextClassificationHandler(TaskHandler):
                 segments = None if types is None else types[row]
                 features[i] = Feature(item=i, input_ids=ids, token_type_ids=segments)
         return features  # type: ignore[return-value]
+
+    def forward(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
+    ) -> list[Any]:
+        if type(model).__name__ not in FIRST_TOKEN_HEADS:
+            return super().forward(model, batch, features)
+        first = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=batch["input_ids"].device)
+        first[:, 0] = True  # (B, T): the head reads the [CLS] / <s> position only
+        with only_at(model, first, batch.get("attention_mask")):
+            return super().forward(model, batch, features)
 
     def decode(self, item: Any, features: list[Feature], outputs: list[Any], params: dict[str, Any]) -> Any:
         (logits,) = outputs
