@@ -31,7 +31,7 @@ from distilkit.registry.store import default_home
 PRECISIONS = ("float32", "int8")
 CACHE_DIR = "onnx-int8"
 KEY_VERSION = 3  # bump when the export's graph or quantisation changes (2: TorchScript exporter,
-# 3: fill-mask's last layer at the masks only)
+# 3: the last layer only at fill-mask's masks and a classifier's first token)
 
 
 def cache_root(precision: str = "int8") -> Path:

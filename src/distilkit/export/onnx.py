@@ -62,7 +62,7 @@ class _ExportModule(torch.nn.Module):
         mask_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         from distilkit.tasks.fill_mask import mlm_head
-        from distilkit.tasks.text_classification import FIRST_TOKEN_HEADS
+        from distilkit.tasks.text_classification import first_token_positions
 
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -72,9 +72,8 @@ class _ExportModule(torch.nn.Module):
                 hidden = self.model.base_model(**batch)[0]  # (B, T, H): exact at the masks
             picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mask_positions)  # (M, H)
             return (mlm_head(self.model)(picked),)  # (M, V)
-        if self.task == "text-classification" and type(self.model).__name__ in FIRST_TOKEN_HEADS:
-            first = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, T)
-            first[:, 0] = True
+        first = first_token_positions(self.model, input_ids) if self.task == "text-classification" else None
+        if first is not None:
             with only_at(self.model, first, attention_mask):
                 return (self.model(**batch).logits,)  # (B, L)
         out = self.model(**batch)

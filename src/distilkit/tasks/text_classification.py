@@ -40,6 +40,15 @@ FIRST_TOKEN_HEADS = frozenset({
 })
 
 
+def first_token_positions(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """(B, T) bool, True at each row's first token, for a model whose head reads only that; else None."""
+    if type(model).__name__ not in FIRST_TOKEN_HEADS:
+        return None
+    first = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    first[:, 0] = True  # the [CLS] / <s> position
+    return first
+
+
 def default_function(config: Any) -> str:
     """The score function the reference applies when none is asked for (from the model config)."""
     problem = getattr(config, "problem_type", None)
@@ -164,10 +173,9 @@ class TextClassificationHandler(TaskHandler):
     def forward(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], features: list[Feature]
     ) -> list[Any]:
-        if type(model).__name__ not in FIRST_TOKEN_HEADS:
+        first = first_token_positions(model, batch["input_ids"])
+        if first is None:
             return super().forward(model, batch, features)
-        first = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=batch["input_ids"].device)
-        first[:, 0] = True  # (B, T): the head reads the [CLS] / <s> position only
         with only_at(model, first, batch.get("attention_mask")):
             return super().forward(model, batch, features)
 
