@@ -35,7 +35,7 @@ import numpy as np
 
 DISTILKIT = {
     "distilkit-float32": "float32", "distilkit-float32-onnx": "float32",
-    "distilkit-bfloat16": "bfloat16", "distilkit-int8": "int8",
+    "distilkit-bfloat16": "bfloat16", "distilkit-int8": "int8", "distilkit-int8-onnx": "int8",
 }
 PEERS = ("ort-fp32", "ort-int8", "ov-f32", "ov-bf16", "ov-int8")
 QA_MAX_LEN, QA_STRIDE, QA_MAX_ANSWER = 384, 128, 15
@@ -53,11 +53,11 @@ def best_seconds(fn, repeats: int) -> float:
 
 # --- distilkit -----------------------------------------------------------------------------------
 def distilkit_runner(stack: str, models: dict[str, Path], task: str):
-    """distilkit as a user runs it: ``--dtype`` (and ``--backend onnx`` for its fp32 ONNX Runtime graph);
+    """distilkit as a user runs it: ``--dtype`` (and ``--backend onnx`` for its ONNX Runtime graphs);
     the ONNX graphs are exported on first use into $DISTILKIT_HOME/cache (runtimes.py points it at DIR)."""
     from distilkit.inference.predictor import Predictor
 
-    backend = "onnx" if stack == "distilkit-float32-onnx" else None
+    backend = "onnx" if stack.endswith("-onnx") else None
     predictor = Predictor.from_ref(models[task], task, dtype=DISTILKIT[stack], backend=backend)
 
     def run(items: list[Any], batch_size: int | None) -> list[Any]:

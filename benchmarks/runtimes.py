@@ -12,8 +12,9 @@ The real configs and tokenizers come from ../shared/models; the weights are rand
 depend on their values), written once into one directory that every stack loads.
 
 Classes: exact fp32 (distilkit PyTorch fp32, distilkit on its ONNX fp32 export, optimum ORT O3,
-OpenVINO f32), bf16 (distilkit bf16, OpenVINO bf16) and int8 (distilkit int8, optimum ORT dynamic
-int8 for AVX512-VNNI, OpenVINO NNCF int8). Each stack runs in its own process, one at a time;
+OpenVINO f32), bf16 (distilkit bf16, OpenVINO bf16) and int8 (distilkit int8 - PyTorch's oneDNN int8
+engine on this CPU -, distilkit on its ONNX Runtime int8 graph, optimum ORT dynamic int8 for
+AVX512-VNNI, OpenVINO NNCF int8). Each stack runs in its own process, one at a time;
 ``--rounds 2`` runs every stack twice (the VM drifts; both rounds are reported). Agreement is
 each stack's share of decisions (fill-mask top-1, QA span) equal to distilkit fp32's on the same
 weights; random weights make decisions fragile, so it is a check that a stack computes the same
@@ -45,7 +46,7 @@ DEFAULT_SHARED = HERE.parent.parent / "shared"
 CLASSES = {
     "fp32": ["distilkit-float32", "distilkit-float32-onnx", "ort-fp32", "ov-f32"],
     "bf16": ["distilkit-bfloat16", "ov-bf16"],
-    "int8": ["distilkit-int8", "ort-int8", "ov-int8"],
+    "int8": ["distilkit-int8", "distilkit-int8-onnx", "ort-int8", "ov-int8"],
 }
 REFERENCE = "distilkit-float32"
 MODELS = {"fill-mask": "distilbert-base-cased", "question-answering": "distilbert-base-cased-distilled-squad"}

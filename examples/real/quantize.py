@@ -1,4 +1,4 @@
-"""Quantisation on real models: what torch bf16, ONNX fp32 and ONNX int8 cost and give, per fine-tuned model.
+"""Quantisation on real models: what torch bf16, torch int8, ONNX fp32 and ONNX int8 cost and give, per model.
 
     .venv/bin/python examples/real/quantize.py                 # after distill_tasks.py (minutes: README)
     .venv/bin/python examples/real/quantize.py --quick         # smoke run on runs/real-quick, < 5 min
@@ -8,11 +8,14 @@ For each task's fine-tuned models in the run folder (the teacher, and the distil
 distill_tasks.py has run; a missing teacher is trained with the same command as there):
 
 - torch fp32 and torch bf16: ``distilkit evaluate --dtype float32|bfloat16``;
+- torch int8: ``distilkit evaluate --dtype int8`` (PyTorch's oneDNN int8 engine, calibrated at load on
+  distilkit's built-in texts; on a CPU without VNNI/AMX this is ONNX Runtime's int8 graph instead);
 - ONNX fp32: ``distilkit export onnx`` (its logits checked against PyTorch within 1e-4), evaluated;
 - ONNX int8: ``distilkit export onnx --quantize int8`` (dynamic quantization), evaluated.
 
-Reported per variant: the task metric on the same test set, size on disk (bf16 has no file of its
-own: distilkit casts fp32 weights at load, so its size is what they take in memory), items/s
+Reported per variant: the task metric on the same test set, size on disk (bf16 and torch int8 have no
+file of their own: distilkit converts the fp32 weights at load, so their size is what the weights
+take in memory: bf16, or int8 encoder GEMMs with the rest in bf16), items/s
 through the Predictor on the same test inputs, and the share of test predictions that differ
 from fp32's (labels, word tags or answer texts). Writes ``OUT/quantize.json`` and ``OUT/quantize.md``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -41,8 +45,10 @@ from common import (
     train_teacher,
 )
 
-VARIANTS = ("torch fp32", "torch bf16", "ONNX fp32", "ONNX int8")
-TAGS = {"torch fp32": "float32", "torch bf16": "bfloat16", "ONNX fp32": "onnx-fp32", "ONNX int8": "onnx-int8"}
+VARIANTS = ("torch fp32", "torch bf16", "torch int8", "ONNX fp32", "ONNX int8")
+TAGS = {"torch fp32": "float32", "torch bf16": "bfloat16", "torch int8": "int8", "ONNX fp32": "onnx-fp32",
+        "ONNX int8": "onnx-int8"}
+INT8_VARIANTS = ("torch int8", "ONNX int8")
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,8 +114,9 @@ def study(args: argparse.Namespace, runner: Runner, root: Path, key: str, model:
     reports = {name: export(runner, model, path, name.endswith("int8")) for name, path in onnx.items()}
     weights = (model / "model.safetensors").stat().st_size
     sources = {"torch fp32": (model, "float32"), "torch bf16": (model, "bfloat16"),
-               "ONNX fp32": (onnx["ONNX fp32"], "float32"), "ONNX int8": (onnx["ONNX int8"], "float32")}
-    sizes = {"torch fp32": weights, "torch bf16": weights // 2,
+               "torch int8": (model, "int8"), "ONNX fp32": (onnx["ONNX fp32"], "float32"),
+               "ONNX int8": (onnx["ONNX int8"], "float32")}
+    sizes = {"torch fp32": weights, "torch bf16": weights // 2, "torch int8": int8_bytes(model),
              **{n: (p / "model.onnx").stat().st_size for n, p in onnx.items()}}
     n = 32 if args.quick else (
         args.speed_inputs // 2 if task.task == "question-answering" else args.speed_inputs
@@ -140,9 +147,25 @@ def study(args: argparse.Namespace, runner: Runner, root: Path, key: str, model:
         "int8_agreement": {k: v for k, v in int8_parity.items() if k != "shapes"}}}
 
 
+def int8_bytes(model: Path) -> int:
+    """Bytes of ``model``'s weights as the torch int8 engine holds them: the encoder layers' GEMM
+    weights in int8, every other tensor in bf16."""
+    from safetensors import safe_open
+
+    from distilkit.inference.quantized import is_encoder_gemm_weight
+
+    total = 0
+    with safe_open(model / "model.safetensors", framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 - safe_open has no iterator
+            shape = f.get_slice(name).get_shape()
+            total += math.prod(shape) * (1 if is_encoder_gemm_weight(name, len(shape)) else 2)
+    return total
+
+
 def results_table(results: dict) -> str:
     lines = [
-        "| task (metric) | model | " + " | ".join(VARIANTS) + " | int8 cost | int8 changes |",
+        "| task (metric) | model | " + " | ".join(VARIANTS) + " | int8 cost (torch / ONNX) "
+        "| int8 changes (torch / ONNX) |",
         "|---|---|" + "---|" * len(VARIANTS) + "---|---|",
     ]
     for key, models in results["tasks"].items():
@@ -150,12 +173,14 @@ def results_table(results: dict) -> str:
             v = r["variants"]
             cells = [f"{fmt(v[n]['score'])}, {v[n]['size_mb']:.0f} MB, {v[n]['items_per_s']:.0f}/s"
                      for n in VARIANTS]
-            cost = v["ONNX int8"]["score"] - v["torch fp32"]["score"]
+            cost = " / ".join(f"{v[n]['score'] - v['torch fp32']['score']:+.4f}" for n in INT8_VARIANTS)
+            changes = " / ".join(f"{100 * v[n]['changed_vs_fp32']:.1f}%" for n in INT8_VARIANTS)
             lines.append(f"| {TASKS[key].title} ({r['metric']}) | {name} | " + " | ".join(cells)
-                         + f" | {cost:+.4f} | {100 * v['ONNX int8']['changed_vs_fp32']:.1f}% |")
+                         + f" | {cost} | {changes} |")
     lines += ["", ("Each cell: score on the test set, size on disk (bf16: in memory), items/s through the "
                    f"Predictor ({results['settings']['threads']} threads, same inputs). int8 cost: int8 "
-                   "score minus fp32 score; int8 changes: test predictions that differ from fp32's."), ""]
+                   "score minus fp32 score (torch int8 / ONNX int8); int8 changes: test predictions "
+                   "that differ from fp32's."), ""]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 
 from distilkit.errors import UserError
 from distilkit.export.cache import onnx_model
-from distilkit.inference import runtime
+from distilkit.inference import quantized, runtime
 from distilkit.inference.onnx_backend import is_exported_dir
 from distilkit.inference.packing import pad_batch, padded_length, plan_batches
 from distilkit.inference.selective import select_last_layer
@@ -114,28 +115,39 @@ class Predictor:
         device: str | int | torch.device | None = None,
         num_threads: int | None = None,
         backend: str | None = None,
+        calibration_texts: Sequence[str] | None = None,
         **batching: Any,
     ) -> Predictor:
         """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied.
 
         ``backend`` is ``torch``, ``onnx`` or None (``onnx`` for a ``distilkit export onnx`` directory).
-        ``dtype="int8"`` runs ONNX Runtime's dynamic int8 graph of the model, ``backend="onnx"`` on a
-        model directory its fp32 graph (each exported once, cached); ``dtype="auto"`` picks the
-        engine for the hardware (``runtime.choose_engine``) and the choice is printed on stderr.
+        ``dtype="int8"`` runs the encoder's GEMMs in int8: PyTorch's oneDNN engine on a CPU with
+        int8 dot products (``distilkit.inference.quantized``, calibrated at load on
+        ``calibration_texts``, default ``quantized.CALIBRATION_TEXTS``), else ONNX Runtime's dynamic
+        int8 graph. ``backend="onnx"`` on a model directory runs its ONNX Runtime graph (exported once,
+        cached); ``dtype="auto"`` picks the engine for the hardware (``runtime.choose_engine``) and
+        the choice is printed on stderr.
         """
         dev = runtime.resolve_device(device)
         exported = is_exported_dir(resolve_source(model))
-        engine = None if exported and dtype != runtime.INT8 else runtime.choose_engine(dtype, dev, backend)
+        engine = (None if exported and dtype != runtime.INT8  # an export's int8 is its graph's
+                  else runtime.choose_engine(dtype, dev, backend or ("onnx" if exported else None)))
         if engine is not None and engine.backend == "onnx":
             model = onnx_model(model, task, precision=engine.precision, dummy_weights=dummy_weights,
                                seed=seed)
             backend = "onnx"
-        torch_dtype = runtime.resolve_dtype(dtype, dev)
+        torch_int8 = engine is not None and engine.backend == "torch" and engine.precision == runtime.INT8
+        torch_dtype = runtime.int8_compute_dtype(dev) if torch_int8 else runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
         loaded = load_model(model, task, dummy_weights=dummy_weights, seed=seed, dtype=torch_dtype,
                             device=dev, backend=backend)
         predictor = cls(loaded, **batching)
+        if torch_int8:
+            if batching.get("compile"):
+                raise UserError("--compile runs bf16/fp32 models; drop it for --dtype int8")
+            quantized.convert(predictor.model, lambda: predictor.calibration_batches(calibration_texts),
+                              torch_dtype)
         if (predictor.engine.backend == "torch" and not batching.get("compile")
                 and runtime.can_prepack(predictor.dtype, predictor.device)):
             runtime.prepack_linears(predictor.model)
@@ -145,6 +157,25 @@ class Predictor:
             predictor.engine = engine
         predictor.announce_as = str(loaded.source)
         return predictor
+
+    def calibration_batches(self, texts: Sequence[str] | None = None) -> list[dict[str, torch.Tensor]]:
+        """Encoder batches of ``texts`` (default ``quantized.CALIBRATION_TEXTS``), single and paired.
+
+        Pairs (a short text with a long one) give the ranges of question-answering's inputs.
+        """
+        texts = list(texts or quantized.CALIBRATION_TEXTS)
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise UserError("calibration texts must be a non-empty list of non-empty strings")
+        longest = sorted(texts, key=len)
+        pairs = (longest[: len(texts) // 2 or 1], longest[::-1][: len(texts) // 2 or 1])
+        keep = ("input_ids", "attention_mask") + (("token_type_ids",) if self._uses_token_types else ())
+        batches = []
+        with self.tokenizer_lock:
+            for args in ((texts,), pairs):
+                enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.handler.max_length,
+                                     return_tensors="pt")
+                batches.append({k: v.to(self.device) for k, v in enc.items() if k in keep})
+        return batches
 
     # --- the three stages ------------------------------------------------------------------------
     def prepare(

@@ -13,7 +13,8 @@ import torch
 from distilkit.errors import UserError
 
 DTYPES = {"auto", "float32", "bfloat16", "float16"}
-# Not a torch dtype: ONNX Runtime's dynamic int8 graph of the model (distilkit.export.cache).
+# Not a torch dtype: int8 GEMMs - PyTorch's oneDNN engine (distilkit.inference.quantized) on a CPU
+# with int8 dot products, else ONNX Runtime's dynamic int8 graph of the model (distilkit.export.cache).
 INT8 = "int8"
 
 
@@ -56,9 +57,10 @@ def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str |
     ``auto``: CUDA -> bf16 (fp16 without bf16); a CPU with AMX/AVX512-BF16 -> PyTorch bf16; another
     CPU -> PyTorch fp32 on prepacked oneDNN GEMMs (``prepack_linears``: level with or ahead of ONNX
     Runtime's fp32 graph, ``benchmarks/runtimes.py``, and no export), or, on a torch build without
-    oneDNN, ONNX Runtime's fp32 graph when it is installed. ``int8`` is ONNX Runtime's dynamic int8
-    graph; ``backend="onnx"`` runs ONNX Runtime in fp32 (or int8). An explicit ``float32`` with no
-    backend stays PyTorch: the reference engine, equal to the transformers pipelines.
+    oneDNN, ONNX Runtime's fp32 graph when it is installed. ``int8`` is PyTorch's oneDNN int8 engine
+    where the CPU has int8 dot products (``can_run_int8``), else (or with ``backend="onnx"``) ONNX
+    Runtime's dynamic int8 graph; ``backend="onnx"`` alone runs ONNX Runtime in fp32. An explicit
+    ``float32`` with no backend stays PyTorch: the reference engine, equal to the transformers pipelines.
 
     Raises:
         UserError: an unknown dtype or backend, or a combination no engine runs.
@@ -68,9 +70,16 @@ def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str |
     if backend not in (None, "torch", "onnx"):
         raise UserError(f"--backend must be torch or onnx, got {backend!r}")
     if dtype == INT8:
-        if backend == "torch" or device.type != "cpu":
-            raise UserError("dtype int8 is ONNX Runtime's CPU engine: drop --backend torch / --device")
-        return Engine("onnx", INT8, "requested; dynamic int8" + (" on VNNI" if _has("avx512_vnni") else ""))
+        if device.type != "cpu":
+            raise UserError("dtype int8 runs on the CPU: drop --device or choose another --dtype")
+        if backend != "onnx" and can_run_int8(device):
+            found = "/".join(f for f in ("amx_int8", "avx512_vnni") if _has(f))
+            return Engine("torch", INT8, f"requested; oneDNN u8 x s8 GEMMs on {found}")
+        if backend == "torch":
+            raise UserError("dtype int8 with --backend torch needs oneDNN's int8 GEMMs and a CPU with "
+                            "AVX512-VNNI or AMX; drop --backend to run ONNX Runtime's int8 graph")
+        return Engine("onnx", INT8, "requested; ONNX Runtime dynamic int8"
+                      + (" on VNNI" if _has("avx512_vnni") else ""))
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {sorted(DTYPES | {INT8})}, got {dtype!r}")
     if backend == "onnx":
@@ -90,6 +99,22 @@ def choose_engine(dtype: str | torch.dtype, device: torch.device, backend: str |
     if backend is None and importlib.util.find_spec("onnxruntime") is not None:
         return Engine("onnx", "float32", "auto: no fast bf16 on this CPU; its fastest exact engine")
     return Engine("torch", resolved, "auto: no fast bf16 on this CPU")
+
+
+def can_run_int8(device: torch.device) -> bool:
+    """True where ``distilkit.inference.quantized`` runs: oneDNN's int8 GEMMs on a VNNI or AMX CPU.
+
+    Without int8 dot products oneDNN's u8 x s8 GEMM is no faster than ONNX Runtime's, which is
+    then the int8 engine.
+    """
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and all(hasattr(torch.ops.onednn, op) for op in ("qlinear_pointwise", "qlinear_prepack"))
+            and any(_has(f) for f in ("amx_int8", "avx512_vnni")))
+
+
+def int8_compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the non-GEMM work (attention, LayerNorm, heads) of the torch int8 engine."""
+    return torch.bfloat16 if cpu_has_fast_bf16() and device.type == "cpu" else torch.float32
 
 
 def _has(flag: str) -> bool:
@@ -221,7 +246,8 @@ class PackedLinear(torch.nn.Linear):
         return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), bias, self.attr, [], "none")
 
 
-def _is_exact_gelu(act: torch.nn.Module) -> bool:
+def is_exact_gelu(act: torch.nn.Module | None) -> bool:
+    """True when ``act`` computes the exact (erf) GELU, the one oneDNN's GEMM epilogues apply."""
     probe = torch.linspace(-6, 6, 241)
     try:
         return torch.equal(act(probe), torch.nn.functional.gelu(probe))
@@ -243,7 +269,7 @@ def prepack_linears(model: torch.nn.Module) -> int:
         for lin_name, act_name in _FFN_PAIRS:
             lin, act = getattr(module, lin_name, None), getattr(module, act_name, None)
             if (type(lin) is torch.nn.Linear and lin.weight.dtype in PACKED_DTYPES
-                    and isinstance(act, torch.nn.Module) and _is_exact_gelu(act)):
+                    and isinstance(act, torch.nn.Module) and is_exact_gelu(act)):
                 setattr(module, lin_name, PackedLinear(lin, fuse_gelu=True))
                 setattr(module, act_name, torch.nn.Identity())
                 count += 1

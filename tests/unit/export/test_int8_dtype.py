@@ -1,4 +1,5 @@
-"""``dtype="int8"``: ONNX Runtime's dynamic int8 graph through the same Predictor, exported once, cached."""
+"""``dtype="int8", backend="onnx"``: ONNX Runtime's dynamic int8 graph through the same Predictor, exported
+once, cached (``dtype="int8"`` alone picks it where PyTorch's oneDNN int8 engine cannot run)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def home(tmp_path, monkeypatch):
 def test_int8_predictor_runs_the_quantised_graph_and_answers_like_the_fp32_one(tiny_model, home):
     model = tiny_model("fill-mask")
     fp32 = Predictor.from_ref(model, "fill-mask", dtype="float32").predict(TEXTS, {"top_k": 3})
-    int8 = Predictor.from_ref(model, "fill-mask", dtype="int8")
+    int8 = Predictor.from_ref(model, "fill-mask", dtype="int8", backend="onnx")
     assert isinstance(int8.model, OnnxModel) and int8.model.precision == "int8"
     answers = int8.predict(TEXTS, {"top_k": 3})
     assert [len(a) for a in answers] == [len(a) for a in fp32]  # one list per mask, three candidates each
@@ -44,7 +45,7 @@ def test_a_second_load_reuses_the_cached_export(tiny_model, home, monkeypatch):
 
     monkeypatch.setattr(cache, "export_onnx", no_export)
     assert cache.int8_model(model) == first
-    Predictor.from_ref(model, dtype="int8").predict(TEXTS[:1])
+    Predictor.from_ref(model, dtype="int8", backend="onnx").predict(TEXTS[:1])
 
 
 def test_a_changed_model_directory_gets_a_new_export(tiny_model, home, tmp_path):
@@ -54,8 +55,13 @@ def test_a_changed_model_directory_gets_a_new_export(tiny_model, home, tmp_path)
     assert cache.int8_model(model) != first
 
 
-def test_int8_with_the_torch_backend_is_a_user_error(tiny_model, home):
-    with pytest.raises(UserError, match="int8 is ONNX Runtime's CPU engine"):
+def test_int8_falls_back_to_onnx_runtime_where_torch_has_no_int8_engine(tiny_model, home, monkeypatch):
+    from distilkit.inference import runtime
+
+    monkeypatch.setattr(runtime, "can_run_int8", lambda device: False)
+    int8 = Predictor.from_ref(tiny_model("fill-mask"), "fill-mask", dtype="int8")
+    assert isinstance(int8.model, OnnxModel) and int8.engine.backend == "onnx"
+    with pytest.raises(UserError, match="needs oneDNN's int8 GEMMs"):
         Predictor.from_ref(tiny_model("fill-mask"), dtype="int8", backend="torch")
 
 
@@ -67,7 +73,7 @@ def test_an_fp32_onnx_export_is_not_taken_for_int8(tiny_model, home, tmp_path):
         Predictor.from_ref(tmp_path / "fp32", dtype="int8")
 
 
-def test_predict_cli_takes_dtype_int8(tiny_model, home):
+def test_predict_cli_takes_dtype_int8_on_onnx_runtime(tiny_model, home):
     import json
     import os
     import subprocess
@@ -75,7 +81,7 @@ def test_predict_cli_takes_dtype_int8(tiny_model, home):
 
     out = subprocess.run(
         [sys.executable, "-m", "distilkit", "predict", "fill-mask", "--model", str(tiny_model("fill-mask")),
-         "--dtype", "int8", TEXTS[0]],
+         "--dtype", "int8", "--backend", "onnx", TEXTS[0]],
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "DISTILKIT_HOME": str(home)},
     )

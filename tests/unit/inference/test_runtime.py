@@ -89,8 +89,8 @@ def test_auto_engine_is_onnx_runtime_fp32_without_fast_bf16_or_onednn(monkeypatc
 
 
 def test_engine_requests_no_engine_runs_are_user_errors():
-    with pytest.raises(ValueError, match="int8 is ONNX Runtime's CPU engine"):
-        runtime.choose_engine("int8", CPU, "torch")
+    with pytest.raises(ValueError, match="dtype int8 runs on the CPU"):
+        runtime.choose_engine("int8", torch.device("cuda"))
     with pytest.raises(ValueError, match="--backend onnx runs float32 or int8"):
         runtime.choose_engine("bfloat16", CPU, "onnx")
     with pytest.raises(ValueError, match="--backend must be torch or onnx"):
