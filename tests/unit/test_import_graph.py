@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("distilkit.errors", "distilkit.model_info")),
     ("libraries", ("distilkit.config", "distilkit.cards", "distilkit.tasks", "distilkit.registry",
                    "distilkit.inference.runtime", "distilkit.inference.packing",
-                   "distilkit.inference.selective", "distilkit.inference.onnx_backend",
+                   "distilkit.inference.selective", "distilkit.inference.quantized",
+                   "distilkit.inference.onnx_backend",
                    "distilkit.evaluation.metrics", "distilkit.evaluation.datasets",
                    "distilkit.train.losses", "distilkit.train.masking",
                    "distilkit.train.checkpoint", "distilkit.batch.storage", "distilkit.export.parity",
@@ -31,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("loader", ("distilkit.models",)),
     # The package root (only the root: "distilkit" is no prefix here) is the public facade,
     # ``distilkit.pipeline`` over the inference engine.
-    # The ONNX export is part of the engine: dtype="int8" runs the int8 graph it makes (export.cache).
+    # The ONNX export is part of the engine: backend="onnx" runs the graphs it makes (export.cache).
     ("engine", ("distilkit.inference", ROOT, "distilkit.export")),
     ("workflows", ("distilkit.train", "distilkit.evaluation", "distilkit.batch")),
     ("server", ("distilkit.serve",)),

@@ -70,15 +70,16 @@ class BatchConfig:
     """Seeded random weights of the model's real architecture."""
     dtype: str = "auto"
     """auto (the engine for the hardware, printed at start: bfloat16 where the CPU or GPU is fast at it,
-    else float32 - on ONNX Runtime when installed) | float32 | bfloat16 | float16 | int8 (ONNX
-    Runtime's dynamic int8 graph on CPU, exported once into $DISTILKIT_HOME/cache)."""
+    else float32 - on ONNX Runtime when installed) | float32 | bfloat16 | float16 | int8 (int8 GEMMs
+    on CPU: PyTorch's oneDNN engine where the CPU has VNNI/AMX, calibrated at load; else, or with
+    --backend onnx, ONNX Runtime's dynamic int8 graph, exported once into $DISTILKIT_HOME/cache)."""
     device: str | None = None
     """cpu | cuda | cuda:N (default: cuda if present)."""
     compile: bool = False
     """torch.compile the encoder (pays off on large inputs)."""
     backend: str | None = None
     """torch | onnx (default: onnx for a `distilkit export onnx` directory; onnx on a model directory
-    runs its fp32 graph, exported once into $DISTILKIT_HOME/cache)."""
+    runs its fp32 graph - int8 with --dtype int8 -, exported once into $DISTILKIT_HOME/cache)."""
     progress: bool | None = None
     """Show a progress bar (default: when stderr is a terminal)."""
     filesystem: Any = None

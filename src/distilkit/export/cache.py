@@ -1,6 +1,7 @@
 """ONNX Runtime graphs on demand, exported once per model and precision and kept in
-``$DISTILKIT_HOME/cache/onnx-<precision>/``: ``dtype="int8"`` runs the dynamically quantised graph
-(ONNX Runtime's int8 GEMMs, VNNI on x86); ``backend="onnx"`` on a model directory (and ``dtype="auto"``
+``$DISTILKIT_HOME/cache/onnx-<precision>/``: ``dtype="int8", backend="onnx"`` (and ``dtype="int8"`` on a
+CPU without int8 dot products, where PyTorch's oneDNN int8 engine does not run) runs the dynamically
+quantised graph (ONNX Runtime's int8 GEMMs); ``backend="onnx"`` on a model directory (and ``dtype="auto"``
 on a CPU without fast bf16 when torch has no oneDNN) runs the fp32 graph (``benchmarks/runtimes.py``
 compares it with PyTorch's).
 
@@ -8,7 +9,8 @@ On this project's 2-core AVX512-VNNI CPU, the dynamic int8 engines measured on d
 fill-mask (256 x ~20 and 64 x ~120 tokens, sequences/s through the Predictor, one process each in one
 session; the VM drifts, so the ratios are rough): ONNX Runtime 356 / 66, ``torch.ao`` dynamic int8
 265 / 59 (an API deprecated for removal), torchao's int8 dynamic activations and weights 144 / 38,
-PyTorch bf16 161 / 34. ONNX Runtime is the one used.
+PyTorch bf16 161 / 34. ONNX Runtime was the int8 engine until ``distilkit.inference.quantized``
+(oneDNN u8 x s8 GEMMs with u8 hand-over inside the feed-forward block) overtook it.
 The export checks fp32 parity against PyTorch before quantising (``distilkit export onnx``), and its
 report in the cached directory gives the int8 graph's agreement with fp32.
 """
