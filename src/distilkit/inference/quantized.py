@@ -213,10 +213,25 @@ def _attention_inputs(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module,
                 yield module, names
 
 
-def calibrate(model: torch.nn.Module,
-              batches: Sequence[dict[str, torch.Tensor]]) -> dict[int, tuple[float, float]]:
-    """Run the encoder over ``batches``; return each feed-forward activation's (min, max) by ``id``."""
+def value_output_pairs(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Linear, torch.nn.Linear]]:
+    """(value projection, attention output projection) per layer: each channel of the context the
+    second reads is a weighted mean of the same channel of the first's outputs."""
+    for layer in encoder_layers(model) or ():
+        att = getattr(layer, "attention", None)
+        value, output = _linear(att, "v_lin"), _linear(att, "out_lin")
+        if value is None:
+            inner, after = getattr(att, "self", None), getattr(att, "output", None)
+            value, output = _linear(inner, "value"), _linear(after, "dense")
+        if value is not None and output is not None and value.bias is not None:
+            yield value, output
+
+
+def calibrate(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]]
+              ) -> tuple[dict[int, tuple[float, float]], dict[int, torch.Tensor]]:
+    """Run the encoder over ``batches``; return each feed-forward activation's (min, max) and each
+    attention output projection's per-channel input max |x|, both by module ``id``."""
     ranges: dict[int, tuple[float, float]] = {}
+    channels: dict[int, torch.Tensor] = {}
     hooks = []
 
     def record(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
@@ -224,8 +239,16 @@ def calibrate(model: torch.nn.Module,
         old = ranges.get(id(module), (0.0, 0.0))
         ranges[id(module)] = (min(old[0], low.item()), max(old[1], high.item()))
 
+    def record_channels(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        peak = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).float()
+        old = channels.get(id(module))
+        channels[id(module)] = peak if old is None else torch.maximum(old, peak)
+
     for _, _, act_owner, act_name, _, _ in feed_forward_blocks(model):
         hooks.append(getattr(act_owner, act_name).register_forward_hook(record))
+    for _, output in value_output_pairs(model):
+        hooks.append(output.register_forward_pre_hook(record_channels))
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -233,7 +256,23 @@ def calibrate(model: torch.nn.Module,
     finally:
         for hook in hooks:
             hook.remove()
-    return ranges
+    return ranges, channels
+
+
+def smooth(value: torch.nn.Linear, output: torch.nn.Linear, peak: torch.Tensor, alpha: float = 0.5) -> None:
+    """Move the context's per-channel spread from the activation into the output projection's weight.
+
+    Channel c of the value projection is divided by s_c and column c of the output projection
+    multiplied by it (s_c = peak_c^alpha / max|W_out[:, c]|^(1-alpha), SmoothQuant's rule): the
+    float function is unchanged, but the context the output projection quantises per tensor has
+    its outlier channels scaled down. Weights become fp32 (they are quantised next).
+    """
+    w = output.weight.detach().float()
+    spread = w.abs().amax(dim=0).clamp_min(1e-5).pow(1 - alpha)
+    scale = (peak.clamp_min(1e-5).pow(alpha) / spread).clamp_min(1e-5)
+    value.weight = torch.nn.Parameter(value.weight.detach().float() / scale[:, None], requires_grad=False)
+    value.bias = torch.nn.Parameter(value.bias.detach().float() / scale, requires_grad=False)
+    output.weight = torch.nn.Parameter(w * scale[None, :], requires_grad=False)
 
 
 def convert(model: torch.nn.Module, calibration: Callable[[], Sequence[dict[str, torch.Tensor]]],
@@ -243,7 +282,9 @@ def convert(model: torch.nn.Module, calibration: Callable[[], Sequence[dict[str,
     ``calibration()`` gives the encoder batches whose feed-forward ranges fix the static u8 scale
     between each block's two GEMMs. Heads are left as they are.
     """
-    ranges = calibrate(model, calibration())
+    ranges, channels = calibrate(model, calibration())
+    for value, output in list(value_output_pairs(model)):
+        smooth(value, output, channels[id(output)])
     count = 0
     for owner1, name1, act_owner, act_name, owner2, name2 in list(feed_forward_blocks(model)):
         act = getattr(act_owner, act_name)

@@ -103,7 +103,7 @@ def test_convert_quantises_every_encoder_gemm_and_keeps_the_hidden_states(tiny_m
 def test_calibration_records_each_feed_forward_activation_range(tiny_model):
     predictor = Predictor.from_ref(tiny_model("fill-mask", "bert"), "fill-mask", dtype="float32")
     model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "bert")).eval()
-    ranges = quantized.calibrate(model, predictor.calibration_batches(["one two three", "four five"]))
+    ranges, _ = quantized.calibrate(model, predictor.calibration_batches(["one two three", "four five"]))
     blocks = list(quantized.feed_forward_blocks(model))
     assert len(ranges) == len(blocks) == model.config.num_hidden_layers
     for low, high in ranges.values():
@@ -153,3 +153,23 @@ def test_int8_engine_choice_follows_the_cpu(monkeypatch):
     assert runtime.choose_engine("int8", CPU).backend == "onnx"
     with pytest.raises(UserError, match="needs oneDNN's int8 GEMMs"):
         runtime.choose_engine("int8", CPU, "torch")
+
+
+def test_smoothing_keeps_the_float_function_and_flattens_the_context_channels():
+    torch.manual_seed(0)
+    value, output = torch.nn.Linear(16, 16), torch.nn.Linear(16, 8)
+    with torch.no_grad():
+        value.weight[3] *= 40  # an outlier channel of the context, as trained models have
+        value.bias[3] *= 40
+    x = torch.randn(2, 5, 16)
+    weights = torch.softmax(torch.randn(2, 5, 5), dim=-1)  # attention: rows of a weighted mean
+    with torch.no_grad():
+        context = weights @ value(x)
+        want = output(context)
+        peak = context.reshape(-1, 16).abs().amax(dim=0)
+        quantized.smooth(value, output, peak)
+        smoothed = weights @ value(x)
+        got = output(smoothed)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    after = smoothed.reshape(-1, 16).abs().amax(dim=0)
+    assert after.max() / after.min() < (peak.max() / peak.min()) / 4
