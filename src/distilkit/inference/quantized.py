@@ -9,6 +9,11 @@
 - the feed-forward block's first GEMM applies GELU in its epilogue and writes **u8** straight into
   the second GEMM, with a static scale calibrated at load (min/max of the GELU outputs over
   ``CALIBRATION_TEXTS`` or the caller's texts): its 4x-wide output is never written in 16/32 bits;
+- the attention output projection reads a context whose channels differ in range by orders of
+  magnitude on trained weights; calibration measures each channel's peak and ``smooth`` divides
+  it out of the value projection and into the output projection's weight (SmoothQuant's
+  migration, exact in float, free at run time): on the real QA teacher of examples/real this took
+  int8's F1 cost from 1.23 to 0.39;
 - everything else (embeddings, attention scores and softmax, residual adds, LayerNorm, heads)
   stays in the model's dtype (bf16 where the CPU has it), and the Predictor's other advantages
   (last layer only where a head reads it, length-aware batches) are kept.
