@@ -73,6 +73,9 @@ class BatchConfig:
     else float32 - on ONNX Runtime when installed) | float32 | bfloat16 | float16 | int8 (int8 GEMMs
     on CPU: PyTorch's oneDNN engine where the CPU has VNNI/AMX, calibrated at load; else, or with
     --backend onnx, ONNX Runtime's dynamic int8 graph, exported once into $DISTILKIT_HOME/cache)."""
+    calibration: str | None = None
+    """--dtype int8: a text file of your domain, one text per line, whose activation ranges set the
+    int8 engine's static scales (default: a few built-in English texts)."""
     device: str | None = None
     """cpu | cuda | cuda:N (default: cuda if present)."""
     compile: bool = False

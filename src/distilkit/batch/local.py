@@ -120,6 +120,7 @@ def run_local(config: BatchConfig, predictor: Any = None) -> BatchSummary:
             device=config.device,
             compile=config.compile,
             backend=config.backend,
+            calibration=config.calibration,
         )
     predictor.handler.check_params(config.params)  # a bad --param fails before any row
     params = dict(config.params)

@@ -89,7 +89,8 @@ def predicted_rows(ray: Any, config: BatchConfig, source: InputFile, columns: Co
     )  # actors' cwd may differ
     model = {"model": ref, "task": task, "dummy_weights": config.dummy_weights, "dtype": config.dtype,
              "device": config.device, "compile": config.compile, "backend": config.backend,
-             "num_threads": threads}
+             "num_threads": threads,
+             "calibration": os.path.abspath(config.calibration) if config.calibration else None}
     items = [{"first": first, "offset": offset, "rows": rows} for first, offset, rows in spans]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         PredictActor, batch_size=1, batch_format="pyarrow", num_cpus=1,

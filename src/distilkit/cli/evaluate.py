@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from distilkit.cli.options import DTYPE_HELP
+from distilkit.cli.options import CALIBRATION_HELP, DTYPE_HELP
 from distilkit.errors import UserError
 
 GLUE = "glue"
@@ -115,6 +115,7 @@ def evaluate(
     top_k: int = typer.Option(5, "--top-k", help="fill-mask: k of the top-k gold-word accuracy."),
     dummy_weights: bool = typer.Option(False, "--dummy-weights", help="Random weights, real architecture."),
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+    calibration: str = typer.Option(None, "--calibration", help=CALIBRATION_HELP),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: cuda if present)."),
     register: str = typer.Option(
         None,
@@ -156,7 +157,8 @@ def evaluate(
     out = Console()
 
     def load(ref: str, name: str) -> Predictor:
-        return Predictor.from_ref(ref, name, dummy_weights=dummy_weights, dtype=dtype, device=device)
+        return Predictor.from_ref(ref, name, dummy_weights=dummy_weights, dtype=dtype, device=device,
+                                  calibration=calibration)
 
     if task == GLUE:
         if data_dir is None or data is not None:

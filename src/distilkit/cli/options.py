@@ -38,6 +38,7 @@ CONFIG_HELP = "YAML file of options (keys as below, snake_case); flags win."
 # config's fields.
 DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
 BACKEND_HELP = " ".join(field_help(BatchConfig, "backend").split())
+CALIBRATION_HELP = " ".join(field_help(BatchConfig, "calibration").split())
 
 
 def flag(name: str) -> str:

@@ -69,6 +69,7 @@ def predict(
         device=flags["device"],
         compile=flags["compile"],
         backend=flags["backend"],
+        calibration=flags["calibration"],
     )
     results = predictor.predict(items, params)
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False))

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from distilkit.cli.options import BACKEND_HELP, DTYPE_HELP, config_command
+from distilkit.cli.options import BACKEND_HELP, CALIBRATION_HELP, DTYPE_HELP, config_command
 from distilkit.errors import UserError
 from distilkit.serve.settings import CARD_MODELS, ServeSettings, parse_model_spec
 
@@ -39,6 +39,8 @@ def serve(
                                  help="torch.compile the encoders (slower start, faster batches)."),
     backend: str = typer.Option(None, "--backend", envvar=E + "BACKEND",
                                 help=BACKEND_HELP),
+    calibration: str = typer.Option(None, "--calibration", envvar=E + "CALIBRATION",
+                                    help=CALIBRATION_HELP),
 ) -> None:
     """Serve models over HTTP: /score (card formats), /models/NAME, /invocations, KServe v1/v2, /metrics."""
     import logging
@@ -52,7 +54,8 @@ def serve(
     # scheduler's model thread stays the only one (see distilkit.serve.scheduler).
     with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:
         predictors = loader.submit(load_predictors, model, dummy_weights=dummy_weights, dtype=dtype,
-                                   device=device, compile=compile, backend=backend).result()
+                                   device=device, compile=compile, backend=backend,
+                                   calibration=calibration).result()
     for predictor in predictors.values():
         predictor.announce()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -116,6 +116,7 @@ class Predictor:
         num_threads: int | None = None,
         backend: str | None = None,
         calibration_texts: Sequence[str] | None = None,
+        calibration: str | os.PathLike | None = None,
         **batching: Any,
     ) -> Predictor:
         """Load ``model`` (directory or hub id) and build a Predictor with the precision policy applied.
@@ -123,11 +124,16 @@ class Predictor:
         ``backend`` is ``torch``, ``onnx`` or None (``onnx`` for a ``distilkit export onnx`` directory).
         ``dtype="int8"`` runs the encoder's GEMMs in int8: PyTorch's oneDNN engine on a CPU with
         int8 dot products (``distilkit.inference.quantized``, calibrated at load on
-        ``calibration_texts``, default ``quantized.CALIBRATION_TEXTS``), else ONNX Runtime's dynamic
+        ``calibration_texts`` or the lines of the text file ``calibration``, default
+        ``quantized.CALIBRATION_TEXTS``), else ONNX Runtime's dynamic
         int8 graph. ``backend="onnx"`` on a model directory runs its ONNX Runtime graph (exported once,
         cached); ``dtype="auto"`` picks the engine for the hardware (``runtime.choose_engine``) and
         the choice is printed on stderr.
         """
+        if calibration is not None:
+            if dtype != runtime.INT8:
+                raise UserError(f"--calibration calibrates --dtype int8, not {dtype}")
+            calibration_texts = read_calibration(calibration)
         dev = runtime.resolve_device(device)
         exported = is_exported_dir(resolve_source(model))
         engine = (None if exported and dtype != runtime.INT8  # an export's int8 is its graph's
@@ -253,3 +259,19 @@ class Predictor:
         """
         prepared = self.prepare(items, params)
         return self.finish(prepared, self.run(prepared.features))
+
+
+def read_calibration(path: str | os.PathLike) -> list[str]:
+    """The calibration texts of a UTF-8 text file: one per non-empty line.
+
+    Raises:
+        UserError: the file cannot be read or holds no text.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--calibration {path}: cannot read it as UTF-8 text ({err})") from err
+    if not texts:
+        raise UserError(f"--calibration {path}: no text in it (one calibration text per line)")
+    return texts

@@ -173,3 +173,40 @@ def test_smoothing_keeps_the_float_function_and_flattens_the_context_channels():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     after = smoothed.reshape(-1, 16).abs().amax(dim=0)
     assert after.max() / after.min() < (peak.max() / peak.min()) / 4
+
+
+def test_a_calibration_file_gives_the_texts_and_bad_ones_are_user_errors(tiny_model, tmp_path, monkeypatch):
+    seen = []
+    real = Predictor.calibration_batches
+    monkeypatch.setattr(Predictor, "calibration_batches", lambda self, texts=None: seen.append(texts)
+                        or real(self, texts))
+    path = tmp_path / "domain.txt"
+    path.write_text("First domain text.\n\n  Second one, with more words.  \n", encoding="utf-8")
+    model = tiny_model("fill-mask")
+    Predictor.from_ref(model, "fill-mask", dtype="int8", calibration=path).predict(TEXTS[:1])
+    assert seen == [["First domain text.", "Second one, with more words."]]
+    (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    with pytest.raises(UserError, match="no text in it"):
+        Predictor.from_ref(model, "fill-mask", dtype="int8", calibration=tmp_path / "empty.txt")
+    with pytest.raises(UserError, match="cannot read it"):
+        Predictor.from_ref(model, "fill-mask", dtype="int8", calibration=tmp_path / "missing.txt")
+    with pytest.raises(UserError, match="calibrates --dtype int8, not bfloat16"):
+        Predictor.from_ref(model, "fill-mask", dtype="bfloat16", calibration=path)
+
+
+def test_predict_cli_takes_a_calibration_file(tiny_model, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "domain.txt"
+    path.write_text("Some text of the domain.\nAnother line.\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "distilkit", "predict", "fill-mask", "--model", str(tiny_model("fill-mask")),
+         "--dtype", "int8", "--calibration", str(path), TEXTS[0]],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "engine: PyTorch int8" in out.stderr
+    assert len(json.loads(out.stdout)[0]) == 5
