@@ -143,6 +143,8 @@ class Predictor:
                                seed=seed)
             backend = "onnx"
         torch_int8 = engine is not None and engine.backend == "torch" and engine.precision == runtime.INT8
+        if torch_int8 and batching.get("compile"):  # refused before the model is loaded
+            raise UserError("--compile runs bf16/fp32 models; drop it for --dtype int8")
         torch_dtype = runtime.int8_compute_dtype(dev) if torch_int8 else runtime.resolve_dtype(dtype, dev)
         if dev.type == "cpu":
             runtime.set_threads(num_threads)
@@ -150,8 +152,6 @@ class Predictor:
                             device=dev, backend=backend)
         predictor = cls(loaded, **batching)
         if torch_int8:
-            if batching.get("compile"):
-                raise UserError("--compile runs bf16/fp32 models; drop it for --dtype int8")
             quantized.convert(predictor.model, lambda: predictor.calibration_batches(calibration_texts),
                               torch_dtype)
         if (predictor.engine.backend == "torch" and not batching.get("compile")
@@ -172,8 +172,8 @@ class Predictor:
         texts = list(texts or quantized.CALIBRATION_TEXTS)
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise UserError("calibration texts must be a non-empty list of non-empty strings")
-        longest = sorted(texts, key=len)
-        pairs = (longest[: len(texts) // 2 or 1], longest[::-1][: len(texts) // 2 or 1])
+        by_length, half = sorted(texts, key=len), len(texts) // 2 or 1
+        pairs = (by_length[:half], by_length[::-1][:half])  # the shortest with the longest
         keep = ("input_ids", "attention_mask") + (("token_type_ids",) if self._uses_token_types else ())
         batches = []
         with self.tokenizer_lock:

@@ -83,6 +83,13 @@ def _quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ops.onednn.qlinear_prepack(qw, None), scale
 
 
+def u8_params(low: float, high: float) -> tuple[float, int]:
+    """(scale, zero point) of unsigned int8 over [low, high] widened to include 0 (kept exact)."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = max(high - low, 1e-8) / 255
+    return scale, round(-low / scale)
+
+
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """u8 with one scale and zero point over ``x``'s range (always including 0): (q (N, K), scale, zp).
 
@@ -91,9 +98,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """
     x2 = x.reshape(-1, x.shape[-1])
     lo, hi = torch.aminmax(x2)
-    lo, hi = min(lo.item(), 0.0), max(hi.item(), 0.0)
-    scale = max(hi - lo, 1e-8) / 255
-    zero = round(-lo / scale)
+    scale, zero = u8_params(lo.item(), hi.item())
     # In place on a fresh fp32 tensor only: ``x`` must stay as it is (``float()`` of fp32 is ``x``).
     scaled = x2.float().mul_(1 / scale) if x2.dtype != torch.float32 else x2 * (1 / scale)
     q = scaled.add_(zero + 0.5).clamp_(0, 255).to(torch.uint8)
@@ -149,11 +154,7 @@ class QuantizedLinear(torch.nn.Module):
         self.quantizer = quantizer or SharedQuantizer()
         self.post_op = "gelu" if gelu else "none"
         self.algorithm = "none" if gelu else ""
-        self.out_params: tuple[float, int] | None = None
-        if out_range is not None:
-            low, high = min(out_range[0], 0.0), max(out_range[1], 0.0)
-            scale_out = max(high - low, 1e-8) / 255
-            self.out_params = (scale_out, round(-low / scale_out))
+        self.out_params = None if out_range is None else u8_params(*out_range)
         self.in_params = in_params
 
     def extra_repr(self) -> str:
@@ -186,7 +187,12 @@ def is_encoder_gemm_weight(name: str, dims: int) -> bool:
 
 def _linear(owner: torch.nn.Module, name: str) -> torch.nn.Linear | None:
     child = getattr(owner, name, None)
-    return child if isinstance(child, torch.nn.Linear) and not isinstance(child, QuantizedLinear) else None
+    return child if isinstance(child, torch.nn.Linear) else None
+
+
+def _layer_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every module inside the encoder layers (not the embeddings, pooler or heads)."""
+    return list((encoder_layers(model) or torch.nn.ModuleList()).modules())
 
 
 def feed_forward_blocks(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, str, torch.nn.Module, str,
@@ -197,8 +203,7 @@ def feed_forward_blocks(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Modul
     (``intermediate.dense`` -> ``intermediate.intermediate_act_fn`` -> ``output.dense``), with an
     exact GELU only (the one oneDNN's epilogue computes).
     """
-    encoder = getattr(model, "base_model", model)
-    for module in encoder.modules():
+    for module in _layer_modules(model):
         if (_linear(module, "lin1") is not None and _linear(module, "lin2") is not None
                 and is_exact_gelu(getattr(module, "activation", None))):
             yield module, "lin1", module, "activation", module, "lin2"
@@ -211,8 +216,7 @@ def feed_forward_blocks(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Modul
 
 def _attention_inputs(model: torch.nn.Module) -> Iterator[tuple[torch.nn.Module, tuple[str, ...]]]:
     """The (module, names) of query/key/value projections that read one input."""
-    encoder = getattr(model, "base_model", model)
-    for module in encoder.modules():
+    for module in _layer_modules(model):
         for names in (("q_lin", "k_lin", "v_lin"), ("query", "key", "value")):
             if all(_linear(module, n) is not None for n in names):
                 yield module, names
@@ -305,7 +309,7 @@ def convert(model: torch.nn.Module, calibration: Callable[[], Sequence[dict[str,
         for name in names:
             setattr(module, name, QuantizedLinear(getattr(module, name), out_dtype, quantizer=shared))
             count += 1
-    for module in list((encoder_layers(model) or torch.nn.ModuleList()).modules()):
+    for module in _layer_modules(model):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear:  # the attention output projections
                 setattr(module, name, QuantizedLinear(child, out_dtype))
