@@ -289,7 +289,8 @@ def convert(model: torch.nn.Module, calibration: Callable[[], Sequence[dict[str,
     """Swap the encoder's linears for ``QuantizedLinear`` in place; returns how many.
 
     ``calibration()`` gives the encoder batches whose feed-forward ranges fix the static u8 scale
-    between each block's two GEMMs. Heads are left as they are.
+    between each block's two GEMMs. Heads keep the model's float dtype (``runtime.prepack_linears``
+    packs them afterwards): fill-mask scores come from a float vocabulary projection.
     """
     ranges, channels = calibrate(model, calibration())
     for value, output in list(value_output_pairs(model)):

@@ -45,11 +45,33 @@ def test_packed_encoder_keeps_its_state_dict_and_its_outputs(tiny_model, family,
         count = runtime.prepack_linears(model)
         fast = model(input_ids=ids).start_logits.float()
     layers = model.config.num_hidden_layers if family != "distilbert" else model.config.n_layers
-    assert count == 6 * layers  # q, k, v, out, ffn-in (with its GELU), ffn-out per layer
+    assert count == 6 * layers + 1  # q, k, v, out, ffn-in (with its GELU), ffn-out per layer; the head
+    assert isinstance(model.qa_outputs, runtime.PackedLinear)
     assert sum(m.attr == "gelu" for m in packed(model)) == layers
     assert list(model.state_dict()) == list(before)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
     if dtype == torch.float32:  # exact fp32 arithmetic: only the summation order differs
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    else:
+        assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.bfloat16, marks=needs_prepack),
+                                   pytest.param(torch.float32, marks=needs_fp32_prepack)])
+@pytest.mark.parametrize("family", ["distilbert", "bert", "roberta"])
+def test_vocabulary_projection_is_packed_and_stays_tied_to_the_embeddings(tiny_model, family, dtype):
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", family), dtype=dtype).eval()
+    projection = model.get_output_embeddings()
+    assert projection.weight is model.get_input_embeddings().weight  # tied before
+    ids = torch.randint(5, 90, (2, 9))
+    with torch.inference_mode():
+        plain = model(input_ids=ids).logits.float()
+        runtime.prepack_linears(model)
+        fast = model(input_ids=ids).logits.float()
+    packed_projection = model.get_output_embeddings()
+    assert isinstance(packed_projection, runtime.PackedLinear)
+    assert packed_projection.weight is model.get_input_embeddings().weight  # still one tensor
+    if dtype == torch.float32:
         torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
     else:
         assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()
@@ -101,9 +123,10 @@ def test_packed_model_follows_dtype_changes_new_weights_and_training(tiny_model)
     runtime.prepack_linears(model)
     ids = torch.randint(5, 90, (2, 13))
     reference = AutoModelForQuestionAnswering.from_pretrained(path).eval()
-    with torch.inference_mode():  # .float(): the plain fp32 path, bit for bit the unpacked model's
-        assert torch.equal(model.float()(input_ids=ids).start_logits,
-                           reference.to(torch.bfloat16).float()(input_ids=ids).start_logits)
+    with torch.inference_mode():  # .float(): repacked in fp32, exact arithmetic up to summation order
+        torch.testing.assert_close(model.float()(input_ids=ids).start_logits,
+                                   reference.to(torch.bfloat16).float()(input_ids=ids).start_logits,
+                                   rtol=1e-5, atol=1e-5)
     other = AutoModelForQuestionAnswering.from_pretrained(tiny_model("question-answering", seed=1),
                                                           dtype=torch.bfloat16).eval()
     model.to(torch.bfloat16).load_state_dict(other.state_dict())  # in place: the packed copies follow
