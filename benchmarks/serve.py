@@ -1,6 +1,6 @@
 """Serving: distilkit serve vs LitServe, Ray Serve and a FastAPI + pipeline endpoint, loopback only.
 
-    python benchmarks/serve.py                                   # everything (~8 min on 2 cores)
+    python benchmarks/serve.py                                   # everything (~11 min on 2 cores)
     python benchmarks/serve.py --peers distilkit,litserve --levels 1,32
     python benchmarks/serve.py --soak 180                        # distilkit at 32 clients, RSS over time
     python benchmarks/serve.py --quick                           # a smoke check
@@ -12,6 +12,7 @@ from ../shared) and every server loads them; clients send one WikiText-2 sentenc
 (aiohttp, keep-alive). The servers:
 
 - distilkit: ``distilkit serve --model mlm=DIR`` (defaults: bf16 here, max batch 32);
+- distilkit-int8: the same with ``--dtype int8`` (PyTorch's oneDNN int8 engine), for comparison;
 - litserve: LitServe with dynamic batching (max batch 32), ``benchmarks/serve_peers/``;
 - ray: Ray Serve with ``@serve.batch`` (max batch 32), ``benchmarks/serve_peers/``;
 - baseline: a FastAPI app calling ``transformers.pipeline`` per request (``baseline_server.py``).
@@ -44,7 +45,8 @@ sys.path.insert(0, str(HERE))
 from workloads import fill_mask_texts
 
 DEFAULT_SHARED = HERE.parent.parent / "shared"
-PEERS = ("distilkit", "litserve", "ray", "baseline")
+PEERS = ("distilkit", "distilkit-int8", "litserve", "ray", "baseline")
+OURS = ("distilkit", "distilkit-int8")
 STAGE = re.compile(r'distilkit_stage_seconds_(sum|count)\{model="mlm",stage="(\w+)"\} (\S+)')
 
 
@@ -101,6 +103,8 @@ def servers(model: Path) -> dict[str, tuple[list[str], str, str]]:
     return {
         "distilkit": ([py, "-m", "distilkit", "serve", "--model", f"mlm={model}", "--port", "{port}"],
                       "/models/mlm", "/models/mlm"),
+        "distilkit-int8": ([py, "-m", "distilkit", "serve", "--model", f"mlm={model}", "--dtype", "int8",
+                            "--port", "{port}"], "/models/mlm", "/models/mlm"),
         "litserve": ([py, str(HERE / "serve_peers" / "litserve_server.py"), "--model", str(model), "--port",
                       "{port}"], "/predict", "/predict"),
         "ray": ([py, str(HERE / "serve_peers" / "ray_server.py"), "--model", str(model), "--port", "{port}"],
@@ -169,9 +173,9 @@ def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
     rows = []
     for clients in args.levels:
         asyncio.run(load(url, texts, clients, 1.5, 10**9))  # this level's connections, discarded
-        before = stage_split(server.url) if name == "distilkit" else {}
+        before = stage_split(server.url) if name in OURS else {}
         row = asyncio.run(load(url, texts, clients, args.seconds, args.requests))
-        if name == "distilkit":
+        if name in OURS:
             row["stage_ms"] = stage_ms(before, stage_split(server.url))
         print(f"{name} {clients:>3} clients: {row['req_per_s']} req/s p50 {row['p50_ms']} ms "
               f"p99 {row['p99_ms']} ms errors {row['errors']}", file=sys.stderr)
@@ -179,11 +183,11 @@ def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
     return rows
 
 
-def in_process(model: Path, texts: list[str]) -> dict:
+def in_process(model: Path, texts: list[str], dtype: str = "auto") -> dict:
     """The Predictor on the same sentences in this process: all at once, and one at a time."""
     from distilkit.inference.predictor import Predictor
 
-    predictor = Predictor.from_ref(model, "fill-mask")
+    predictor = Predictor.from_ref(model, "fill-mask", dtype=dtype)
     predictor.predict(texts[:64])
     best = float("inf")
     for _ in range(3):
@@ -233,25 +237,33 @@ def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, ev
 
 
 def summarize(result: dict) -> None:
-    """Ratios against the best other server at each level, and the server's own overhead."""
-    ours = result["servers"].get("distilkit")
-    others = {k: v for k, v in result["servers"].items() if k != "distilkit"}
-    if ours and others:
-        result["vs_best_peer"] = []
-        for i, row in enumerate(ours):
+    """Ratios against the best other server at each level, and the server's own overhead.
+
+    ``vs_best_peer`` is distilkit's default (bf16 here); ``vs_best_peer_int8`` its ``--dtype int8``.
+    """
+    others = {k: v for k, v in result["servers"].items() if k not in OURS}
+    for name, key in (("distilkit", "vs_best_peer"), ("distilkit-int8", "vs_best_peer_int8")):
+        rows = result["servers"].get(name)
+        if not rows or not others:
+            continue
+        result[key] = []
+        for i, row in enumerate(rows):
             best = max(others, key=lambda k: others[k][i]["req_per_s"])
             lowest_p99 = min(v[i]["p99_ms"] for v in others.values())
             ratio = round(row["req_per_s"] / others[best][i]["req_per_s"], 2)
-            result["vs_best_peer"].append({"clients": row["clients"], "best_peer": best, "throughput": ratio,
-                                           "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99})
-    if ours and "in_process" in result:
-        by_level = {r["clients"]: r for r in ours}
-        inproc = result["in_process"]
+            result[key].append({"clients": row["clients"], "best_peer": best, "throughput": ratio,
+                                "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99})
+    for name, suffix in (("distilkit", ""), ("distilkit-int8", "_int8")):
+        rows, inproc = result["servers"].get(name), result.get("in_process" + suffix)
+        if not rows or not inproc:
+            continue
+        by_level = {r["clients"]: r for r in rows}
         if 32 in by_level:
             share = by_level[32]["req_per_s"] / inproc["sentences_per_s"]
-            result["share_of_in_process_at_32"] = round(share, 3)
+            result["share_of_in_process_at_32" + suffix] = round(share, 3)
         if 1 in by_level:
-            result["p50_over_in_process_at_1_ms"] = round(by_level[1]["p50_ms"] - inproc["single_p50_ms"], 2)
+            over = by_level[1]["p50_ms"] - inproc["single_p50_ms"]
+            result["p50_over_in_process_at_1_ms" + suffix] = round(over, 2)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -260,7 +272,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"distilkit": "#2a7ab9", "litserve": "#7b4fa8", "ray": "#e08a1e", "baseline": "#9e9e9e"}
+    colors = {"distilkit": "#2a7ab9", "distilkit-int8": "#1b9e77", "litserve": "#7b4fa8", "ray": "#e08a1e",
+              "baseline": "#9e9e9e"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for name, rows in result["servers"].items():
         clients = [r["clients"] for r in rows]
@@ -269,6 +282,9 @@ def plot(result: dict, path: Path) -> None:
     if "in_process" in result:
         left.axhline(result["in_process"]["sentences_per_s"], ls="--", color="#2a7ab9", lw=1,
                      label="distilkit Predictor in process")
+    if "in_process_int8" in result:
+        left.axhline(result["in_process_int8"]["sentences_per_s"], ls="--", color="#1b9e77", lw=1,
+                     label="the same, int8")
     left.set(xlabel="concurrent clients", ylabel="requests / s", xscale="log",
              title="throughput (higher is better)")
     right.set(xlabel="concurrent clients", ylabel="p99 latency (ms)", xscale="log", yscale="log",
@@ -319,6 +335,9 @@ def main() -> None:
             if not args.no_in_process:
                 result["in_process"] = in_process(model, texts)
                 print(f"in process: {result['in_process']}", file=sys.stderr)
+                if "distilkit-int8" in peers:
+                    result["in_process_int8"] = in_process(model, texts, "int8")
+                    print(f"in process, int8: {result['in_process_int8']}", file=sys.stderr)
             for name in peers:
                 try:  # a peer that does not start is reported, and the others still run
                     server = Server(*commands[name])
