@@ -12,12 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.errors import UserError
+from distilkit.evaluation.metrics import glue_task_name
 from distilkit.model_info import canonical_task
 
 # One precision vocabulary everywhere (--precision here, --dtype at inference): torch's dtype names.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 LEGACY_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # accepted, deprecated
 
+
+
+def glue_task_option(name: str) -> str:
+    """``--glue-task``'s value as GLUE spells the task (``sst2`` -> ``SST-2``).
+
+    Raises:
+        UserError: not a GLUE task (the message names the flag and lists the tasks).
+    """
+    try:
+        return glue_task_name(name)
+    except ValueError as err:
+        raise UserError(f"--glue-task: {err}") from None
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -278,7 +291,8 @@ class FinetuneConfig:
     """Run directory: the fine-tuned model, config.yaml, metrics.csv/json, README.md, checkpoints/,
     tensorboard/."""
     glue_task: str | None = None
-    """Read the files as this GLUE task's TSV (e.g. MRPC, STS-B) and report its GLUE metrics."""
+    """Read the files as this GLUE task's TSV (e.g. MRPC, STS-B, sst2; any case) and report its GLUE
+    metrics."""
     label_names: str | None = None
     """text-classification: comma-separated names of the data's labels in their sorted order (e.g.
     negative,positive for 0/1), kept in the model's config (default with --glue-task: GLUE's names,
@@ -358,8 +372,10 @@ class FinetuneConfig:
             )
         if self.problem_type != "auto" and task != "text-classification":
             raise UserError("--problem-type is for text-classification")
-        if self.glue_task is not None and task != "text-classification":
-            raise UserError("--glue-task is for text-classification")
+        if self.glue_task is not None:
+            if task != "text-classification":
+                raise UserError("--glue-task is for text-classification")
+            object.__setattr__(self, "glue_task", glue_task_option(self.glue_task))
         if isinstance(self.label_names, (list, tuple)):  # a YAML list
             object.__setattr__(self, "label_names", ",".join(map(str, self.label_names)))
         if self.label_names is not None:

@@ -71,6 +71,18 @@ def test_assets_ship_in_the_wheel_as_package_data():
     assert set(STATIC.iterdir()) <= shipped
 
 
+def test_model_list_names_the_engine_precision_for_int8(tiny_model):
+    from distilkit.inference import runtime
+
+    if not runtime.can_run_int8(runtime.resolve_device(None)):
+        pytest.skip("this CPU has no int8 dot products (AVX512-VNNI or AMX)")
+    int8 = {"mlm": Predictor.from_ref(tiny_model("fill-mask"), "fill-mask", dtype="int8")}
+    with client(int8) as c:
+        (model,) = c.get("/v1/models").json()["models"]
+    assert model["dtype"] == "int8"  # not the bf16/fp32 its activations run in
+    assert model["engine"].startswith("PyTorch int8")
+
+
 def test_model_list_describes_what_the_forms_need(predictors):
     with client(predictors) as c:
         models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}

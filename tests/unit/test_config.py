@@ -91,3 +91,14 @@ def test_a_config_file_that_is_not_yaml_is_a_user_error(tmp_path):
     path.write_text("lr: [1\n")
     with pytest.raises(UserError, match="is not valid YAML"):
         load_config(DistillConfig, path, REQUIRED)
+
+
+def test_finetune_glue_task_is_read_as_glue_spells_it_and_an_unknown_one_names_the_flag():
+    from distilkit.config import FinetuneConfig
+    from distilkit.errors import UserError
+
+    base = {"task": "text-classification", "model": "m", "train": "t.tsv", "output": "out"}
+    assert FinetuneConfig(**base, glue_task="sst2").glue_task == "SST-2"
+    assert FinetuneConfig(**base, glue_task="sts-b").glue_task == "STS-B"
+    with pytest.raises(UserError, match="--glue-task: unknown GLUE task 'sst'"):
+        FinetuneConfig(**base, glue_task="sst")

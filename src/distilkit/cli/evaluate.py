@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from distilkit.cli.options import CALIBRATION_HELP, DTYPE_HELP
+from distilkit.config import glue_task_option
 from distilkit.errors import UserError
 
 GLUE = "glue"
@@ -101,7 +102,8 @@ def evaluate(
     glue_task: str = typer.Option(
         None,
         "--glue-task",
-        help="text-classification: read --data as this GLUE task's TSV and report its metrics (e.g. MRPC).",
+        help="text-classification: read --data as this GLUE task's TSV and report its metrics "
+             "(e.g. MRPC, sst2; any case).",
     ),
     split: str = typer.Option("dev", "--split", help="glue: which split's files to evaluate."),
     limit: int = typer.Option(None, "--limit", help="Evaluate the first N examples only."),
@@ -197,8 +199,10 @@ def evaluate(
     task = canonical_task(task)
     if data is None or data_dir is not None:
         raise UserError(f"evaluate {task} takes --data PATH (--data-dir is for glue)")
-    if glue_task is not None and task != "text-classification":
-        raise UserError("--glue-task is for text-classification")
+    if glue_task is not None:
+        if task != "text-classification":
+            raise UserError("--glue-task is for text-classification")
+        glue_task = glue_task_option(glue_task)
     predictor = load(model, task)
     bar, advance = _progress_bar(console, f"{task} {data.name}")
     with bar:

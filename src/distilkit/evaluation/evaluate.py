@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from distilkit.config import glue_task_option
 from distilkit.errors import UserError
 from distilkit.evaluation import datasets, metrics
 from distilkit.evaluation.datasets import GLUE_LABELS
@@ -339,6 +340,7 @@ def evaluate(predictor: Any, data: str | Path, *, limit: int | None = None, glue
     """
     task = predictor.task
     _limit([], limit)  # refuse a bad --limit before reading anything
+    glue_task = None if glue_task is None else glue_task_option(glue_task)
     start = time.perf_counter()
     if task == "question-answering":
         examples, version = datasets.read_squad(data)

@@ -321,6 +321,21 @@ GLUE_TASKS: dict[str, tuple[str, ...]] = {
 }
 
 
+def glue_task_name(name: str) -> str:
+    """``name`` as ``GLUE_TASKS`` spells it, in any case and with or without hyphens or underscores
+    (``sst2``, ``sst-2`` and ``SST-2`` are ``"SST-2"``; ``stsb`` is ``"STS-B"``).
+
+    Raises:
+        ValueError: not a GLUE task (the message lists them).
+    """
+    key = name.replace("-", "").replace("_", "").lower()
+    for task in GLUE_TASKS:
+        if task.replace("-", "").lower() == key:
+            return task
+    raise ValueError(f"unknown GLUE task {name!r}; expected one of {list(GLUE_TASKS)} "
+                     "(any case, hyphen optional: sst2 is SST-2)")
+
+
 def classification_metrics(gold: Sequence[Hashable], predicted: Sequence[Hashable],
                            positive: Hashable | None = None) -> dict[str, float]:
     """accuracy, macro_f1 and matthews_corr; plus f1 of ``positive`` for a binary task."""
@@ -343,8 +358,7 @@ def glue_metrics(task: str, gold: Sequence[Any], predicted: Sequence[Any]) -> di
 
     ``score`` is the mean of the reported metrics times 100: the number in the cards' table.
     """
-    if task not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; expected one of {list(GLUE_TASKS)}")
+    task = glue_task_name(task)
     if task == "STS-B":
         metrics = regression_metrics([float(g) for g in gold], [float(p) for p in predicted])
     else:

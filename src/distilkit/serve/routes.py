@@ -150,8 +150,9 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
 
 
 def _describe(name: str, predictor: Any) -> dict[str, Any]:
+    # dtype: the engine's precision (int8 for either int8 engine, whose activations are bf16/fp32).
     return {"name": name, "task": predictor.task, "source": predictor.loaded.source,
-            "dtype": str(predictor.dtype).replace("torch.", ""), "device": str(predictor.device),
+            "dtype": predictor.engine.precision, "device": str(predictor.device),
             "engine": predictor.engine.describe(),
             **predictor.handler.describe()}  # parameters (+ mask_token | labels): what a form needs
 

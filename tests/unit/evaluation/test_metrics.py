@@ -190,8 +190,21 @@ def test_glue_metrics_report_the_card_number():
     assert mrpc["score"] == pytest.approx(100 * (0.6 + 2 / 3) / 2)
     assert metrics.glue_metrics("CoLA", ["1", "0"], ["1", "0"])["score"] == 100.0
     assert metrics.glue_metrics("STS-B", [1.0, 2.0, 3.0], [1.5, 2.5, 3.5])["score"] == pytest.approx(100.0)
-    with pytest.raises(ValueError, match="unknown GLUE task 'SST2'"):
-        metrics.glue_metrics("SST2", [], [])
+    assert metrics.glue_metrics("sst2", ["1", "0"], ["1", "1"])["score"] == 50.0
+    with pytest.raises(ValueError, match="unknown GLUE task 'SST3'"):
+        metrics.glue_metrics("SST3", [], [])
+
+
+@pytest.mark.parametrize(("written", "task"), [("sst2", "SST-2"), ("SST-2", "SST-2"), ("sst-2", "SST-2"),
+                                                ("stsb", "STS-B"), ("sts_b", "STS-B"), ("cola", "CoLA"),
+                                                ("MRPC", "MRPC"), ("mnli", "MNLI"), ("Rte", "RTE")])
+def test_glue_task_names_are_read_in_any_case_with_or_without_hyphens(written, task):
+    assert metrics.glue_task_name(written) == task
+
+
+def test_an_unknown_glue_task_lists_the_tasks():
+    with pytest.raises(ValueError, match=r"unknown GLUE task 'wnli'.*'SST-2'"):
+        metrics.glue_task_name("wnli")
 
 
 # --- fill-mask ---------------------------------------------------------------------------------------
