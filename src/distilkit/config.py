@@ -20,7 +20,6 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 LEGACY_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # accepted, deprecated
 
 
-
 def glue_task_option(name: str) -> str:
     """``--glue-task``'s value as GLUE spells the task (``sst2`` -> ``SST-2``).
 
@@ -31,6 +30,7 @@ def glue_task_option(name: str) -> str:
         return glue_task_name(name)
     except ValueError as err:
         raise UserError(f"--glue-task: {err}") from None
+
 
 @dataclass(frozen=True)
 class DistillConfig:
