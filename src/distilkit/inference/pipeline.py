@@ -74,7 +74,7 @@ def pipeline(
         device: ``cpu``, ``cuda``, ``cuda:N`` or an index (-1 = CPU); None picks CUDA if present.
         num_threads: CPU threads (default: all this process may use).
         max_batch_tokens, max_batch_size: the length-aware batching budget.
-        compile: torch.compile the encoder (faster after a ~20 s first batch; for long runs).
+        compile: torch.compile the encoder (a ~20 s first batch; measure before relying on it).
         seed: seed of dummy weights.
         backend: ``torch`` | ``onnx`` | None (``onnx`` when ``model`` is a ``distilkit export onnx``
             directory).
