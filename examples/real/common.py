@@ -252,8 +252,28 @@ def prepare_data(shared: Path, out: Path, quick: bool) -> dict[str, dict[str, Pa
                 if quick:
                     path = _head(path, data / f"{key}-{split}{path.suffix}", 256 if split == "train" else 64)
             paths[split] = path
+        if task.task == "question-answering":  # teacher-labelled extra questions (distill_tasks --transfer)
+            for split, titles in (("transfer", "train"), ("validation_transfer", "validation_train")):
+                articles = squad_articles(squad["data"], titles)[: 4 if quick else None]
+                paths[split] = data / f"squad-{split.replace('_', '-')}.json"
+                _write_once(paths[split], json.dumps(squad_unanswerable(shared, articles, quick)))
         files[key] = paths
     return files
+
+
+def squad_unanswerable(shared: Path, articles: list[dict], quick: bool = False) -> dict:
+    """SQuAD v2.0 dev's unanswerable questions on ``articles`` (matched by title): new questions on the
+    same paragraphs, with no answer for the study's QA models to learn, only their teacher's outputs."""
+    titles = {a["title"] for a in articles}
+    v2 = json.loads((shared / "data/squad/dev-v2.0.json").read_text(encoding="utf-8"))
+    out = []
+    for article in v2["data"]:
+        if article["title"] not in titles:
+            continue
+        paragraphs = [{"context": p["context"], "qas": [q for q in p["qas"] if q.get("is_impossible")]}
+                      for p in article["paragraphs"][: 3 if quick else None]]
+        out.append({"title": article["title"], "paragraphs": [p for p in paragraphs if p["qas"]]})
+    return {"version": "v2.0", "data": out}
 
 
 def squad_articles(articles: list[dict], split: str) -> list[dict]:

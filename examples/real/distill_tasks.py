@@ -87,6 +87,10 @@ def parse_args() -> argparse.Namespace:
                    help="first pull the initialised student's last hidden states toward the teacher's on the "
                    "task's own unlabelled training text for STEPS steps (distill --alpha-cos 1 alone); both "
                    "students then start from it")
+    p.add_argument("--transfer", action="store_true",
+                   help="the distilled student also learns, from its teacher alone, on extra inputs without "
+                   "labels (finetune --transfer; QA: SQuAD v2.0's unanswerable questions on the training "
+                   "articles; tasks without such data are run as usual)")
     p.add_argument("--batch-size", type=int, default=32, help="examples (QA: windows) per step")
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps of every model (default: each task's own); such a run gets its "
@@ -142,7 +146,8 @@ def variant(args: argparse.Namespace, lr: float, seed: int = FinetuneConfig.seed
     pre += f"-seed{seed}" if seed != FinetuneConfig.seed else ""
     plain = f"student-plain-lr{lr:g}{pre}"
     distilled = (f"student-distilled-lr{lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}"
-                 f"-T{args.temperature:g}" + (f"-cos{args.alpha_cos:g}" if args.alpha_cos else "") + pre)
+                 f"-T{args.temperature:g}" + (f"-cos{args.alpha_cos:g}" if args.alpha_cos else "")
+                 + ("-transfer" if args.transfer else "") + pre)
     return plain, distilled
 
 
@@ -210,6 +215,10 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
     if args.pre_distill:
         init = pre_distill(args, runner, root, task, teacher, init, train)
     lr = args.student_lr or task.student_lr
+    transfer = files.get("validation_transfer" if own else "transfer") if args.transfer else None
+    if args.transfer and transfer is None:
+        print(f"(--transfer: {task.title} has no transfer data here; its distilled student trains as usual)")
+        args = argparse.Namespace(**{**vars(args), "transfer": False})
     seeds = args.seeds
     models = {"teacher": teacher}  # the first seed's students keep the plain names; others get "@SEED"
     runs: dict[str, list[str]] = {}  # student -> its keys in ``models``, one per seed
@@ -223,7 +232,8 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
         runner.train(root / distilled_name,
                      [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
                       "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature),
-                      *(["--alpha-cos", str(args.alpha_cos)] if args.alpha_cos else [])],
+                      *(["--alpha-cos", str(args.alpha_cos)] if args.alpha_cos else []),
+                      *(["--transfer", str(transfer)] if transfer else [])],
                      save_every)
         if not args.no_plain:
             models[f"plain{at}"] = root / plain_name
@@ -356,6 +366,9 @@ def results_table(results: dict) -> str:
                    f"layers {s['layers']}, lr {student_lrs(results)}; distilled with α_ce {s['alpha_ce']:g}, "
                    f"α_task {s['alpha_task']:g}, T {s['temperature']:g}"
                    + (f", α_cos {s['alpha_cos']:g}" if s.get("alpha_cos") else "")
+                   + ("; the distilled student also learns from its teacher alone on inputs without labels "
+                      "(`finetune --transfer`; QA: SQuAD v2.0's unanswerable questions on the training "
+                      "articles)" if s.get("transfer") else "")
                    + (f"; both students first pulled toward the teacher's last hidden states on the task's "
                       f"unlabelled training text for {s['pre_distill']} steps (distill --alpha-cos 1 alone)"
                       if s.get("pre_distill") else "")

@@ -315,6 +315,11 @@ class FinetuneConfig:
     alpha_cos: float = 0.0
     """Weight of L_cos = 1 - cos(student, teacher) on the last hidden states of the real tokens (the
     paper's third term; needs --teacher with the student's hidden size, as init-student makes)."""
+    transfer: str | None = None
+    """Extra inputs only the teacher labels (needs --teacher): a file in --train's format whose labels
+    or answers are not used (e.g. SQuAD v2.0's unanswerable questions, labels of another task, a jsonl
+    or csv without a label column); its rows join the training batches and train the distillation
+    terms alone. Single-label classification, NER and QA."""
     temperature: float = 2.0
     """Softmax temperature T of the distillation term (scaled by T²)."""
     max_seq_len: int | None = None
@@ -399,11 +404,16 @@ class FinetuneConfig:
             raise UserError("--alpha-ce weighs the distillation term: it needs --teacher")
         if self.teacher is None and self.alpha_cos:
             raise UserError("--alpha-cos compares hidden states with the teacher's: it needs --teacher")
+        if self.teacher is None and self.transfer is not None:
+            raise UserError("--transfer rows are labelled by the teacher alone: it needs --teacher")
         for name in ("alpha_ce", "alpha_task", "alpha_cos"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.loss_weights() == (0.0, 0.0) and not self.alpha_cos:
             raise UserError("--alpha-ce, --alpha-task and --alpha-cos are all 0: nothing to train")
+        if self.transfer is not None and self.loss_weights()[0] == 0 and not self.alpha_cos:
+            raise UserError("--transfer rows train the distillation terms only: --alpha-ce (or --alpha-cos) "
+                            "must be > 0")
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -446,3 +448,51 @@ def test_a_bert_teacher_reads_the_token_types_its_distilbert_student_has_no_inpu
                                     teacher=str(teacher), max_steps=1))
     types = seen["token_type_ids"]  # the context is segment 1, as the teacher was trained
     assert types.max() == 1 and (types[seen["attention_mask"] == 0] == 0).all()
+
+
+TRANSFER = {  # inputs without usable labels: unseen labels, a file without a label column, v2.0 questions
+    "text-classification": lambda path: path.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ["a good river", "not a great day", "the won game"])
+    ),
+    "token-classification": lambda path: write_conll(path),
+    "question-answering": lambda path: write_squad(path, impossible=True),
+}
+
+
+@pytest.mark.parametrize("task", list(TRANSFER))
+def test_transfer_rows_train_the_distillation_term_and_never_the_task_loss(task, tiny_model, tmp_path):
+    from distilkit.train import task_data
+
+    train = data_for(task, tmp_path, repeat=1)
+    transfer = tmp_path / ("transfer.jsonl" if task == "text-classification" else f"transfer{train.suffix}")
+    TRANSFER[task](transfer)
+    labels = {"id2label": ["sadness", "joy"]} if task == "text-classification" else {}
+    if task == "token-classification":
+        labels = {"id2label": ["O", "B-LOC", "B-ORG", "B-PER"]}
+    teacher = tiny_model(task, "distilbert", seed=7, **labels)
+    cfg = config(tiny_model("fill-mask"), train, tmp_path / "run", task, teacher=str(teacher),
+                 transfer=str(transfer), max_steps=3, batch_size=4)
+    run = finetune_module.setup(cfg)
+    labelled = run.data.labelled_rows  # the training rows come first, one per example here
+    assert labelled == run.data.examples == {"text-classification": 8, "token-classification": 4,
+                                             "question-answering": 4}[task]
+    assert run.data.transfer_examples == len(run.data) - labelled == {
+        "text-classification": 3, "token-classification": 4, "question-answering": 5}[task]
+    run.student.eval()  # no dropout: the same rows give the same loss twice
+    loss = functools.partial(finetune_module.compute_losses, cfg, run.space.problem_type, run.student,
+                             run.teacher, student_inputs=run.student_inputs)
+
+    def batch(rows):
+        return task_data.training_batch(run.data, rows, 0, task, run.space.problem_type)
+
+    only_transfer = loss(batch=batch(list(range(labelled, len(run.data)))))
+    assert float(only_transfer["task"].detach()) == 0.0 and float(only_transfer["ce"].detach()) > 0
+    if task != "question-answering":  # padding does not enter these losses: a wider mixed batch is fair
+        mixed = loss(batch=batch([0, 1, labelled, labelled + 1]))
+        alone = loss(batch=batch([0, 1]))
+        assert torch.allclose(mixed["task"], alone["task"], atol=1e-6) and float(alone["task"].detach()) > 0
+    run.logs.close()
+    out = finetune_module.finetune(dataclasses.replace(cfg, output=str(tmp_path / "run2")))
+    assert all(v >= 0 for v in losses(out / "metrics.csv", "loss_task"))
+    card = (out / "README.md").read_text()
+    assert "transfer data (teacher-labelled)" in card and str(transfer) in card

@@ -25,12 +25,15 @@ def test_over_seeds_gives_means_sample_deviations_and_same_seed_wins():
 
 
 def test_other_seeds_get_folders_of_their_own_and_the_default_seed_keeps_the_old_names():
-    args = argparse.Namespace(pre_distill=0, alpha_ce=0.5, alpha_task=0.5, temperature=2.0, alpha_cos=0.0)
+    args = argparse.Namespace(pre_distill=0, alpha_ce=0.5, alpha_task=0.5, temperature=2.0, alpha_cos=0.0,
+                              transfer=False)
     default = variant(args, 1e-4)
     assert default == ("student-plain-lr0.0001", "student-distilled-lr0.0001-ce0.5-task0.5-T2")
     assert variant(args, 1e-4, FinetuneConfig.seed) == default
     assert variant(args, 1e-4, 7) == ("student-plain-lr0.0001-seed7",
                                       "student-distilled-lr0.0001-ce0.5-task0.5-T2-seed7")
+    args.transfer = True  # a distilled student that also learned on teacher-labelled inputs
+    assert variant(args, 1e-4)[1] == "student-distilled-lr0.0001-ce0.5-task0.5-T2-transfer"
 
 
 @pytest.mark.parametrize("bad", ["", "1,x", "3,3"])

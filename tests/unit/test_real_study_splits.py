@@ -40,3 +40,20 @@ def test_prepared_qa_validation_files_hold_no_test_question(shared_dir, tmp_path
     validation_train, validation = ids("validation_train"), ids("validation")
     assert validation_train | validation == train and not validation_train & validation
     assert not (train & test) and len(validation) > 1000
+
+
+@pytest.mark.shared
+def test_qa_transfer_questions_are_unanswerable_and_only_on_training_paragraphs(shared_dir, tmp_path):
+    squad = prepare_data(shared_dir, tmp_path, quick=False)["squad"]
+
+    def contexts(split: str) -> set[str]:
+        data = json.loads(squad[split].read_text(encoding="utf-8"))["data"]
+        return {p["context"].strip() for a in data for p in a["paragraphs"]}
+
+    for transfer, train in (("transfer", "train"), ("validation_transfer", "validation_train")):
+        data = json.loads(squad[transfer].read_text(encoding="utf-8"))["data"]
+        questions = [qa for a in data for p in a["paragraphs"] for qa in p["qas"]]
+        assert len(questions) > 1000 and all(qa["is_impossible"] and not qa["answers"] for qa in questions)
+        assert contexts(transfer) <= contexts(train)
+    assert contexts("transfer").isdisjoint(contexts("test"))
+    assert contexts("validation_transfer").isdisjoint(contexts("validation"))

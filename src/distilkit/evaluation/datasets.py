@@ -136,11 +136,14 @@ def _pick(columns: list[str], names: tuple[str, ...], what: str, path: Path) -> 
     raise UserError(f"{path}: no {what} column; expected one of {list(names)}, found {columns}")
 
 
-def _rows_to_examples(rows: list[dict[str, Any]], path: Path) -> list[TextExample]:
+def _rows_to_examples(rows: list[dict[str, Any]], path: Path, labels: bool = True) -> list[TextExample]:
     if not rows:
         return []
     columns = list(rows[0])
     text = _pick(columns, TEXT_COLUMNS, "text", path)
+    if not labels and not any(c in columns for c in LABEL_COLUMNS):
+        pair = next((c for c in PAIR_COLUMNS if c in columns), None)
+        return [TextExample(str(r[text]), "", None if pair is None else str(r[pair])) for r in rows]
     label = _pick(columns, LABEL_COLUMNS, "label", path)
     pair = next((c for c in PAIR_COLUMNS if c in columns), None)
     if pair is None and text == "question" and "sentence" in columns:  # QNLI-style question + sentence
@@ -172,8 +175,11 @@ def read_glue_tsv(path: str | Path, task: str) -> list[TextExample]:
     return examples
 
 
-def read_labelled(path: str | Path, glue_task: str | None = None) -> list[TextExample]:
-    """Read labelled texts by file type (see the module docstring); ``glue_task`` selects a GLUE layout."""
+def read_labelled(path: str | Path, glue_task: str | None = None, labels: bool = True) -> list[TextExample]:
+    """Read labelled texts by file type (see the module docstring); ``glue_task`` selects a GLUE layout.
+
+    ``labels=False``: .jsonl/.csv/.tsv/.parquet rows may lack a label column (their labels are "").
+    """
     path = _file(path)
     if glue_task is not None:
         return read_glue_tsv(path, glue_task)
@@ -187,20 +193,20 @@ def read_labelled(path: str | Path, glue_task: str | None = None) -> list[TextEx
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as err:
                         raise UserError(f"{path}:{n}: not a JSON object per line ({err.msg})") from None
-        return _rows_to_examples(rows, path)
+        return _rows_to_examples(rows, path, labels)
     if suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig", newline="") as f:
             if suffix == ".tsv":
                 reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             else:
                 reader = csv.DictReader(f)
-            return _rows_to_examples(list(reader), path)
+            return _rows_to_examples(list(reader), path, labels)
     if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise UserError("reading .parquet needs pyarrow: pip install pyarrow") from None
-        return _rows_to_examples(pq.read_table(path).to_pylist(), path)
+        return _rows_to_examples(pq.read_table(path).to_pylist(), path, labels)
     if suffix == ".txt":
         return read_semicolon(path)
     raise UserError(f"{path}: unknown labelled-text format {suffix!r}; use .jsonl, .csv, .tsv, .parquet "

@@ -199,9 +199,12 @@ def compute_losses(
     token types a DistilBERT student has no input for (QA's context segment, text pairs).
     """
     hidden = teacher is not None and cfg.alpha_cos > 0
+    labelled = batch.get(task_data.LABELLED_ROWS)  # None: every row has targets
+    batch = {k: v for k, v in batch.items() if k != task_data.LABELLED_ROWS}
     inputs = {k: v for k, v in batch.items() if student_inputs is None or k in student_inputs}
     out = student(**inputs, output_hidden_states=hidden)
-    terms = {"task": out.loss}
+    # a batch of transfer rows alone has no task loss (the model's mean over no targets is NaN)
+    terms = {"task": out.loss if labelled != 0 else torch.zeros((), device=batch["input_ids"].device)}
     if teacher is not None:
         accepted = set(inspect.signature(teacher.forward).parameters) - {
             "labels",
@@ -301,8 +304,13 @@ def setup(cfg: FinetuneConfig) -> Run:
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
     )
+    token_types = teacher is not None and takes_token_types(teacher.model)
     data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride,
-                                    token_types=teacher is not None and takes_token_types(teacher.model))
+                                    token_types=token_types)
+    if cfg.transfer is not None:
+        transfer = task_data.read_examples(cfg.task, cfg.transfer, cfg.glue_task, "--transfer", labels=False)
+        data = task_data.with_transfer(data, task_data.transfer_features(
+            cfg.task, transfer, tokenizer, config, space, max_seq_len, cfg.doc_stride, token_types))
     student_inputs = model_inputs(student, tokenizer)
     wanted = student_inputs | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
     batches = TaskBatches(data, cfg, space, tokenizer.pad_token_id or 0, wanted, accelerator.process_index,
@@ -325,7 +333,9 @@ def setup(cfg: FinetuneConfig) -> Run:
         save_config(cfg, output / "config.yaml", "distilkit finetune")
     logs = TrainLogs(output, CSV_FIELDS, state["step"], cfg.tensorboard, accelerator.is_main_process)
     accelerator.print(
-        f"finetune {cfg.task}: {data.examples} examples -> {len(data)} rows, "
+        f"finetune {cfg.task}: {data.examples} examples -> {data.labelled_rows or len(data)} rows, "
+        + (f"{data.transfer_examples} transfer examples -> {len(data) - data.labelled_rows} rows "
+           "(distillation terms only), " if data.labelled_rows is not None else "")
         + (f"{len(space.labels)} labels ({space.problem_type or 'tags'}), " if space.labels else "")
         + step_plan(batches.per_epoch, cfg.grad_accumulation, world, cfg.batch_size, "rows")
         + f", {total_steps} steps, precision {accelerator.mixed_precision}"

@@ -92,8 +92,12 @@ def render_card(
         f"A {cfg.task} model ({arch}, {config.num_hidden_layers} layers x {config.hidden_size}) fine-tuned "
         f"with `distilkit finetune` from `{cfg.model}` ({init}) on `{Path(cfg.train).name}`{teacher}"
     )
+    labelled = len(data) if data.labelled_rows is None else data.labelled_rows
     fields = [("task", cfg.task), ("architecture", arch), ("base model", cfg.model),
-              ("training data", f"{cfg.train} ({data.examples} examples, {len(data)} rows)")]
+              ("training data", f"{cfg.train} ({data.examples} examples, {labelled} rows)")]
+    if cfg.transfer is not None:
+        fields.append(("transfer data (teacher-labelled)",
+                       f"{cfg.transfer} ({data.transfer_examples} examples, {len(data) - labelled} rows)"))
     if space.labels:
         fields.append(("labels", ", ".join(f"`{x}`" for x in space.labels)))
     if space.problem_type:

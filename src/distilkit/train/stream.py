@@ -109,4 +109,7 @@ class TaskBatches:
             )
         rows = self._batches[i * self.world + self.rank]
         batch = task_data.training_batch(self.data, rows, self.pad_id, self.cfg.task, self.space.problem_type)
-        return epoch, len(rows), {k: v.to(self.device) for k, v in batch.items() if k in self.accepted}
+        out = {k: v.to(self.device) for k, v in batch.items() if k in self.accepted}
+        if task_data.LABELLED_ROWS in batch:  # a count for the loss, not a model input
+            out[task_data.LABELLED_ROWS] = batch[task_data.LABELLED_ROWS]
+        return epoch, len(rows), out

@@ -11,10 +11,14 @@ sees at training time what the Predictor shows it later:
 - question-answering: the handler's own windows (``max_seq_len``, ``doc_stride``); the target is
   the answer's first and last token when the answer lies inside the window, else the CLS token
   (also for unanswerable SQuAD v2.0 questions).
+
+Transfer rows (``--transfer``) are tokenized the same way with targets the task loss ignores, so
+only the teacher's outputs teach the student from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,10 @@ from distilkit.evaluation.evaluate import word_spans
 from distilkit.train.label_space import MULTI, REGRESSION, SINGLE, LabelSpace, parse_multi_label
 
 IGNORE_INDEX = -100
+# A QA target past every window: transformers' QA losses clamp it to their ignored index.
+UNLABELLED_POSITION = 1 << 30
+# Batch key (a Python int, never a model input): rows of the micro-batch that have targets.
+LABELLED_ROWS = "labelled_rows"
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,17 @@ class QATrainExample:
 
 @dataclass
 class TrainData:
-    """Tokenized training rows (one per example; QA: one per window) and their targets."""
+    """Tokenized training rows (one per example; QA: one per window) and their targets.
+
+    Rows from ``labelled_rows`` on are transfer rows (``with_transfer``): their targets are ignored.
+    """
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     targets: list[Any]
     examples: int
+    transfer_examples: int = 0
+    labelled_rows: int | None = None  # None: every row has targets
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -93,9 +106,11 @@ def read_squad_train(path: str | Path) -> list[QATrainExample]:
 
 
 def read_examples(
-    task: str, path: str | Path, glue_task: str | None = None, flag: str = "--train"
+    task: str, path: str | Path, glue_task: str | None = None, flag: str = "--train", labels: bool = True
 ) -> list[Any]:
     """The examples of a training or validation file in the format of ``task``.
+
+    ``labels=False`` (``--transfer``): text-classification rows may lack a label column.
 
     Raises:
         UserError: a missing or unreadable file, or one without examples (named by ``flag``).
@@ -107,7 +122,7 @@ def read_examples(
     elif task == "token-classification":
         examples = datasets.read_conll(path)
     else:
-        examples = datasets.read_labelled(path, glue_task)
+        examples = datasets.read_labelled(path, glue_task, labels)
     if not examples:
         raise UserError(f"{flag} {path}: no examples found")
     return examples
@@ -260,6 +275,51 @@ def _qa_features(
     return TrainData([f.input_ids for f in features], types, targets, len(examples))
 
 
+def transfer_features(
+    task: str,
+    examples: list[Any],
+    tokenizer: Any,
+    config: Any,
+    space: LabelSpace,
+    max_seq_len: int,
+    doc_stride: int | None = None,
+    token_types: bool = False,
+) -> TrainData:
+    """``--transfer`` rows: ``examples`` tokenized as training rows (their labels or answers unused),
+    every target one the task loss ignores (-100 labels; QA positions past the window).
+
+    Raises:
+        UserError: regression or multi-label text classification (no target there is ignored).
+    """
+    if task == "text-classification" and space.problem_type != SINGLE:
+        raise UserError(
+            f"--transfer is for single-label classification, NER and QA, not {space.problem_type}"
+        )
+    if task == "question-answering":
+        examples = [dataclasses.replace(ex, answer=None, start=None) for ex in examples]
+    elif task == "token-classification":
+        examples = [dataclasses.replace(ex, tags=(space.labels[0],) * len(ex.words)) for ex in examples]
+    else:
+        examples = [dataclasses.replace(ex, label=space.labels[0]) for ex in examples]
+    data = build_features(task, examples, tokenizer, config, space, max_seq_len, doc_stride, token_types)
+    if task == "question-answering":
+        data.targets = [(UNLABELLED_POSITION, UNLABELLED_POSITION)] * len(data)
+    elif task == "token-classification":
+        data.targets = [[IGNORE_INDEX] * len(t) for t in data.targets]
+    else:
+        data.targets = [IGNORE_INDEX] * len(data)
+    return data
+
+
+def with_transfer(data: TrainData, transfer: TrainData) -> TrainData:
+    """``data``'s rows followed by ``transfer``'s (one pool: batches mix them)."""
+    if (data.token_type_ids is None) != (transfer.token_type_ids is None):
+        raise ValueError("training and transfer rows must both have token types or neither")
+    types = None if data.token_type_ids is None else data.token_type_ids + transfer.token_type_ids
+    return TrainData(data.input_ids + transfer.input_ids, types, data.targets + transfer.targets,
+                     data.examples, transfer.examples, len(data))
+
+
 def training_batch(
     data: TrainData,
     rows: np.ndarray | list[int],
@@ -267,9 +327,10 @@ def training_batch(
     task: str,
     problem_type: str | None,
     pad_to_multiple_of: int = 8,
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
     """One padded batch: input_ids/attention_mask (B, T), token_type_ids, and the task's targets
-    (labels (B,) | (B, L) | (B, T), or start_positions/end_positions (B,))."""
+    (labels (B,) | (B, L) | (B, T), or start_positions/end_positions (B,)); with transfer rows in
+    ``data``, also ``LABELLED_ROWS``: how many of the batch's rows have targets."""
     seqs = [data.input_ids[r] for r in rows]
     width = -(-max(map(len, seqs)) // pad_to_multiple_of) * pad_to_multiple_of
     batch = {
@@ -294,4 +355,6 @@ def training_batch(
     elif task == "text-classification":
         dtype = torch.long if problem_type == SINGLE else torch.float
         batch["labels"] = torch.tensor(targets, dtype=dtype)
+    if data.labelled_rows is not None:
+        batch[LABELLED_ROWS] = int(sum(r < data.labelled_rows for r in rows))
     return batch

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from tiny_models import make_config, wordpiece_tokenizer
 
 from distilkit.config import FinetuneConfig
+from distilkit.errors import UserError
 from distilkit.evaluation.datasets import NERExample, TextExample
 from distilkit.evaluation.evaluate import word_spans
 from distilkit.train import label_space, task_data
@@ -184,6 +185,52 @@ def test_training_batch_pads_to_multiples_of_8_with_ignored_labels():
     )
 
 
+# --- transfer rows (--transfer) ----------------------------------------------------------------------
+def test_transfer_rows_keep_their_inputs_and_get_only_ignored_targets():
+    tok = wordpiece_tokenizer()
+    ner_space = LabelSpace(("O", "B-LOC", "B-PER"))
+    ner = [NERExample(("John", "lives", "in", "Paris"), ("B-PER", "O", "O", "B-LOC"))]
+    config = make_config("distilbert", "token-classification", len(tok), num_labels=3)
+    rows = task_data.transfer_features("token-classification", ner, tok, config, ner_space, 32)
+    labelled = task_data.build_features("token-classification", ner, tok, config, ner_space, 32)
+    assert rows.input_ids == labelled.input_ids and labelled.targets[0].count(IGNORE_INDEX) < len(
+        labelled.targets[0]
+    )
+    assert rows.targets == [[IGNORE_INDEX] * len(labelled.targets[0])]
+    space = LabelSpace(("joy", "sadness"), label_space.SINGLE)
+    config = make_config("distilbert", "text-classification", len(tok), num_labels=2)
+    unseen = [TextExample("a label the model has not got", "anger"), TextExample("no label", "")]
+    rows = task_data.transfer_features("text-classification", unseen, tok, config, space, 32)
+    assert rows.targets == [IGNORE_INDEX, IGNORE_INDEX] and len(rows) == 2
+    qa = [QATrainExample("Where does John live?", "John lives in Paris.", "Paris", 14)]
+    config = make_config("distilbert", "question-answering", len(tok))
+    rows = task_data.transfer_features("question-answering", qa, tok, config, LabelSpace(()), 64)
+    assert rows.targets == [(task_data.UNLABELLED_POSITION,) * 2]
+    with pytest.raises(UserError, match="--transfer is for single-label"):
+        task_data.transfer_features("text-classification", unseen, tok, config,
+                                    LabelSpace(("score",), label_space.REGRESSION), 32)
+
+
+def test_batches_of_training_and_transfer_rows_count_their_labelled_rows():
+    data = task_data.TrainData([[2, 5, 3], [2, 6, 3]], None, [1, 0], 2)
+    transfer = task_data.TrainData([[2, 7, 3], [2, 8, 8, 3]], None, [IGNORE_INDEX] * 2, 2)
+    both = task_data.with_transfer(data, transfer)
+    assert len(both) == 4 and both.labelled_rows == 2 and (both.examples, both.transfer_examples) == (2, 2)
+    batch = task_data.training_batch(both, [3, 0, 2], 0, "text-classification", label_space.SINGLE)
+    assert batch[task_data.LABELLED_ROWS] == 1 and batch["labels"].tolist() == [IGNORE_INDEX, 1, IGNORE_INDEX]
+    assert task_data.LABELLED_ROWS not in task_data.training_batch(data, [0], 0, "text-classification",
+                                                                 label_space.SINGLE)
+
+
+def test_a_transfer_file_may_lack_the_label_column_a_training_file_needs(tmp_path):
+    path = tmp_path / "extra.jsonl"
+    path.write_text('{"text": "an unlabelled review"}\n{"text": "another"}\n')
+    examples = task_data.read_examples("text-classification", path, flag="--transfer", labels=False)
+    assert [e.text for e in examples] == ["an unlabelled review", "another"]
+    with pytest.raises(UserError, match="no label column"):
+        task_data.read_examples("text-classification", path)
+
+
 # --- the distillation term on task logits --------------------------------------------------------
 class Out:
     def __init__(self, **kw):
@@ -242,6 +289,8 @@ BASE = {"task": "text-classification", "model": "m", "train": "t.txt", "output":
         ({"label_names": "negative"}, "--label-names takes 2 or more distinct"),
         ({"label_names": "a,a"}, "--label-names takes 2 or more distinct"),
         ({"task": "ner", "label_names": "a,b"}, "--label-names is for text-classification"),
+        ({"transfer": "extra.jsonl"}, "--transfer rows are labelled by the teacher alone: .* --teacher"),
+        ({"transfer": "x", "teacher": "x", "alpha_ce": 0.0}, "--transfer rows train the distillation terms"),
     ],
 )
 def test_bad_options_raise_naming_the_flag(over, message):
