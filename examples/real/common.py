@@ -253,21 +253,22 @@ def prepare_data(shared: Path, out: Path, quick: bool) -> dict[str, dict[str, Pa
                     path = _head(path, data / f"{key}-{split}{path.suffix}", 256 if split == "train" else 64)
             paths[split] = path
         if task.task == "question-answering":  # teacher-labelled extra questions (distill_tasks --transfer)
+            v2 = json.loads((shared / "data/squad/dev-v2.0.json").read_text(encoding="utf-8"))["data"]
             for split, titles in (("transfer", "train"), ("validation_transfer", "validation_train")):
                 articles = squad_articles(squad["data"], titles)[: 4 if quick else None]
                 paths[split] = data / f"squad-{split.replace('_', '-')}.json"
-                _write_once(paths[split], json.dumps(squad_unanswerable(shared, articles, quick)))
+                _write_once(paths[split], json.dumps(squad_unanswerable(v2, articles, quick)))
         files[key] = paths
     return files
 
 
-def squad_unanswerable(shared: Path, articles: list[dict], quick: bool = False) -> dict:
-    """SQuAD v2.0 dev's unanswerable questions on ``articles`` (matched by title): new questions on the
-    same paragraphs, with no answer for the study's QA models to learn, only their teacher's outputs."""
+def squad_unanswerable(v2: list[dict], articles: list[dict], quick: bool = False) -> dict:
+    """The unanswerable questions of SQuAD v2.0 dev's articles ``v2`` on ``articles`` (matched by title):
+    new questions on the same paragraphs, with no answer for the study's QA models to learn, only their
+    teacher's outputs."""
     titles = {a["title"] for a in articles}
-    v2 = json.loads((shared / "data/squad/dev-v2.0.json").read_text(encoding="utf-8"))
     out = []
-    for article in v2["data"]:
+    for article in v2:
         if article["title"] not in titles:
             continue
         paragraphs = [{"context": p["context"], "qas": [q for q in p["qas"] if q.get("is_impossible")]}

@@ -141,14 +141,13 @@ def _rows_to_examples(rows: list[dict[str, Any]], path: Path, labels: bool = Tru
         return []
     columns = list(rows[0])
     text = _pick(columns, TEXT_COLUMNS, "text", path)
-    if not labels and not any(c in columns for c in LABEL_COLUMNS):
-        pair = next((c for c in PAIR_COLUMNS if c in columns), None)
-        return [TextExample(str(r[text]), "", None if pair is None else str(r[pair])) for r in rows]
-    label = _pick(columns, LABEL_COLUMNS, "label", path)
     pair = next((c for c in PAIR_COLUMNS if c in columns), None)
     if pair is None and text == "question" and "sentence" in columns:  # QNLI-style question + sentence
         pair = "sentence"
-    return [TextExample(str(r[text]), str(r[label]).strip(), None if pair is None else str(r[pair]))
+    label = (None if not labels and not any(c in columns for c in LABEL_COLUMNS)
+             else _pick(columns, LABEL_COLUMNS, "label", path))
+    return [TextExample(str(r[text]), "" if label is None else str(r[label]).strip(),
+                        None if pair is None else str(r[pair]))
             for r in rows]
 
 

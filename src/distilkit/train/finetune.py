@@ -14,6 +14,7 @@ model card (README.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import sys
@@ -304,13 +305,15 @@ def setup(cfg: FinetuneConfig) -> Run:
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
     )
-    token_types = teacher is not None and takes_token_types(teacher.model)
-    data = task_data.build_features(cfg.task, examples, tokenizer, config, space, max_seq_len, cfg.doc_stride,
-                                    token_types=token_types)
+    build = functools.partial(  # the training rows' tokenization, shared by the --transfer rows
+        task_data.build_features, cfg.task, tokenizer=tokenizer, config=config, space=space,
+        max_seq_len=max_seq_len, doc_stride=cfg.doc_stride,
+        token_types=teacher is not None and takes_token_types(teacher.model),
+    )
+    data = build(examples)
     if cfg.transfer is not None:
         transfer = task_data.read_examples(cfg.task, cfg.transfer, cfg.glue_task, "--transfer", labels=False)
-        data = task_data.with_transfer(data, task_data.transfer_features(
-            cfg.task, transfer, tokenizer, config, space, max_seq_len, cfg.doc_stride, token_types))
+        data = task_data.with_transfer(data, task_data.transfer_features(cfg.task, transfer, space, build))
     student_inputs = model_inputs(student, tokenizer)
     wanted = student_inputs | (set(inspect.signature(teacher.model.forward).parameters) if teacher else set())
     batches = TaskBatches(data, cfg, space, tokenizer.pad_token_id or 0, wanted, accelerator.process_index,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,17 +277,11 @@ def _qa_features(
 
 
 def transfer_features(
-    task: str,
-    examples: list[Any],
-    tokenizer: Any,
-    config: Any,
-    space: LabelSpace,
-    max_seq_len: int,
-    doc_stride: int | None = None,
-    token_types: bool = False,
+    task: str, examples: list[Any], space: LabelSpace, build: Callable[[list[Any]], TrainData]
 ) -> TrainData:
-    """``--transfer`` rows: ``examples`` tokenized as training rows (their labels or answers unused),
-    every target one the task loss ignores (-100 labels; QA positions past the window).
+    """``--transfer`` rows: ``examples`` tokenized by ``build`` (``build_features`` with the training
+    rows' settings) with their labels or answers unused, every target one the task loss ignores
+    (-100 labels; QA positions past the window).
 
     Raises:
         UserError: regression or multi-label text classification (no target there is ignored).
@@ -301,7 +296,7 @@ def transfer_features(
         examples = [dataclasses.replace(ex, tags=(space.labels[0],) * len(ex.words)) for ex in examples]
     else:
         examples = [dataclasses.replace(ex, label=space.labels[0]) for ex in examples]
-    data = build_features(task, examples, tokenizer, config, space, max_seq_len, doc_stride, token_types)
+    data = build(examples)
     if task == "question-answering":
         data.targets = [(UNLABELLED_POSITION, UNLABELLED_POSITION)] * len(data)
     elif task == "token-classification":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -186,13 +188,20 @@ def test_training_batch_pads_to_multiples_of_8_with_ignored_labels():
 
 
 # --- transfer rows (--transfer) ----------------------------------------------------------------------
+def builder(task: str, tok, config, space: LabelSpace, max_seq_len: int):
+    """``build_features`` with one run's settings, as finetune hands it to ``transfer_features``."""
+    return functools.partial(task_data.build_features, task, tokenizer=tok, config=config, space=space,
+                             max_seq_len=max_seq_len)
+
+
 def test_transfer_rows_keep_their_inputs_and_get_only_ignored_targets():
     tok = wordpiece_tokenizer()
     ner_space = LabelSpace(("O", "B-LOC", "B-PER"))
     ner = [NERExample(("John", "lives", "in", "Paris"), ("B-PER", "O", "O", "B-LOC"))]
     config = make_config("distilbert", "token-classification", len(tok), num_labels=3)
-    rows = task_data.transfer_features("token-classification", ner, tok, config, ner_space, 32)
-    labelled = task_data.build_features("token-classification", ner, tok, config, ner_space, 32)
+    build = builder("token-classification", tok, config, ner_space, 32)
+    rows = task_data.transfer_features("token-classification", ner, ner_space, build)
+    labelled = build(ner)
     assert rows.input_ids == labelled.input_ids and labelled.targets[0].count(IGNORE_INDEX) < len(
         labelled.targets[0]
     )
@@ -200,15 +209,17 @@ def test_transfer_rows_keep_their_inputs_and_get_only_ignored_targets():
     space = LabelSpace(("joy", "sadness"), label_space.SINGLE)
     config = make_config("distilbert", "text-classification", len(tok), num_labels=2)
     unseen = [TextExample("a label the model has not got", "anger"), TextExample("no label", "")]
-    rows = task_data.transfer_features("text-classification", unseen, tok, config, space, 32)
+    build = builder("text-classification", tok, config, space, 32)
+    rows = task_data.transfer_features("text-classification", unseen, space, build)
     assert rows.targets == [IGNORE_INDEX, IGNORE_INDEX] and len(rows) == 2
     qa = [QATrainExample("Where does John live?", "John lives in Paris.", "Paris", 14)]
     config = make_config("distilbert", "question-answering", len(tok))
-    rows = task_data.transfer_features("question-answering", qa, tok, config, LabelSpace(()), 64)
+    qa_build = builder("question-answering", tok, config, LabelSpace(()), 64)
+    rows = task_data.transfer_features("question-answering", qa, LabelSpace(()), qa_build)
     assert rows.targets == [(task_data.UNLABELLED_POSITION,) * 2]
     with pytest.raises(UserError, match="--transfer is for single-label"):
-        task_data.transfer_features("text-classification", unseen, tok, config,
-                                    LabelSpace(("score",), label_space.REGRESSION), 32)
+        task_data.transfer_features("text-classification", unseen,
+                                    LabelSpace(("score",), label_space.REGRESSION), build)
 
 
 def test_batches_of_training_and_transfer_rows_count_their_labelled_rows():
