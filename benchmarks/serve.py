@@ -3,13 +3,16 @@
     python benchmarks/serve.py                                   # everything (~11 min on 2 cores)
     python benchmarks/serve.py --peers distilkit,litserve --levels 1,32
     python benchmarks/serve.py --soak 180                        # distilkit at 32 clients, RSS over time
+    python benchmarks/serve.py --long-share 0.2                  # mixed lengths: serve_mixed.json
     python benchmarks/serve.py --quick                           # a smoke check
 
 One run, one weights directory, one client, one set of sentences: random weights of
 distilbert-base-cased's real architecture are saved once to a temp dir (with the real tokenizer
 from ../shared) and every server loads them; clients send one WikiText-2 sentence per request
 (``{"inputs": text}``, fill-mask, top-5 answers) with 1, 8, 32 and 128 concurrent connections
-(aiohttp, keep-alive). The servers:
+(aiohttp, keep-alive). ``--long-share P``: a share P of the requests are ~120-token paragraph
+prefixes instead, mixed among the ~20-token sentences (traffic of mixed lengths, where a batch
+of requests as they arrive is padded to its longest). The servers:
 
 - distilkit: ``distilkit serve --model mlm=DIR`` (defaults: bf16 here, max batch 32);
 - distilkit-int8: the same with ``--dtype int8`` (PyTorch's oneDNN int8 engine), for comparison;
@@ -39,6 +42,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -80,6 +84,22 @@ class Server:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"{cmd} did not start")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the server process and every process it started."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return float("nan")
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:  # a worker that ended meanwhile
+                continue
+            total += times.user + times.system
+        return total
 
     def rss_mb(self) -> float:
         """Resident memory of the server process (the one that answers HTTP), in MB."""
@@ -174,7 +194,13 @@ def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
     for clients in args.levels:
         asyncio.run(load(url, texts, clients, 1.5, 10**9))  # this level's connections, discarded
         before = stage_split(server.url) if name in OURS else {}
+        cpu, client_cpu, wall = server.cpu_seconds(), time.process_time(), time.perf_counter()
         row = asyncio.run(load(url, texts, clients, args.seconds, args.requests))
+        # Where the two cores went: the server's processes and this load generator (CPU ms per request).
+        wall, n = time.perf_counter() - wall, max(row["requests"], 1)
+        row["server_cpu_ms_per_request"] = round(1000 * (server.cpu_seconds() - cpu) / n, 2)
+        row["client_cpu_ms_per_request"] = round(1000 * (time.process_time() - client_cpu) / n, 2)
+        row["client_cpu_share"] = round((time.process_time() - client_cpu) / (wall * os.cpu_count()), 3)
         if name in OURS:
             row["stage_ms"] = stage_ms(before, stage_split(server.url))
         print(f"{name} {clients:>3} clients: {row['req_per_s']} req/s p50 {row['p50_ms']} ms "
@@ -189,19 +215,34 @@ def in_process(model: Path, texts: list[str], dtype: str = "auto") -> dict:
 
     predictor = Predictor.from_ref(model, "fill-mask", dtype=dtype)
     predictor.predict(texts[:64])
-    best = float("inf")
+    best, cpu = float("inf"), float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         predictor.predict(texts)
         best = min(best, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
     single = []
     for text in texts[:200]:
         start = time.perf_counter()
         predictor.predict([text])
         single.append(time.perf_counter() - start)
     return {"sentences_per_s": round(len(texts) / best, 1),
+            "cpu_ms_per_sentence": round(1000 * cpu / len(texts), 2),
             "dtype": str(predictor.dtype).replace("torch.", ""),
             "single_p50_ms": round(1000 * float(np.median(single)), 2)}
+
+
+def mixed_lengths(short: list[str], long: list[str], share: float, n: int = 256) -> list[str]:
+    """``n`` texts, a ``share`` of them from ``long`` spread evenly among ``short`` (a fixed order)."""
+    out, debt = [], 0.0
+    for i in range(n):
+        debt += share
+        if debt >= 1:
+            debt -= 1
+            out.append(long[i % len(long)])
+        else:
+            out.append(short[i % len(short)])
+    return out
 
 
 def save_weights(shared: Path, out: Path) -> Path:
@@ -292,7 +333,9 @@ def plot(result: dict, path: Path) -> None:
     for ax in (left, right):
         ax.set_xticks(result["levels"], [str(c) for c in result["levels"]])
         ax.legend(frameon=False, fontsize=8)
-    fig.suptitle("fill-mask serving, one sentence per request (distilbert-base-cased, 2 CPU cores)")
+    mix = (f"; {result['long_share']:.0%} of them ~120 tokens, the rest ~20"
+           if result.get("long_share") else "")
+    fig.suptitle(f"fill-mask serving, one text per request{mix} (distilbert-base-cased, 2 CPU cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -309,7 +352,10 @@ def main() -> None:
     parser.add_argument("--no-in-process", action="store_true")
     parser.add_argument("--soak", type=float, default=0,
                         help="instead: distilkit at 32 clients for this long")
-    parser.add_argument("--name", default="serve", help="output file stem")
+    parser.add_argument("--long-share", type=float, default=0.0,
+                        help="share of requests with ~120-token texts among the ~20-token ones")
+    parser.add_argument("--name", default=None,
+                        help="output file stem (default: serve, serve_mixed or serve_soak)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     args.levels = [int(c) for c in args.levels.split(",")]
@@ -320,7 +366,10 @@ def main() -> None:
         model = save_weights(args.shared, Path(tmp) / "distilbert-base-cased-random")
         from transformers import AutoTokenizer
 
-        texts = fill_mask_texts(args.shared, AutoTokenizer.from_pretrained(model), 256, 20)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        texts = fill_mask_texts(args.shared, tokenizer, 256, 20)
+        if args.long_share > 0:
+            texts = mixed_lengths(texts, fill_mask_texts(args.shared, tokenizer, 64, 120), args.long_share)
         commands = servers(model)
         if args.soak:
             server = Server(*commands["distilkit"])
@@ -328,9 +377,10 @@ def main() -> None:
                 result = {"soak": soak(server, texts, args.soak)}
             finally:
                 server.stop()
-            args.name = "serve_soak" if args.name == "serve" else args.name
+            args.name = args.name or "serve_soak"
         else:
             result = {"levels": args.levels, "seconds_per_level": args.seconds, "servers": {},
+                      "long_share": args.long_share,
                       "model": "distilbert-base-cased architecture, random weights (one directory for all)"}
             if not args.no_in_process:
                 result["in_process"] = in_process(model, texts)
@@ -350,6 +400,7 @@ def main() -> None:
                 finally:
                     server.stop()
             summarize(result)
+    args.name = args.name or ("serve_mixed" if args.long_share > 0 else "serve")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if result.get("servers"):

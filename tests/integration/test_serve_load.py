@@ -47,6 +47,10 @@ def test_no_forward_pass_exceeds_the_padded_token_budget_or_the_row_limit(bert):
     count = re.search(r'distilkit_batch_padded_tokens_count\{model="bert"\} (\S+)', metrics)[1]
     assert f'distilkit_batch_padded_tokens_bucket{{le="128.0",model="bert"}} {count}' in metrics
     assert f'distilkit_batch_rows_bucket{{le="8.0",model="bert"}} {count}' in metrics
+    # Real tokens per pass are counted too: every text's tokens once, never more than the padded ones.
+    real = float(re.search(r'distilkit_batch_tokens_sum\{model="bert"\} (\S+)', metrics)[1])
+    padded = float(re.search(r'distilkit_batch_padded_tokens_sum\{model="bert"\} (\S+)', metrics)[1])
+    assert real == sum(len(f) for f in bert.prepare(texts).features) and real < padded
 
 
 def test_small_requests_are_answered_while_a_maximal_admitted_request_runs(squad):

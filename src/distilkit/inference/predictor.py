@@ -8,6 +8,7 @@ plans its passes itself), and ``finish`` (decode).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -22,7 +23,7 @@ from distilkit.export.cache import onnx_model
 from distilkit.inference import quantized, runtime
 from distilkit.inference.onnx_backend import is_exported_dir
 from distilkit.inference.packing import pad_batch, padded_length, plan_batches
-from distilkit.inference.selective import select_last_layer
+from distilkit.inference.selective import real_tokens, select_last_layer, skip_padding
 from distilkit.model_info import LoadedModel
 from distilkit.models import load_model, resolve_source
 from distilkit.tasks import CostLimits, Feature, get_handler_class
@@ -102,6 +103,9 @@ class Predictor:
             runtime.compile_encoder(self.model)
         elif first is not None:  # heads that read a few positions get the last layer at those only
             select_last_layer(self.model)
+        # The encoder's layers run on each batch's real tokens only (``selective.skip_padding``);
+        # False runs them on the padded batch (``benchmarks/padding_ab.py`` compares the two).
+        self.skips_padding = first is not None and not compile and skip_padding(self.model)
 
     @classmethod
     def from_ref(
@@ -236,7 +240,10 @@ class Predictor:
         batch = pad_batch([f.input_ids for f in features], self._pad_id, width, types)
         with torch.inference_mode():
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            return self.handler.forward(self.model, batch, features)
+            tokens = (real_tokens(self.model, batch["attention_mask"]) if self.skips_padding
+                      else contextlib.nullcontext())
+            with tokens:
+                return self.handler.forward(self.model, batch, features)
 
     def finish(self, prepared: Prepared, outputs: list[Any]) -> list[Any]:
         """Decode each item from its features' outputs."""

@@ -1,4 +1,5 @@
-"""The encoder's last layer computed only at the positions a head reads.
+"""The encoder computed only where an answer needs it: real tokens only, and in the last layer
+only the positions a head reads.
 
 Fill-mask reads the last hidden state at the masks only and the text-classification heads of the
 BERT family at the first token only, yet every other position of the last layer is computed too:
@@ -9,21 +10,29 @@ overall (14% for 6 layers, 28% for 3) for the same answers (the same operations 
 rows). The layer's other positions come out as zeros, so a head that reads only the selected
 positions (or a pooler over the first token) is unaffected.
 
-    select_last_layer(model)                          # once, at load
-    with only_at(model, positions, attention_mask):   # (B, T) bool or flat indices; per call
+A batch of rows of different lengths is padded to its longest, and every layer's GEMMs would
+run on the padding too. ``skip_padding`` lets the layers run on the real tokens alone, as one
+(N, H) matrix: only attention pads them back into sequences. The same operations on the same
+rows; a server's batch of requests as they arrive (unsorted) is where the padding is.
+
+    select_last_layer(model); skip_padding(model)     # once, at load
+    with real_tokens(model, attention_mask), only_at(model, positions, attention_mask):  # per call
         hidden = model.base_model(**batch)[0]        # exact at ``positions``, zeros elsewhere
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-_state = threading.local()  # the selection of the call running on this thread
+from distilkit.inference import runtime
+
+_state = threading.local()  # the selection and real tokens of the call running on this thread
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     return None
 
 
-def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sel: Selection,
+def _attend(sel: Selection, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             heads: int, scale: float) -> torch.Tensor:
     """Attention of the selected rows' queries (M, H) over their own sequence's keys/values (B, T, H)."""
     m, (b, t, h) = query.shape[0], key.shape
@@ -57,39 +66,47 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sel: Se
     return out.reshape(m, h)  # (M, H)
 
 
-def _rows(hidden: torch.Tensor, sel: Selection) -> torch.Tensor:
-    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, sel.index)  # (M, H)
+# Attention of some rows' queries over the keys and values they may see:
+# (query, key, value, heads, scale) -> the context of each query row.
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
+
+# A layer's work as one function of (layer, the rows its keys and values come from, the rows to
+# compute, their attention): the same operations as the layer's own forward at inference.
 
 
-def _distilbert_rows(layer: torch.nn.Module, hidden: torch.Tensor, sel: Selection) -> torch.Tensor:
+def _distilbert_block(layer: torch.nn.Module, source: torch.Tensor, rows: torch.Tensor,
+                      attend: Attend) -> torch.Tensor:
     att = layer.attention
-    x = _rows(hidden, sel)  # (M, H)
-    ctx = _attend(att.q_lin(x), att.k_lin(hidden), att.v_lin(hidden), sel, att.n_heads, att.scaling)
-    a = layer.sa_layer_norm(att.out_lin(ctx) + x)
+    ctx = attend(att.q_lin(rows), att.k_lin(source), att.v_lin(source), att.n_heads, att.scaling)
+    a = layer.sa_layer_norm(att.out_lin(ctx) + rows)
     return layer.output_layer_norm(layer.ffn(a) + a)
 
 
-def _bert_rows(layer: torch.nn.Module, hidden: torch.Tensor, sel: Selection) -> torch.Tensor:
+def _bert_block(layer: torch.nn.Module, source: torch.Tensor, rows: torch.Tensor,
+                attend: Attend) -> torch.Tensor:
     att = layer.attention.self
-    x = _rows(hidden, sel)  # (M, H)
-    ctx = _attend(att.query(x), att.key(hidden), att.value(hidden), sel, att.num_attention_heads,
-                  att.scaling)
-    a = layer.attention.output(ctx, x)  # dense -> + x -> LayerNorm
+    ctx = attend(att.query(rows), att.key(source), att.value(source), att.num_attention_heads, att.scaling)
+    a = layer.attention.output(ctx, rows)  # dense -> + rows -> LayerNorm
     return layer.output(layer.intermediate(a), a)  # dense (+GELU) -> dense -> + a -> LayerNorm
 
 
-def _rows_function(layer: torch.nn.Module) -> Callable[..., torch.Tensor] | None:
-    """How to compute selected rows of this kind of layer; None for a layer of another design."""
+def _block_function(layer: torch.nn.Module) -> Callable[..., torch.Tensor] | None:
+    """How to compute rows of this kind of layer; None for a layer of another design."""
     att = getattr(layer, "attention", None)
     if all(hasattr(att, n) for n in ("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "scaling")) and all(
             hasattr(layer, n) for n in ("sa_layer_norm", "ffn", "output_layer_norm")):
-        return _distilbert_rows
+        return _distilbert_block
     inner = getattr(att, "self", None)
     if (all(hasattr(inner, n) for n in ("query", "key", "value", "num_attention_heads", "scaling"))
             and hasattr(att, "output") and hasattr(layer, "intermediate") and hasattr(layer, "output")
             and not getattr(layer, "add_cross_attention", False)):
-        return _bert_rows
+        return _bert_block
     return None
+
+
+def _scatter(rows: torch.Tensor, index: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``rows`` (M, H) placed at the flat positions ``index`` of a zero tensor of ``shape`` (B, T, H)."""
+    return rows.new_zeros((shape[0] * shape[1], rows.shape[-1])).index_copy_(0, index, rows).view(shape)
 
 
 def select_last_layer(model: torch.nn.Module) -> bool:
@@ -102,17 +119,19 @@ def select_last_layer(model: torch.nn.Module) -> bool:
     if layers is None:
         return False
     last = layers[-1]
-    rows_of = _rows_function(last)
-    if rows_of is None or getattr(last, "_distilkit_selective", False):
-        return rows_of is not None
+    block = _block_function(last)
+    if block is None or getattr(last, "_distilkit_selective", False):
+        return block is not None
     full = last.forward
 
     def forward(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         sel = getattr(_state, "selection", None)
-        if sel is None or sel.layer is not last or last.training:
-            return full(hidden_states, *args, **kwargs)
-        flat = hidden_states.new_zeros(hidden_states.shape).view(-1, hidden_states.shape[-1])
-        return flat.index_copy(0, sel.index, rows_of(last, hidden_states, sel)).view(hidden_states.shape)
+        if sel is None or sel.layer is not last or last.training or hidden_states.dim() != 3:
+            return full(hidden_states, *args, **kwargs)  # (N, H) real tokens: ``skip_padding`` selects
+        width = hidden_states.shape[-1]
+        rows = hidden_states.reshape(-1, width).index_select(0, sel.index)  # (M, H)
+        out = block(last, hidden_states, rows, functools.partial(_attend, sel))
+        return _scatter(out, sel.index, hidden_states.shape)
 
     last.forward = forward
     last._distilkit_selective = True
@@ -142,3 +161,115 @@ def only_at(model: torch.nn.Module, positions: torch.Tensor,
         yield True
     finally:
         _state.selection = previous
+
+
+# Below this share of padding a batch runs padded: gathering the real tokens and padding them back
+# for attention costs ~2-3% of a bf16 pass (batches of 8 ~120-token rows, 0.5% padding, ran at 0.96-0.99x
+# the padded batch, ``benchmarks/padding_ab.py``), while 11-13% padding gave 1.02-1.15x.
+MIN_PADDING_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The real tokens of a padded batch, for encoder layers that skip its padding (``real_tokens``)."""
+
+    layers: torch.nn.ModuleList  # the layers this batch is for (another model ignores it)
+    index: torch.Tensor  # (N,) int64: the real tokens' flat positions in B*T
+    slot: torch.Tensor  # (B*T,) int64: each flat position's row among the N real tokens (-1: padding)
+    shape: tuple[int, int]  # (B, T)
+    key_mask: torch.Tensor  # (B, T) bool: True at a real token
+    bias: torch.Tensor | None  # (B, 1, 1, T) additive mask for two-GEMM attention; None: fused kernel
+
+    def gather(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (N, H): the real tokens' rows."""
+        return hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index)
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """(N, H) -> (B, T, H), zeros at padding."""
+        return _scatter(rows, self.index, (*self.shape, rows.shape[-1]))
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int,
+               scale: float) -> torch.Tensor:
+        """Every real token's attention over its own sequence's real tokens: (N, H) in, (N, H) out.
+
+        Padded to (B, heads, T, d) for the attention itself, the one step that needs sequences.
+        """
+        (b, t), h = self.shape, query.shape[-1]
+        q, k, v = (self.pad(x).view(b, t, heads, h // heads).transpose(1, 2) for x in (query, key, value))
+        if self.bias is not None:
+            out = runtime.bmm_attention(None, q, k, v, self.bias, scaling=scale)[0]  # (B, T, heads, d)
+        else:
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=self.key_mask.view(b, 1, 1, t), scale=scale).transpose(1, 2)
+        return out.reshape(b * t, h).index_select(0, self.index)
+
+
+def skip_padding(model: torch.nn.Module) -> bool:
+    """Let ``model``'s encoder layers run on the real tokens of ``real_tokens`` batches; True if they can.
+
+    Within ``real_tokens`` the first layer gathers the batch's real tokens, the layers pass them on
+    as one (N, H) matrix and the last layer puts its rows back into the padded (B, T, H) shape
+    (zeros at padding; with ``only_at`` too, at the selected positions only). Each forward wraps
+    the layer instance's own; outside the block, or while training, the layers run as before.
+    """
+    layers = encoder_layers(model)
+    if layers is None or any(_block_function(layer) is None for layer in layers):
+        return False
+    for i, layer in enumerate(layers):
+        if not getattr(layer, "_distilkit_tokens", False):
+            _skip_padding_in(layer, layers, last=i == len(layers) - 1)
+    return True
+
+
+def _skip_padding_in(layer: torch.nn.Module, layers: torch.nn.ModuleList, last: bool) -> None:
+    block, inner = _block_function(layer), layer.forward
+
+    def forward(hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        tokens = getattr(_state, "tokens", None)
+        if tokens is None or tokens.layers is not layers or layer.training:
+            return inner(hidden_states, *args, **kwargs)
+        x = hidden_states if hidden_states.dim() == 2 else tokens.gather(hidden_states)  # (N, H)
+        if not last:
+            return block(layer, x, x, tokens.attend)
+        sel = getattr(_state, "selection", None)
+        if sel is None or sel.layer is not layer:
+            return tokens.pad(block(layer, x, x, tokens.attend))
+
+        def attend(query, key, value, heads, scale):  # the selected queries over padded keys/values
+            return _attend(sel, query, tokens.pad(key), tokens.pad(value), heads, scale)
+
+        rows = block(layer, x, x.index_select(0, tokens.slot[sel.index]), attend)
+        return _scatter(rows, sel.index, (*tokens.shape, rows.shape[-1]))
+
+    layer.forward = forward
+    layer._distilkit_tokens = True
+
+
+@contextlib.contextmanager
+def real_tokens(model: torch.nn.Module, attention_mask: torch.Tensor | None) -> Iterator[bool]:
+    """Within the block, ``model``'s encoder skips the padding of ``attention_mask`` (B, T), if it can.
+
+    Yields whether it does: not for a batch with less than ``MIN_PADDING_SHARE`` of padding (little
+    to skip), nor for a model ``skip_padding`` did not adapt. Heads see the usual (B, T, H) hidden
+    states, zeros at padding.
+    """
+    layers = encoder_layers(model)
+    if (layers is None or attention_mask is None or not getattr(layers[0], "_distilkit_tokens", False)
+            or int(attention_mask.count_nonzero()) > (1 - MIN_PADDING_SHARE) * attention_mask.numel()):
+        yield False
+        return
+    key_mask = attention_mask.bool()
+    index = key_mask.reshape(-1).nonzero().squeeze(1)
+    slot = torch.full((key_mask.numel(),), -1, dtype=torch.int64, device=index.device)
+    slot[index] = torch.arange(index.numel(), device=index.device)
+    bias = None
+    if getattr(model.config, "_attn_implementation", None) == runtime.BMM_ATTENTION:
+        dtype = next(model.parameters()).dtype
+        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill_(
+            ~key_mask, torch.finfo(dtype).min).view(key_mask.shape[0], 1, 1, -1)
+    previous = getattr(_state, "tokens", None)
+    _state.tokens = Tokens(layers, index, slot, tuple(key_mask.shape), key_mask, bias)
+    try:
+        yield True
+    finally:
+        _state.tokens = previous

@@ -38,6 +38,9 @@ class ServerMetrics:
         self.batch_padded_tokens = Histogram(
             "distilkit_batch_padded_tokens", "Padded tokens (rows x padded length) per forward pass",
             ["model"], buckets=powers_of_two_to(max_batch_tokens), registry=r)
+        self.batch_tokens = Histogram(
+            "distilkit_batch_tokens", "Real tokens per forward pass (the encoder's GEMMs skip the padding)",
+            ["model"], buckets=powers_of_two_to(max_batch_tokens), registry=r)
         self.batch_seconds = Histogram("distilkit_batch_seconds", "Duration of one forward pass", ["model"],
                                        buckets=STAGE_BUCKETS, registry=r)
         self.stage_seconds = Histogram("distilkit_stage_seconds",

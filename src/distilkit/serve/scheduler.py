@@ -3,7 +3,8 @@
 A request's features (``Predictor.prepare``) join its model's queue. The model thread plans each
 forward pass by what the model pays for, as text-embeddings-inference's queue does: at most
 ``max_batch_size`` rows and ``max_batch_tokens`` *padded* tokens (rows x the padded length of
-the longest row, ``Predictor.padded_length``), and hands exactly that batch to
+the longest row, ``Predictor.padded_length``: the size of the batch's tensors and of its
+attention; the encoder's GEMMs run on the real tokens alone), and hands exactly that batch to
 ``Predictor.run_batch``. A feature longer than the whole budget runs alone (the server refuses
 such a budget at start).
 
@@ -75,7 +76,7 @@ class PassStats:
     model: str
     rows: int
     tokens: int  # real tokens
-    padded_tokens: int  # rows x padded width: what the model computed
+    padded_tokens: int  # rows x padded width: the batch's tensors and attention (its GEMMs skip padding)
     requests: int
     seconds: float
     waited: float  # how long its oldest feature had been queued

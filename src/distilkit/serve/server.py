@@ -82,6 +82,7 @@ class ModelServer:
         m, name = self.metrics, stats.model
         m.batch_rows.labels(name).observe(stats.rows)
         m.batch_padded_tokens.labels(name).observe(stats.padded_tokens)
+        m.batch_tokens.labels(name).observe(stats.tokens)
         m.batch_seconds.labels(name).observe(stats.seconds)
         m.queue_depth.labels(name).set(self.scheduler.queued(name) if self.scheduler else 0)
         if log.isEnabledFor(logging.INFO):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM, pipeline
@@ -23,6 +24,16 @@ def batch_with_padding() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ids, attention, positions
 
 
+def bf16_engine_model(path) -> torch.nn.Module:
+    """The masked LM in bf16 with the CPU engine's kernels (prepacked GEMMs, two-GEMM attention)."""
+    if not runtime.can_prepack(torch.bfloat16, torch.device("cpu")):
+        pytest.skip("this CPU/torch build has no native bf16 oneDNN GEMM")
+    model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.bfloat16).eval()
+    runtime.prepack_linears(model)
+    runtime.use_bmm_attention(model)
+    return model
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_selected_rows_equal_the_full_last_layer_and_the_rest_are_zeros(tiny_model, family):
     model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", family)).eval()
@@ -41,11 +52,7 @@ def test_selected_rows_equal_the_full_last_layer_and_the_rest_are_zeros(tiny_mod
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_prepacked_selected_rows_stay_within_bf16_rounding(tiny_model, family):
-    if not runtime.can_prepack(torch.bfloat16, torch.device("cpu")):
-        pytest.skip("this CPU/torch build has no native bf16 oneDNN GEMM")
-    model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", family), dtype=torch.bfloat16).eval()
-    runtime.prepack_linears(model)
-    runtime.use_bmm_attention(model)
+    model = bf16_engine_model(tiny_model("fill-mask", family))
     ids, attention, positions = batch_with_padding()
     with torch.inference_mode():
         full = model.base_model(input_ids=ids, attention_mask=attention)[0].float()
@@ -66,19 +73,6 @@ def test_the_state_dict_is_unchanged_and_training_runs_the_full_layer(tiny_model
     with selective.only_at(model, positions, attention):
         hidden = model.base_model(input_ids=ids, attention_mask=attention)[0]
     assert torch.count_nonzero(hidden[~positions]) > 0  # every position computed: gradients are whole
-
-
-def test_a_selection_for_one_model_leaves_another_model_whole(tiny_model):
-    one = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "distilbert")).eval()
-    other = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "distilbert")).eval()
-    selective.select_last_layer(one)
-    selective.select_last_layer(other)
-    ids, attention, positions = batch_with_padding()
-    with torch.inference_mode():
-        full = other.base_model(input_ids=ids, attention_mask=attention)[0]
-        with selective.only_at(one, positions, attention):
-            inside = other.base_model(input_ids=ids, attention_mask=attention)[0]
-    assert torch.equal(inside, full)
 
 
 def test_a_model_of_another_design_is_not_selective_and_runs_in_full():
@@ -110,3 +104,98 @@ def test_fill_mask_and_classification_through_the_predictor_match_the_pipelines(
     for mine, ref in zip(ours, reference, strict=True):
         assert [c["label"] for c in mine] == [c["label"] for c in ref]
         assert [c["score"] for c in mine] == pytest.approx([c["score"] for c in ref], abs=1e-5)
+
+
+# --- the encoder on real tokens only (skip_padding / real_tokens) ---------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_real_tokens_give_the_padded_models_hidden_states_and_zeros_at_padding(tiny_model, family):
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", family)).eval()
+    ids, attention, positions = batch_with_padding()
+    real = attention.bool()
+    with torch.inference_mode():
+        full = model.base_model(input_ids=ids, attention_mask=attention)[0]
+        assert selective.skip_padding(model)
+        with selective.real_tokens(model, attention) as applied:
+            tokens = model.base_model(input_ids=ids, attention_mask=attention)[0]
+        selective.select_last_layer(model)  # wrapped after skip_padding: either order works
+        with selective.real_tokens(model, attention), selective.only_at(model, positions, attention):
+            both = model.base_model(input_ids=ids, attention_mask=attention)[0]
+        after = model.base_model(input_ids=ids, attention_mask=attention)[0]
+    assert applied
+    torch.testing.assert_close(tokens[real], full[real], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(tokens[~real]) == 0  # padding never computed
+    torch.testing.assert_close(both[positions], full[positions], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(both[~positions]) == 0
+    assert torch.equal(after, full)  # outside the block the layers run as before
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_prepacked_real_tokens_equal_the_padded_batch_with_two_gemm_attention(tiny_model, family):
+    model = bf16_engine_model(tiny_model("fill-mask", family))
+    ids, attention, _ = batch_with_padding()
+    real = attention.bool()
+    with torch.inference_mode():
+        full = model.base_model(input_ids=ids, attention_mask=attention)[0].float()
+        selective.skip_padding(model)
+        with selective.real_tokens(model, attention) as applied:
+            tokens = model.base_model(input_ids=ids, attention_mask=attention)[0].float()
+    assert applied
+    assert (tokens[real] - full[real]).abs().max() <= 0.02 * full[real].abs().max()
+    assert torch.count_nonzero(tokens[~real]) == 0
+
+
+def test_a_batch_without_padding_or_a_model_not_adapted_runs_as_before(tiny_model):
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "bert")).eval()
+    ids, attention, _ = batch_with_padding()
+    with selective.real_tokens(model, attention) as applied:
+        assert not applied  # skip_padding not called
+    keys = list(model.state_dict())
+    assert selective.skip_padding(model) and selective.skip_padding(model)  # once per layer
+    assert list(model.state_dict()) == keys
+    with selective.real_tokens(model, torch.ones_like(attention)) as applied:
+        assert not applied  # nothing to skip
+    little = torch.ones_like(attention)
+    little[0, -1] = 0  # 1 of 52 tokens: less padding than gathering the real tokens would cost
+    assert 0 < 1 / little.numel() < selective.MIN_PADDING_SHARE
+    with selective.real_tokens(model, little) as applied:
+        assert not applied
+    model.train()
+    with selective.real_tokens(model, attention):
+        hidden = model.base_model(input_ids=ids, attention_mask=attention)[0]
+    assert torch.count_nonzero(hidden[~attention.bool()]) > 0  # training computes every position
+    assert not selective.skip_padding(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("block", ["only_at", "real_tokens"])
+def test_a_selection_or_real_tokens_for_one_model_leave_another_model_whole(tiny_model, block):
+    one = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "distilbert")).eval()
+    other = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", "distilbert")).eval()
+    for model in (one, other):
+        selective.select_last_layer(model)
+        selective.skip_padding(model)
+    ids, attention, positions = batch_with_padding()
+    with torch.inference_mode():
+        full = other.base_model(input_ids=ids, attention_mask=attention)[0]
+        with (selective.only_at(one, positions, attention) if block == "only_at"
+              else selective.real_tokens(one, attention)) as applied:
+            inside = other.base_model(input_ids=ids, attention_mask=attention)[0]
+    assert applied and torch.equal(inside, full)
+
+
+@pytest.mark.parametrize("task", ["token-classification", "question-answering", "text-classification"])
+def test_an_unsorted_batch_of_mixed_lengths_answers_each_row_as_alone(tiny_model, task):
+    predictor = Predictor.from_ref(tiny_model(task), task, dtype="float32")
+    assert getattr(selective.encoder_layers(predictor.model)[0], "_distilkit_tokens", False)
+    if task == "question-answering":
+        context = "Ada Lovelace wrote the first program in London in 1843 for the analytical engine."
+        questions = ("who?", "where did she write the first program?")
+        items = [{"question": q, "context": context} for q in questions]
+    else:
+        items = ["a short one", "a much longer sentence with many more words than the first one has",
+                 "mid size text"]
+    features = predictor.prepare(items).features
+    together = predictor.run_batch(features)  # padded to the longest: the others skip their padding
+    for feature, out in zip(features, together, strict=True):
+        alone = predictor.run_batch([feature])[0]
+        assert numpy.allclose(numpy.asarray(out), numpy.asarray(alone), atol=1e-5)
