@@ -21,8 +21,9 @@ of requests as they arrive is padded to its longest). The servers:
 - baseline: a FastAPI app calling ``transformers.pipeline`` per request (``baseline_server.py``).
 
 Also measured in the same run: the in-process Predictor on the same sentences (all at once, and
-one at a time). Writes serve.json and serve.png (or serve_soak.json); prints JSON. The load
-generator shares the machine's cores with the server under test (every server alike).
+one at a time), at the start and again right after each of distilkit's levels (``in_process_now``).
+Writes serve.json and serve.png (or serve_soak.json); prints JSON. The load generator shares the
+machine's cores with the server under test (every server alike); the CPU time of both is recorded.
 """
 
 from __future__ import annotations
@@ -187,7 +188,10 @@ def stage_ms(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return out
 
 
-def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
+def measure(name: str, server: Server, texts: list[str], args, local: InProcess | None = None) -> list[dict]:
+    """Every level against ``server``; with ``local``, the in-process Predictor is timed again right
+    after each level (``in_process_now``: single-sentence p50 after 1 client, throughput after the
+    others), so the server's share of it compares two figures of the same minute."""
     url = server.url + server.path
     asyncio.run(load(url, texts, 4, 3, 10**9))  # warm-up
     rows = []
@@ -203,33 +207,50 @@ def measure(name: str, server: Server, texts: list[str], args) -> list[dict]:
         row["client_cpu_share"] = round((time.process_time() - client_cpu) / (wall * os.cpu_count()), 3)
         if name in OURS:
             row["stage_ms"] = stage_ms(before, stage_split(server.url))
+        if local is not None:
+            row["in_process_now"] = ({"single_p50_ms": local.single_p50_ms()} if clients == 1
+                                     else local.throughput(repeats=2))
         print(f"{name} {clients:>3} clients: {row['req_per_s']} req/s p50 {row['p50_ms']} ms "
-              f"p99 {row['p99_ms']} ms errors {row['errors']}", file=sys.stderr)
+              f"p99 {row['p99_ms']} ms errors {row['errors']}"
+              + (f"; in process now {row['in_process_now']}" if local is not None else ""), file=sys.stderr)
         rows.append(row)
     return rows
 
 
-def in_process(model: Path, texts: list[str], dtype: str = "auto") -> dict:
-    """The Predictor on the same sentences in this process: all at once, and one at a time."""
-    from distilkit.inference.predictor import Predictor
+class InProcess:
+    """The Predictor on the same sentences in this process, kept loaded so that it can be timed
+    again next to each of distilkit's levels (the VM's speed drifts within a run)."""
 
-    predictor = Predictor.from_ref(model, "fill-mask", dtype=dtype)
-    predictor.predict(texts[:64])
-    best, cpu = float("inf"), float("inf")
-    for _ in range(3):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        predictor.predict(texts)
-        best = min(best, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    single = []
-    for text in texts[:200]:
-        start = time.perf_counter()
-        predictor.predict([text])
-        single.append(time.perf_counter() - start)
-    return {"sentences_per_s": round(len(texts) / best, 1),
-            "cpu_ms_per_sentence": round(1000 * cpu / len(texts), 2),
-            "dtype": str(predictor.dtype).replace("torch.", ""),
-            "single_p50_ms": round(1000 * float(np.median(single)), 2)}
+    def __init__(self, model: Path, texts: list[str], dtype: str = "auto"):
+        from distilkit.inference.predictor import Predictor
+
+        self.texts = texts
+        self.predictor = Predictor.from_ref(model, "fill-mask", dtype=dtype)
+        self.predictor.predict(texts[:64])
+
+    def throughput(self, repeats: int = 3) -> dict:
+        """All the sentences at once: sentences/s and CPU ms per sentence, best of ``repeats``."""
+        best, cpu = float("inf"), float("inf")
+        for _ in range(repeats):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            self.predictor.predict(self.texts)
+            best = min(best, time.perf_counter() - start)
+            cpu = min(cpu, time.process_time() - start_cpu)
+        return {"sentences_per_s": round(len(self.texts) / best, 1),
+                "cpu_ms_per_sentence": round(1000 * cpu / len(self.texts), 2)}
+
+    def single_p50_ms(self, n: int = 200) -> float:
+        """Median latency of one sentence at a time."""
+        single = []
+        for text in self.texts[:n]:
+            start = time.perf_counter()
+            self.predictor.predict([text])
+            single.append(time.perf_counter() - start)
+        return round(1000 * float(np.median(single)), 2)
+
+    def summary(self) -> dict:
+        return {**self.throughput(), "dtype": str(self.predictor.dtype).replace("torch.", ""),
+                "single_p50_ms": self.single_p50_ms()}
 
 
 def mixed_lengths(short: list[str], long: list[str], share: float, n: int = 256) -> list[str]:
@@ -299,12 +320,20 @@ def summarize(result: dict) -> None:
         if not rows or not inproc:
             continue
         by_level = {r["clients"]: r for r in rows}
+        # Against the run's first in-process figures, and (``_now``) against those timed next to the level.
         if 32 in by_level:
-            share = by_level[32]["req_per_s"] / inproc["sentences_per_s"]
+            row = by_level[32]
+            share = row["req_per_s"] / inproc["sentences_per_s"]
             result["share_of_in_process_at_32" + suffix] = round(share, 3)
+            if "in_process_now" in row:
+                now = row["req_per_s"] / row["in_process_now"]["sentences_per_s"]
+                result["share_of_in_process_at_32_now" + suffix] = round(now, 3)
         if 1 in by_level:
-            over = by_level[1]["p50_ms"] - inproc["single_p50_ms"]
-            result["p50_over_in_process_at_1_ms" + suffix] = round(over, 2)
+            row = by_level[1]
+            result["p50_over_in_process_at_1_ms" + suffix] = round(row["p50_ms"] - inproc["single_p50_ms"], 2)
+            if "in_process_now" in row:
+                now = row["p50_ms"] - row["in_process_now"]["single_p50_ms"]
+                result["p50_over_in_process_at_1_ms_now" + suffix] = round(now, 2)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -382,12 +411,13 @@ def main() -> None:
             result = {"levels": args.levels, "seconds_per_level": args.seconds, "servers": {},
                       "long_share": args.long_share,
                       "model": "distilbert-base-cased architecture, random weights (one directory for all)"}
+            local: dict[str, InProcess] = {}
             if not args.no_in_process:
-                result["in_process"] = in_process(model, texts)
-                print(f"in process: {result['in_process']}", file=sys.stderr)
-                if "distilkit-int8" in peers:
-                    result["in_process_int8"] = in_process(model, texts, "int8")
-                    print(f"in process, int8: {result['in_process_int8']}", file=sys.stderr)
+                for name, dtype, suffix in (("distilkit", "auto", ""), ("distilkit-int8", "int8", "_int8")):
+                    if name in peers or not suffix:
+                        local[name] = InProcess(model, texts, dtype)
+                        result["in_process" + suffix] = local[name].summary()
+                        print(f"in process ({dtype}): {result['in_process' + suffix]}", file=sys.stderr)
             for name in peers:
                 try:  # a peer that does not start is reported, and the others still run
                     server = Server(*commands[name])
@@ -396,7 +426,7 @@ def main() -> None:
                     print(f"{name} did not start: {err}", file=sys.stderr)
                     continue
                 try:
-                    result["servers"][name] = measure(name, server, texts, args)
+                    result["servers"][name] = measure(name, server, texts, args, local.get(name))
                 finally:
                     server.stop()
             summarize(result)
