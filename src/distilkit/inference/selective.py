@@ -176,9 +176,13 @@ class Tokens:
     layers: torch.nn.ModuleList  # the layers this batch is for (another model ignores it)
     index: torch.Tensor  # (N,) int64: the real tokens' flat positions in B*T
     slot: torch.Tensor  # (B*T,) int64: each flat position's row among the N real tokens (-1: padding)
-    shape: tuple[int, int]  # (B, T)
     key_mask: torch.Tensor  # (B, T) bool: True at a real token
-    bias: torch.Tensor | None  # (B, 1, 1, T) additive mask for two-GEMM attention; None: fused kernel
+    two_gemm: bool  # attention as ``runtime.bmm_attention`` (the model's bf16 CPU kernel), else SDPA
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(B, T)."""
+        return tuple(self.key_mask.shape)
 
     def gather(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) -> (N, H): the real tokens' rows."""
@@ -196,11 +200,12 @@ class Tokens:
         """
         (b, t), h = self.shape, query.shape[-1]
         q, k, v = (self.pad(x).view(b, t, heads, h // heads).transpose(1, 2) for x in (query, key, value))
-        if self.bias is not None:
-            out = runtime.bmm_attention(None, q, k, v, self.bias, scaling=scale)[0]  # (B, T, heads, d)
+        mask = self.key_mask.view(b, 1, 1, t)
+        if self.two_gemm:
+            out = runtime.bmm_attention(None, q, k, v, mask, scaling=scale)[0]  # (B, T, heads, d)
         else:
             out = torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=self.key_mask.view(b, 1, 1, t), scale=scale).transpose(1, 2)
+                q, k, v, attn_mask=mask, scale=scale).transpose(1, 2)
         return out.reshape(b * t, h).index_select(0, self.index)
 
 
@@ -254,21 +259,19 @@ def real_tokens(model: torch.nn.Module, attention_mask: torch.Tensor | None) -> 
     states, zeros at padding.
     """
     layers = encoder_layers(model)
-    if (layers is None or attention_mask is None or not getattr(layers[0], "_distilkit_tokens", False)
-            or int(attention_mask.count_nonzero()) > (1 - MIN_PADDING_SHARE) * attention_mask.numel()):
+    if layers is None or attention_mask is None or not getattr(layers[0], "_distilkit_tokens", False):
         yield False
         return
     key_mask = attention_mask.bool()
     index = key_mask.reshape(-1).nonzero().squeeze(1)
+    if index.numel() > (1 - MIN_PADDING_SHARE) * key_mask.numel():
+        yield False
+        return
     slot = torch.full((key_mask.numel(),), -1, dtype=torch.int64, device=index.device)
     slot[index] = torch.arange(index.numel(), device=index.device)
-    bias = None
-    if getattr(model.config, "_attn_implementation", None) == runtime.BMM_ATTENTION:
-        dtype = next(model.parameters()).dtype
-        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill_(
-            ~key_mask, torch.finfo(dtype).min).view(key_mask.shape[0], 1, 1, -1)
+    two_gemm = getattr(model.config, "_attn_implementation", None) == runtime.BMM_ATTENTION
     previous = getattr(_state, "tokens", None)
-    _state.tokens = Tokens(layers, index, slot, tuple(key_mask.shape), key_mask, bias)
+    _state.tokens = Tokens(layers, index, slot, key_mask, two_gemm)
     try:
         yield True
     finally:
