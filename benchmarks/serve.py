@@ -14,7 +14,7 @@ from ../shared) and every server loads them; clients send one WikiText-2 sentenc
 prefixes instead, mixed among the ~20-token sentences (traffic of mixed lengths, where a batch
 of requests as they arrive is padded to its longest). The servers:
 
-- distilkit: ``distilkit serve --model mlm=DIR`` (defaults: bf16 here, max batch 32);
+- distilkit: ``distilkit serve --model mlm=DIR`` (defaults: bf16 here, max batch 64);
 - distilkit-int8: the same with ``--dtype int8`` (PyTorch's oneDNN int8 engine), for comparison;
 - litserve: LitServe with dynamic batching (max batch 32), ``benchmarks/serve_peers/``;
 - ray: Ray Serve with ``@serve.batch`` (max batch 32), ``benchmarks/serve_peers/``;

@@ -24,7 +24,7 @@ class ServerMetrics:
     ``_count`` shows that no forward pass went past them.
     """
 
-    def __init__(self, max_batch_size: int = 32, max_batch_tokens: int = 4096) -> None:
+    def __init__(self, max_batch_size: int = 64, max_batch_tokens: int = 4096) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("distilkit_requests", "HTTP requests by route and status",

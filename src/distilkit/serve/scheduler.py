@@ -112,7 +112,7 @@ class Scheduler:
         self,
         predictors: dict[str, Any],
         *,
-        max_batch_size: int = 32,
+        max_batch_size: int = 64,
         max_batch_tokens: int = 4096,
         max_wait_ms: float = 2.0,
         max_queue: int = 1024,

@@ -23,7 +23,7 @@ class ServeSettings:
     """TCP port to listen on."""
     api_key: str | None = None
     """Require 'Authorization: Bearer KEY' (health, metrics and the playground page stay open)."""
-    max_batch_size: int = 32
+    max_batch_size: int = 64
     """Rows per forward pass across requests."""
     max_batch_tokens: int = 4096
     """Padded tokens per forward pass across requests (rows x padded length)."""
