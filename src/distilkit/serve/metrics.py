@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from distilkit.serve.settings import ServeSettings
+
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 STAGES = ("tokenize", "queue", "forward", "decode")
 
@@ -24,7 +26,8 @@ class ServerMetrics:
     ``_count`` shows that no forward pass went past them.
     """
 
-    def __init__(self, max_batch_size: int = 64, max_batch_tokens: int = 4096) -> None:
+    def __init__(self, max_batch_size: int = ServeSettings.max_batch_size,
+                 max_batch_tokens: int = ServeSettings.max_batch_tokens) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("distilkit_requests", "HTTP requests by route and status",

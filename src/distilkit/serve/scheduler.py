@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from distilkit.serve.settings import ServeSettings
 from distilkit.tasks import Feature
 
 log = logging.getLogger("distilkit.serve")
@@ -112,10 +113,10 @@ class Scheduler:
         self,
         predictors: dict[str, Any],
         *,
-        max_batch_size: int = 64,
-        max_batch_tokens: int = 4096,
-        max_wait_ms: float = 2.0,
-        max_queue: int = 1024,
+        max_batch_size: int = ServeSettings.max_batch_size,
+        max_batch_tokens: int = ServeSettings.max_batch_tokens,
+        max_wait_ms: float = ServeSettings.max_wait_ms,
+        max_queue: int = ServeSettings.max_queue,
         on_pass: Callable[[PassStats], None] | None = None,
     ):
         self.max_batch_size = max_batch_size
