@@ -8,7 +8,7 @@ the global RNG (dropout) states. What both training loops share is in ``train/lo
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -24,16 +24,14 @@ from distilkit.train import losses
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.data import TokenShards, segment_ids
 from distilkit.train.loop import (
-    LogWindow,
+    MicroOutcome,
     NonFiniteLossError,
-    Progress,
     StepLosses,
     TrainLogs,
     linear_schedule,
     make_accelerator,
     mixed_precision,
-    optimizer_step,
-    save_if_due,
+    run_steps,
     step_plan,
     step_warning,
 )
@@ -324,47 +322,24 @@ def setup(cfg: DistillConfig) -> Run:
 
 
 def fit(run: Run) -> None:
-    """The loop: micro-batches -> losses -> backward, then one optimizer step; log, checkpoint.
+    """The loop (``loop.run_steps``): micro-batches -> the distillation losses -> backward, then one
+    optimizer step; log, checkpoint.
 
     Raises:
         NonFiniteLossError: a micro-batch's loss became NaN/inf (checked once per optimizer step).
     """
-    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    cfg = run.cfg
     alphas = {"ce": cfg.alpha_ce, "mlm": cfg.alpha_mlm, "cos": cfg.alpha_cos, "mse": cfg.alpha_mse,
               "clm": cfg.alpha_clm}
-    world, accum = accelerator.num_processes, run.accumulation
-    progress = Progress("distill", run.total_steps, state["step"], accum, run.main and cfg.progress)
-    window = LogWindow("tokens_per_s", cfg.log_every, run.logs, progress)
-    for step in range(state["step"], run.total_steps):
-        step_tokens, first_micro, step_losses = 0, state["micro_step"], StepLosses()
-        for micro in range(accum):
-            batch = run.stream.get(state["micro_step"])
-            sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
-            with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
-                types = segment_ids(batch.input_ids, batch.attention, run.sep_id) if run.sep_id else None
-                terms = compute_losses(cfg, run.student, run.models.teacher, batch, types)
-                loss = losses.weighted_sum(terms, alphas)
-                accelerator.backward(loss / accum)
-            step_losses.add(loss, terms)
-            window.add({"loss": loss, **terms}, accum)
-            step_tokens += batch.tokens * world
-            state["micro_step"] += 1
-            state["epoch"] = batch.epoch
-            progress.micro_batch()
-        bad = step_losses.first_nonfinite()  # the step's one synchronisation
-        if bad is not None:
-            _stop_on_nonfinite(run, step, first_micro + bad, step_losses, bad)
-        grad_norm, lr = optimizer_step(
-            accelerator, run.student, run.optimizer, run.scheduler, cfg.max_grad_norm
-        )
-        state["step"] = step + 1
-        state["tokens"] += step_tokens
-        progress.step()
-        done = state["step"] == run.total_steps
-        window.step(state["step"], state["epoch"], lr, grad_norm, step_tokens, done, run.main)
-        save_if_due(accelerator, Path(cfg.output) / "checkpoints", run.student, run.optimizer, run.scheduler,
-                    state, cfg.save_every, cfg.keep_checkpoints, done, run.main)
-    progress.close()
+
+    def micro_batch(micro_step: int) -> MicroOutcome:
+        batch = run.stream.get(micro_step)
+        types = segment_ids(batch.input_ids, batch.attention, run.sep_id) if run.sep_id else None
+        terms = compute_losses(cfg, run.student, run.models.teacher, batch, types)
+        return MicroOutcome(losses.weighted_sum(terms, alphas), terms, batch.tokens, batch.epoch)
+
+    stop = functools.partial(_stop_on_nonfinite, run)
+    run_steps(run, "distill", run.accumulation, "tokens", micro_batch, stop)
 
 
 def finish(run: Run) -> Path:

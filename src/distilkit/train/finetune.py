@@ -13,7 +13,6 @@ model card (README.md).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import json
@@ -32,16 +31,14 @@ from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, label_space, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
 from distilkit.train.loop import (
-    LogWindow,
+    MicroOutcome,
     NonFiniteLossError,
-    Progress,
     StepLosses,
     TrainLogs,
     linear_schedule,
     make_accelerator,
     mixed_precision,
-    optimizer_step,
-    save_if_due,
+    run_steps,
     step_plan,
     step_warning,
     tb_write,
@@ -354,50 +351,27 @@ def setup(cfg: FinetuneConfig) -> Run:
 
 
 def fit(run: Run) -> None:
-    """The loop: micro-batches -> losses -> backward, then one optimizer step; log, checkpoint.
+    """The loop (``loop.run_steps``): micro-batches -> task and distillation losses -> backward, then one
+    optimizer step; log, checkpoint.
 
     Raises:
         NonFiniteLossError: a micro-batch's loss became NaN/inf (checked once per optimizer step).
     """
-    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    cfg = run.cfg
     alpha_ce, alpha_task = cfg.loss_weights()
-    world, accum = accelerator.num_processes, cfg.grad_accumulation
-    progress = Progress("finetune", run.total_steps, state["step"], accum, run.main and cfg.progress)
-    window = LogWindow("examples_per_s", cfg.log_every, run.logs, progress)
-    for step in range(state["step"], run.total_steps):
-        step_examples, first_micro, step_losses = 0, state["micro_step"], StepLosses()
-        for micro in range(accum):
-            epoch, examples, batch = run.batches.get(state["micro_step"])
-            sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
-            with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
-                terms = compute_losses(
-                    cfg, run.space.problem_type, run.student, run.teacher, batch, run.student_inputs
-                )
-                loss = losses.weighted_sum(terms, {"task": alpha_task, "ce": alpha_ce, "cos": cfg.alpha_cos})
-                accelerator.backward(loss / accum)
-            step_losses.add(loss, terms)
-            window.add({"loss": loss, **terms}, accum)
-            step_examples += examples * world
-            state["micro_step"] += 1
-            state["epoch"] = epoch
-            progress.micro_batch()
-        bad = step_losses.first_nonfinite()  # the step's one synchronisation
-        if bad is not None:
-            raise NonFiniteLossError(
-                f"{step_losses.describe(bad)} at step {step + 1} (micro-batch {first_micro + bad}); "
-                "lower --lr or resume from a checkpoint"
-            )
-        grad_norm, lr = optimizer_step(
-            accelerator, run.student, run.optimizer, run.scheduler, cfg.max_grad_norm
-        )
-        state["step"] = step + 1
-        state["examples"] += step_examples
-        progress.step()
-        done = state["step"] == run.total_steps
-        window.step(state["step"], state["epoch"], lr, grad_norm, step_examples, done, run.main)
-        save_if_due(accelerator, Path(cfg.output) / "checkpoints", run.student, run.optimizer, run.scheduler,
-                    state, cfg.save_every, cfg.keep_checkpoints, done, run.main)
-    progress.close()
+    weights = {"task": alpha_task, "ce": alpha_ce, "cos": cfg.alpha_cos}
+
+    def micro_batch(micro_step: int) -> MicroOutcome:
+        epoch, examples, batch = run.batches.get(micro_step)
+        terms = compute_losses(cfg, run.space.problem_type, run.student, run.teacher, batch,
+                               run.student_inputs)
+        return MicroOutcome(losses.weighted_sum(terms, weights), terms, examples, epoch)
+
+    def on_nonfinite(step: int, micro_step: int, step_losses: StepLosses, index: int) -> None:
+        raise NonFiniteLossError(f"{step_losses.describe(index)} at step {step + 1} (micro-batch "
+                                 f"{micro_step}); lower --lr or resume from a checkpoint")
+
+    run_steps(run, "finetune", cfg.grad_accumulation, "examples", micro_batch, on_nonfinite)
 
 
 def finish(run: Run) -> Path:

@@ -8,13 +8,16 @@ step checks them for NaN/inf with one synchronisation, and a logged step reads t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import torch
 
@@ -125,6 +128,74 @@ def save_if_due(accelerator: Any, checkpoints: Path, model: torch.nn.Module, opt
     accelerator.wait_for_everyone()
     if main:
         save_checkpoint(checkpoints, accelerator.unwrap_model(model), optimizer, scheduler, dict(state), keep)
+
+
+@dataclass
+class MicroOutcome:
+    """What one micro-batch's forward gave the loop: its weighted loss and terms (device tensors), how
+    many tokens/examples it held on this process, and the epoch it came from."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    count: int
+    epoch: int
+
+
+class TrainRun(Protocol):
+    """What ``run_steps`` reads from a loop's ``Run`` (distillation's and fine-tuning's have these)."""
+
+    cfg: Any  # max_grad_norm, log_every, save_every, keep_checkpoints, progress, output
+    accelerator: Any
+    student: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    state: dict[str, Any]
+    logs: TrainLogs
+
+    @property
+    def main(self) -> bool: ...
+
+
+def run_steps(run: TrainRun, name: str, accumulation: int, count_key: str,
+              micro_batch: Callable[[int], MicroOutcome],
+              on_nonfinite: Callable[[int, int, StepLosses, int], None]) -> None:
+    """The optimizer steps from ``run.state["step"]`` to ``run.total_steps``: per step ``accumulation``
+    micro-batches (``micro_batch(micro_step)`` runs the forward; the loop scales and backpropagates its
+    loss, all-reducing gradients on the last one only), one NaN/inf check, the optimizer step, a log row
+    when due (throughput in ``count_key`` per second) and a checkpoint when due. ``on_nonfinite(step,
+    micro_step, losses, index)`` must raise.
+    """
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    world = accelerator.num_processes
+    progress = Progress(name, run.total_steps, state["step"], accumulation, run.main and cfg.progress)
+    window = LogWindow(f"{count_key}_per_s", cfg.log_every, run.logs, progress)
+    for step in range(state["step"], run.total_steps):
+        step_count, first_micro, step_losses = 0, state["micro_step"], StepLosses()
+        for micro in range(accumulation):
+            sync = micro == accumulation - 1  # gradients are all-reduced on the last micro-batch only
+            with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
+                outcome = micro_batch(state["micro_step"])
+                accelerator.backward(outcome.loss / accumulation)
+            step_losses.add(outcome.loss, outcome.terms)
+            window.add({"loss": outcome.loss, **outcome.terms}, accumulation)
+            step_count += outcome.count * world
+            state["micro_step"] += 1
+            state["epoch"] = outcome.epoch
+            progress.micro_batch()
+        bad = step_losses.first_nonfinite()  # the step's one synchronisation
+        if bad is not None:
+            on_nonfinite(step, first_micro + bad, step_losses, bad)
+        grad_norm, lr = optimizer_step(accelerator, run.student, run.optimizer, run.scheduler,
+                                       cfg.max_grad_norm)
+        state["step"] = step + 1
+        state[count_key] += step_count
+        progress.step()
+        done = state["step"] == run.total_steps
+        window.step(state["step"], state["epoch"], lr, grad_norm, step_count, done, run.main)
+        save_if_due(accelerator, Path(cfg.output) / "checkpoints", run.student, run.optimizer, run.scheduler,
+                    state, cfg.save_every, cfg.keep_checkpoints, done, run.main)
+    progress.close()
 
 
 class StepLosses:

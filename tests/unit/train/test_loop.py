@@ -172,6 +172,59 @@ def test_save_if_due_at_multiples_and_at_the_end(accelerator, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def _step_run(accelerator, tmp_path, total_steps, state):
+    from types import SimpleNamespace
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = loop.linear_schedule(optimizer, 0.0, 100)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    cfg = SimpleNamespace(max_grad_norm=0.0, log_every=1, save_every=0, keep_checkpoints=1, progress=False,
+                          output=str(tmp_path))
+    logs = loop.TrainLogs(tmp_path, ("step", "epoch", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "loss",
+                                    "loss_ce"),
+                          state["step"], tensorboard=False, main=True)
+    return SimpleNamespace(cfg=cfg, accelerator=accelerator, student=model, optimizer=optimizer,
+                           scheduler=scheduler, total_steps=total_steps, state=state, logs=logs, main=True)
+
+
+def test_run_steps_accumulates_micro_batches_into_each_optimizer_step(accelerator, tmp_path):
+    state = {"step": 1, "epoch": 0, "micro_step": 3, "tokens": 30}  # resumed after step 1 of 3 micro-batches
+    run = _step_run(accelerator, tmp_path, total_steps=3, state=state)
+    seen = []
+
+    def micro_batch(micro_step):
+        seen.append(micro_step)
+        loss = run.student(torch.ones(1, 1)).sum() - 1.0  # d loss / d w = 1 for every micro-batch
+        return loop.MicroOutcome(loss, {}, count=10, epoch=micro_step // 4)
+
+    loop.run_steps(run, "t", 3, "tokens", micro_batch, on_nonfinite=lambda *a: pytest.fail("no NaN here"))
+    run.logs.close()
+    assert seen == [3, 4, 5, 6, 7, 8]  # two steps of three micro-batches, from where the state left off
+    assert run.state == {"step": 3, "epoch": 2, "micro_step": 9, "tokens": 90}
+    # each step's gradient is the mean over its micro-batches (1.0), so two SGD steps at lr 1 move w by -2
+    assert run.student.weight.item() == pytest.approx(-2.0, abs=0.05)  # the schedule decays lr a little
+    assert [r["step"] for r in _rows(tmp_path)] == ["2", "3"]
+
+
+def test_run_steps_hands_the_first_nonfinite_micro_batch_to_the_hook(accelerator, tmp_path):
+    run = _step_run(accelerator, tmp_path, total_steps=4, state={"step": 0, "epoch": 0, "micro_step": 0,
+                                                                 "tokens": 0})
+
+    def micro_batch(micro_step):
+        loss = run.student(torch.ones(1, 1)).sum() * (math.nan if micro_step == 3 else 1.0)
+        return loop.MicroOutcome(loss, {"ce": loss}, count=1, epoch=0)
+
+    def on_nonfinite(step, micro_step, step_losses, index):
+        raise loop.NonFiniteLossError(f"{step_losses.describe(index)} at step {step + 1}, micro {micro_step}")
+
+    with pytest.raises(loop.NonFiniteLossError, match="at step 2, micro 3"):
+        loop.run_steps(run, "t", 2, "tokens", micro_batch, on_nonfinite)
+    run.logs.close()
+    assert run.state["step"] == 1  # the step with the NaN took no optimizer step
+
+
 def test_a_missing_tensorboard_names_the_extra(monkeypatch, tmp_path):
     import builtins
 
