@@ -32,6 +32,9 @@ Per task, each step a `distilkit` command (printed as it runs):
 5. ``evaluate`` the three in fp32 on the test data, and time teacher and student through the
    Predictor on the same test inputs (bf16 where the CPU has it, as deployed).
 
+``--student-steps N`` trains steps 3 and 4 for N optimizer steps against the same teacher (students
+trained longer than their teacher; the table's steps then read "teacher / students").
+
 ``--seeds 42,43,44`` trains steps 3 and 4 once per seed (data order and dropout; same teacher and
 init) and judges the students by their mean, with the deviation and each seed's score beside it: a
 difference of a sentence or two between single runs says nothing.
@@ -95,6 +98,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps of every model (default: each task's own); such a run gets its "
                    "own folder, runs/real-steps-N, unless --output is given")
+    p.add_argument("--student-steps", type=int, default=None,
+                   help="optimizer steps of both students (default: the teacher's): students trained longer "
+                   "against the same teacher, in folders of their own (…-steps-N)")
     p.add_argument("--speed-inputs", type=int, default=512, help="test inputs timed per task (QA: a quarter)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads")
     p.add_argument("--budget-min", type=float, default=None, help="stop after about this many minutes")
@@ -139,10 +145,12 @@ def main() -> int:
     return 0
 
 
-def variant(args: argparse.Namespace, lr: float, seed: int = FinetuneConfig.seed) -> tuple[str, str]:
-    """Run-folder names of the two students for these hyperparameters and seed (tuning keeps each
-    variant; the default seed's folders carry no seed)."""
+def variant(args: argparse.Namespace, lr: float, seed: int = FinetuneConfig.seed,
+            student_steps: int | None = None) -> tuple[str, str]:
+    """Run-folder names of the two students for these hyperparameters, seed and (when it differs from
+    the teacher's) step count (tuning keeps each variant; the default seed's folders carry no seed)."""
     pre = f"-pre{args.pre_distill}" if args.pre_distill else ""
+    pre += f"-steps-{student_steps}" if student_steps else ""
     pre += f"-seed{seed}" if seed != FinetuneConfig.seed else ""
     plain = f"student-plain-lr{lr:g}{pre}"
     distilled = (f"student-distilled-lr{lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}"
@@ -202,7 +210,11 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
                    else (out / key, files["train"]))
     steps, save_every = (8, 4) if args.quick else (task.steps, task.save_every)
     common = finetune_args(task, train, args.quick, args.batch_size)
-    print(f"\n===== {task.title}: {task.task}, {steps} steps per model", flush=True)
+    student_steps = None  # the teacher's
+    if args.student_steps is not None and args.student_steps != task.steps:
+        student_steps = 12 if args.quick else args.student_steps
+    print(f"\n===== {task.title}: {task.task}, {steps} steps per model"
+          + (f" (students {student_steps})" if student_steps else ""), flush=True)
     teacher = train_teacher(runner, args.shared, root, task, train, args.quick, args.teacher_lr,
                             args.batch_size)
     init = root / f"student-init-{args.layers.replace(',', '')}"
@@ -223,8 +235,8 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
     models = {"teacher": teacher}  # the first seed's students keep the plain names; others get "@SEED"
     runs: dict[str, list[str]] = {}  # student -> its keys in ``models``, one per seed
     for i, seed in enumerate(seeds):
-        plain_name, distilled_name = variant(args, lr, seed)
-        student = [*common, "--model", str(init), "--lr", str(lr),
+        plain_name, distilled_name = variant(args, lr, seed, student_steps)
+        student = [*with_steps(common, student_steps), "--model", str(init), "--lr", str(lr),
                    *(["--seed", str(seed)] if seed != FinetuneConfig.seed else [])]
         at = "" if i == 0 else f"@{seed}"
         models[f"distilled{at}"] = root / distilled_name
@@ -262,13 +274,22 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
         seconds["pre_distill"] = float((init / "train_seconds.txt").read_text())
     t, d = scores["teacher"]["score"], by_seed["distilled"]["mean"]
     p = by_seed["plain"]["mean"] if "plain" in by_seed else None
-    return {"task": task.task, "metric": task.metric_name, "steps": steps, "student_lr": lr, "scores": scores,
-            "seeds": seeds, "over_seeds": by_seed,
+    return {"task": task.task, "metric": task.metric_name, "steps": steps,
+            "student_steps": student_steps or steps, "student_lr": lr, "scores": scores, "seeds": seeds,
+            "over_seeds": by_seed,
             "retained": share(d, t), "plain_retained": None if p is None else share(p, t),
             "distilled_beats_plain": None if p is None else d > p,
             "speed": speed, "train_minutes": {k: round(v / 60, 1) for k, v in seconds.items()},
             "minutes": round((sum(seconds.values()) + evaluated) / 60, 1),
             "models": {k: str(v) for k, v in models.items()}, "student_init": str(init)}
+
+
+def with_steps(common: list[str], steps: int | None) -> list[str]:
+    """``common`` (``finetune_args``) with its ``--max-steps`` set to ``steps`` (None: unchanged)."""
+    if steps is None:
+        return list(common)
+    at = common.index("--max-steps") + 1
+    return [*common[:at], str(steps), *common[at + 1:]]
 
 
 def share(score: float, teacher: float) -> float | None:
@@ -341,6 +362,12 @@ def student_cell(r: dict, name: str) -> str:
     return f"{fmt(summary['mean'])} ± {fmt(summary['std'])}"
 
 
+def steps_cell(r: dict) -> str:
+    """The table's steps: one number, or the teacher's / the students' when they differ."""
+    students = r.get("student_steps", r["steps"])
+    return str(r["steps"]) if students == r["steps"] else f"{r['steps']} / {students}"
+
+
 def results_table(results: dict) -> str:
     s = results["settings"]
     lines = [
@@ -358,7 +385,7 @@ def results_table(results: dict) -> str:
         metric = r["metric"] if s["evaluate_on"] == "test" else "validation"
         lines.append(
             f"| {TASKS[key].title} ({metric}) | {t} | {best}{d}{best} | {p} | "
-            f"{percent(r['retained'])} | {percent(r['plain_retained'])} | {speedup} | {r['steps']} | "
+            f"{percent(r['retained'])} | {percent(r['plain_retained'])} | {speedup} | {steps_cell(r)} | "
             + " / ".join(f"{r['train_minutes'][k]:g}" if k in sc else "-"
                          for k in ("teacher", "distilled", "plain")) + " |"
         )

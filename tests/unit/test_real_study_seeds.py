@@ -1,4 +1,5 @@
-"""examples/real/distill_tasks.py --seeds: students per seed, judged by their means."""
+"""examples/real/distill_tasks.py --seeds and --student-steps: students per seed, judged by their means,
+and students trained longer than their teacher."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "real"))
 
-from distill_tasks import over_seeds, results_table, seeds_of, variant
+from distill_tasks import over_seeds, results_table, seeds_of, steps_cell, variant, with_steps
 
 from distilkit.config import FinetuneConfig
 
@@ -56,3 +57,17 @@ def test_the_table_shows_the_students_means_over_seeds_and_each_seed():
     assert "| **0.8850 ± 0.0071** | 0.8800 ± 0.0141 |" in row
     assert "seeds 42, 7" in table and "distilled 0.8900, 0.8800" in table
     assert "distilled ahead with 1 of 2 seeds" in table
+
+
+def test_students_trained_longer_get_folders_of_their_own_and_their_steps():
+    args = argparse.Namespace(pre_distill=0, alpha_ce=0.5, alpha_task=0.5, temperature=2.0, alpha_cos=0.0,
+                              transfer=False)
+    assert variant(args, 8e-4, FinetuneConfig.seed, 900) == (
+        "student-plain-lr0.0008-steps-900", "student-distilled-lr0.0008-ce0.5-task0.5-T2-steps-900")
+    assert variant(args, 8e-4, 7, 900)[0] == "student-plain-lr0.0008-steps-900-seed7"
+    common = ["question-answering", "--train", "t.json", "--max-steps", "300", "--batch-size", "32"]
+    assert with_steps(common, 900) == ["question-answering", "--train", "t.json", "--max-steps", "900",
+                                       "--batch-size", "32"]
+    assert with_steps(common, None) == common and common[4] == "300"  # the teacher's list is untouched
+    assert steps_cell({"steps": 300, "student_steps": 900}) == "300 / 900"
+    assert steps_cell({"steps": 300, "student_steps": 300}) == steps_cell({"steps": 300}) == "300"
