@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -10,8 +12,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The registry and the ONNX graph cache of every test (and every CLI it starts) stay out of ~/.distilkit.
-os.environ.setdefault("DISTILKIT_HOME", tempfile.mkdtemp(prefix="distilkit-tests-home-"))
+# The registry and the ONNX graph cache of every test (and every CLI it starts) stay out of ~/.distilkit,
+# in a folder of the session's own that goes when the session ends.
+if "DISTILKIT_HOME" not in os.environ:
+    os.environ["DISTILKIT_HOME"] = tempfile.mkdtemp(prefix="distilkit-tests-home-")
+    atexit.register(shutil.rmtree, os.environ["DISTILKIT_HOME"], ignore_errors=True)
 
 # imported after the offline switch above
 from tiny_models import make_model_dir
