@@ -278,10 +278,25 @@ def save_weights(shared: Path, out: Path) -> Path:
     return out
 
 
-def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, every: float = 10) -> dict:
-    """``clients`` for ``seconds``: throughput, errors and the server's RSS sampled every ``every`` s."""
+def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, every: float = 10,
+         settle_pct: float = 1.0, max_warmup: float = 120) -> dict:
+    """``clients`` for ``seconds``: throughput, errors and the server's RSS sampled every ``every`` s.
+
+    First a warm-up under the same load until the RSS has settled (the last ``every`` seconds grew it by
+    less than ``settle_pct`` %, after at least 20 s; ``max_warmup`` s at most): allocator pools and the
+    kernels' per-shape caches fill while new batch shapes keep arriving, and a leak is growth after that.
+    The warm-up's samples are reported beside the soak's.
+    """
     url = server.url + server.path
-    asyncio.run(load(url, texts, clients, 20, 10**9))  # warm-up: allocator pools and caches settle first
+    warmup, began = [round(server.rss_mb(), 1)], time.perf_counter()
+    while True:
+        asyncio.run(load(url, texts, clients, every, 10**9))
+        warmup.append(round(server.rss_mb(), 1))
+        elapsed = time.perf_counter() - began
+        settled = elapsed >= 20 and 100 * (warmup[-1] - warmup[-2]) / warmup[-2] < settle_pct
+        print(f"warm-up {elapsed:5.0f} s: RSS {warmup[-1]} MB", file=sys.stderr)
+        if settled or elapsed >= max_warmup:
+            break
     samples, rows = [], []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -289,13 +304,25 @@ def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, ev
         samples.append(round(server.rss_mb(), 1))
         print(f"soak {time.perf_counter() - start:5.0f} s: {rows[-1]['req_per_s']} req/s, "
               f"RSS {samples[-1]} MB, errors {rows[-1]['errors']}", file=sys.stderr)
-    first = samples[0]
-    return {"clients": clients, "seconds": round(time.perf_counter() - start), "rss_mb": samples,
+    first = warmup[-1]  # the RSS as the soak starts
+    return {"clients": clients, "seconds": round(time.perf_counter() - start),
+            "warmup_seconds": round(elapsed), "warmup_rss_mb": warmup, "rss_mb": samples,
             "rss_change_pct": round(100 * (samples[-1] - first) / first, 2),
             "rss_max_change_pct": round(100 * max(abs(s - first) for s in samples) / first, 2),
+            **peak_drift(samples, every),
             "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
             "req_per_s": round(float(np.mean([r["req_per_s"] for r in rows])), 1),
             "p99_ms_worst": max(r["p99_ms"] for r in rows)}
+
+
+def peak_drift(samples: list[float], every: float, window: float = 60) -> dict:
+    """Growth of the RSS's peaks: the highest sample of the last ``window`` seconds against that of the
+    first. The server hands free heap back every few passes, so single samples swing with where they
+    fall between two hand-backs; a leak raises the peaks."""
+    n = max(1, round(window / every))
+    first, last = max(samples[:n]), max(samples[-n:])
+    return {"rss_peak_first_mb": first, "rss_peak_last_mb": last,
+            "rss_peak_drift_pct": round(100 * (last - first) / first, 2)}
 
 
 def summarize(result: dict) -> None:

@@ -34,10 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from distilkit.inference.runtime import release_free_heap
 from distilkit.serve.settings import ServeSettings
 from distilkit.tasks import Feature
 
 log = logging.getLogger("distilkit.serve")
+# Passes between two hand-backs of the heap's free pages (``runtime.release_free_heap``, ~1 ms).
+TRIM_EVERY = 50
 
 
 class QueueFull(Exception):
@@ -128,6 +131,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closing = False
         self._turn = 0  # index of the model whose turn is next
+        self._passes = 0
         self._thread = threading.Thread(target=self._loop, name="distilkit-model-thread", daemon=True)
         self._thread.start()
 
@@ -196,6 +200,9 @@ class Scheduler:
             if planned is None:
                 return
             self._run(*planned)
+            self._passes += 1
+            if self._passes % TRIM_EVERY == 0:
+                release_free_heap()  # ever-changing pass shapes would otherwise grow the RSS for good
 
     def _next_pass(self) -> tuple[str, _Queue, list[tuple[Job, int]]] | None:
         """Wait for work and plan the next pass (None when closing with nothing queued)."""

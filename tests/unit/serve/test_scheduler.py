@@ -235,3 +235,23 @@ def test_close_drains_queued_work_then_refuses_new_work():
         return await job.future
 
     assert asyncio.run(main()) == [1, 2]
+
+
+def test_the_model_thread_hands_free_heap_back_every_few_passes(monkeypatch):
+    from distilkit.serve import scheduler as scheduler_module
+
+    trims = []
+    monkeypatch.setattr(scheduler_module, "TRIM_EVERY", 2)
+    monkeypatch.setattr(scheduler_module, "release_free_heap",
+                        lambda: trims.append(threading.current_thread().name))
+    predictor = EchoPredictor()
+    sched = scheduler(predictor, max_wait_ms=0)
+
+    async def main():
+        for i in range(5):  # one request at a time: five passes
+            assert await sched.submit("m", feats(i + 1)).future == [i + 1]
+
+    asyncio.run(main())
+    sched.close()
+    assert len(predictor.passes) == 5
+    assert trims == ["distilkit-model-thread"] * 2  # after passes 2 and 4, on the model thread
