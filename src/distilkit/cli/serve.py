@@ -48,11 +48,9 @@ def serve(
 
     import uvicorn
 
-    from distilkit.inference.runtime import bound_kernel_caches
     from distilkit.serve.app import create_app
 
     settings = ServeSettings(**flags)
-    bound_kernel_caches()  # before the first forward pass (int8 calibrates at load): flat memory over time
     # Loaded on a thread that then ends: the OpenMP team its loading opened goes with it, and the
     # scheduler's model thread stays the only one (see distilkit.serve.scheduler).
     with ThreadPoolExecutor(1, thread_name_prefix="distilkit-load") as loader:

@@ -107,15 +107,6 @@ def test_the_engine_is_printed_once_per_process(monkeypatch, capsys):
     assert "m2" not in err
 
 
-def test_kernel_caches_are_bounded_unless_the_environment_says_otherwise(monkeypatch):
-    for name in runtime.KERNEL_CACHE_ENV:
-        monkeypatch.delenv(name, raising=False)
-    assert runtime.bound_kernel_caches(64) == {"LRU_CACHE_CAPACITY": "64",
-                                               "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
-    monkeypatch.setenv("LRU_CACHE_CAPACITY", "2048")  # a user's own setting wins
-    assert runtime.bound_kernel_caches(64)["LRU_CACHE_CAPACITY"] == "2048"
-
-
 def test_free_heap_goes_back_through_glibc_and_is_a_no_op_without_it(monkeypatch):
     import platform
 
