@@ -237,11 +237,12 @@ def test_close_drains_queued_work_then_refuses_new_work():
     assert asyncio.run(main()) == [1, 2]
 
 
-def test_the_model_thread_hands_free_heap_back_every_few_passes(monkeypatch):
+@pytest.mark.parametrize(("every_s", "expected"), [(0.0, 5), (3600.0, 0)])
+def test_the_model_thread_hands_free_heap_back_at_most_every_few_seconds(monkeypatch, every_s, expected):
     from distilkit.serve import scheduler as scheduler_module
 
     trims = []
-    monkeypatch.setattr(scheduler_module, "TRIM_EVERY", 2)
+    monkeypatch.setattr(scheduler_module, "TRIM_EVERY_S", every_s)
     monkeypatch.setattr(scheduler_module, "release_free_heap",
                         lambda: trims.append(threading.current_thread().name))
     predictor = EchoPredictor()
@@ -254,4 +255,4 @@ def test_the_model_thread_hands_free_heap_back_every_few_passes(monkeypatch):
     asyncio.run(main())
     sched.close()
     assert len(predictor.passes) == 5
-    assert trims == ["distilkit-model-thread"] * 2  # after passes 2 and 4, on the model thread
+    assert trims == ["distilkit-model-thread"] * expected  # after every pass when due, on the model thread
