@@ -288,22 +288,28 @@ def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, ev
     The warm-up's samples are reported beside the soak's.
     """
     url = server.url + server.path
+
+    def step(phase: str, began: float) -> tuple[dict, float, float]:
+        """``every`` seconds of load; the row, the RSS after it and the seconds since ``began``."""
+        row = asyncio.run(load(url, texts, clients, every, 10**9))
+        rss, elapsed = round(server.rss_mb(), 1), time.perf_counter() - began
+        print(f"{phase} {elapsed:5.0f} s: {row['req_per_s']} req/s, RSS {rss} MB, errors {row['errors']}",
+              file=sys.stderr)
+        return row, rss, elapsed
+
     warmup, began = [round(server.rss_mb(), 1)], time.perf_counter()
     while True:
-        asyncio.run(load(url, texts, clients, every, 10**9))
-        warmup.append(round(server.rss_mb(), 1))
-        elapsed = time.perf_counter() - began
+        _, rss, elapsed = step("warm-up", began)
+        warmup.append(rss)
         settled = elapsed >= 20 and 100 * (warmup[-1] - warmup[-2]) / warmup[-2] < settle_pct
-        print(f"warm-up {elapsed:5.0f} s: RSS {warmup[-1]} MB", file=sys.stderr)
         if settled or elapsed >= max_warmup:
             break
     samples, rows = [], []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        rows.append(asyncio.run(load(url, texts, clients, every, 10**9)))
-        samples.append(round(server.rss_mb(), 1))
-        print(f"soak {time.perf_counter() - start:5.0f} s: {rows[-1]['req_per_s']} req/s, "
-              f"RSS {samples[-1]} MB, errors {rows[-1]['errors']}", file=sys.stderr)
+        row, rss, _ = step("soak", start)
+        rows.append(row)
+        samples.append(rss)
     first = warmup[-1]  # the RSS as the soak starts
     return {"clients": clients, "seconds": round(time.perf_counter() - start),
             "warmup_seconds": round(elapsed), "warmup_rss_mb": warmup, "rss_mb": samples,
@@ -317,7 +323,7 @@ def soak(server: Server, texts: list[str], seconds: float, clients: int = 32, ev
 
 def peak_drift(samples: list[float], every: float, window: float = 60) -> dict:
     """Growth of the RSS's peaks: the highest sample of the last ``window`` seconds against that of the
-    first. The server hands free heap back every few passes, so single samples swing with where they
+    first. The server hands free heap back every few seconds, so single samples swing with where they
     fall between two hand-backs; a leak raises the peaks."""
     n = max(1, round(window / every))
     first, last = max(samples[:n]), max(samples[-n:])

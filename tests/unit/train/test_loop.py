@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -173,8 +174,6 @@ def test_save_if_due_at_multiples_and_at_the_end(accelerator, tmp_path):
 
 
 def _step_run(accelerator, tmp_path, total_steps, state):
-    from types import SimpleNamespace
-
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
