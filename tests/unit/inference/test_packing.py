@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from distilkit.inference.packing import pad_batch, padded_length, plan_batches
+from distilkit.inference.packing import TOKEN_STEP, packed_rows, pad_batch, padded_length, plan_batches
 
 
 def test_every_row_is_planned_exactly_once():
@@ -60,3 +60,13 @@ def test_a_much_shorter_row_starts_a_new_batch_once_the_batch_is_big_enough():
 def test_short_rows_are_not_split_off_a_batch_below_the_minimum_size():
     batches = plan_batches([100, 40], max_batch_tokens=4096, max_batch_size=64, min_batch_tokens=512)
     assert batches == [[0, 1]]
+
+
+def test_packed_rows_come_in_few_sizes_and_add_at_most_a_step_or_one_64th():
+    sizes = [packed_rows(n) for n in range(1, 4097)]
+    assert all(p >= n for n, p in enumerate(sizes, start=1))
+    assert all(p % TOKEN_STEP == 0 for p in sizes)
+    assert all(p - n < TOKEN_STEP for n, p in enumerate(sizes[:2047], start=1))
+    assert all((p - n) / n <= 1 / 64 for n, p in enumerate(sizes, start=1) if n >= 1024)
+    assert len(set(sizes)) <= 4096 // TOKEN_STEP // 2 + 64  # 1-4,096 tokens in under 200 GEMM shapes
+    assert sizes == sorted(sizes)

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForMaskedLM, pipeline
 
 from distilkit.inference import runtime, selective
+from distilkit.inference.packing import packed_rows
 from distilkit.inference.predictor import Predictor
 
 FAMILIES = ["distilbert", "bert", "roberta"]
@@ -130,10 +131,39 @@ def test_real_tokens_give_the_padded_models_hidden_states_and_zeros_at_padding(t
     assert torch.equal(after, full)  # outside the block the layers run as before
 
 
+@pytest.mark.parametrize("family", ["distilbert", "bert"])
+def test_real_tokens_run_the_gemms_on_a_packed_row_count_and_answer_the_same(tiny_model, family):
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model("fill-mask", family)).eval()
+    ids, attention, positions = (x[:3] for x in batch_with_padding())  # attention pads 3 rows to 4
+    assert 3 % selective.SEQUENCE_STEP != 0
+    real = attention.bool()
+    rows = []
+    layer = selective.encoder_layers(model)[0]
+    first_gemm = layer.ffn.lin1 if family == "distilbert" else layer.intermediate.dense
+    hook = first_gemm.register_forward_hook(
+        lambda module, args, out: rows.append(args[0].shape[:-1].numel()))
+    with torch.inference_mode():
+        full = model.base_model(input_ids=ids, attention_mask=attention)[0]
+        selective.skip_padding(model)
+        selective.select_last_layer(model)
+        with selective.real_tokens(model, attention):
+            tokens = model.base_model(input_ids=ids, attention_mask=attention)[0]
+        with selective.real_tokens(model, attention), selective.only_at(model, positions, attention):
+            both = model.base_model(input_ids=ids, attention_mask=attention)[0]
+    hook.remove()
+    n = int(real.sum())
+    assert rows == [ids.numel(), packed_rows(n), packed_rows(n)] and packed_rows(n) > n
+    torch.testing.assert_close(tokens[real], full[real], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(tokens[~real]) == 0  # the extra rows land nowhere
+    torch.testing.assert_close(both[positions], full[positions], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(both[~positions]) == 0
+
+
+@pytest.mark.parametrize("rows", [3, 4])  # 3: attention runs on 4 sequences, one of them extra
 @pytest.mark.parametrize("family", FAMILIES)
-def test_bf16_prepacked_real_tokens_equal_the_padded_batch_with_two_gemm_attention(tiny_model, family):
+def test_bf16_prepacked_real_tokens_equal_the_padded_batch_with_two_gemm_attention(tiny_model, family, rows):
     model = bf16_engine_model(tiny_model("fill-mask", family))
-    ids, attention, _ = batch_with_padding()
+    ids, attention, _ = (x[:rows] for x in batch_with_padding())
     real = attention.bool()
     with torch.inference_mode():
         full = model.base_model(input_ids=ids, attention_mask=attention)[0].float()
