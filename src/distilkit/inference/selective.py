@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from distilkit.inference import runtime
-from distilkit.inference.packing import packed_rows
+from distilkit.inference.packing import packed_rows, packed_sequences
 
 _state = threading.local()  # the selection and real tokens of the call running on this thread
 
@@ -169,12 +169,6 @@ def only_at(model: torch.nn.Module, positions: torch.Tensor,
 # the padded batch, ``benchmarks/padding_ab.py``), while 11-13% padding gave 1.02-1.15x.
 MIN_PADDING_SHARE = 0.05
 
-# Attention runs on sequences rounded up to a multiple of this (extra ones attend to nothing that
-# is read): its batched GEMMs compile a kernel per batch size, as the packed GEMMs do per row count
-# (``packing.packed_rows``). In process, 600 random 1-64-row passes: 1,169 MB exact, 1,107 / 1,096 /
-# 1,088 MB in steps of 4 / 8 / 16, rows/s within the run-to-run noise (~5%).
-SEQUENCE_STEP = 4
-
 
 @dataclass(frozen=True)
 class Tokens:
@@ -185,14 +179,15 @@ class Tokens:
     # position 0 so that the GEMMs see one of few row counts (``packing.packed_rows``)
     real: int  # N, the real tokens: the first N rows of ``index``
     slot: torch.Tensor  # (B*T,) int64: each flat position's row among the N real tokens (-1: padding)
-    key_mask: torch.Tensor  # (B, T) bool: True at a real token
-    attention_mask: torch.Tensor  # (B', T) bool: ``key_mask``, then rows of True up to B' (SEQUENCE_STEP)
+    sequences: int  # B, the batch's rows
+    attention_mask: torch.Tensor  # (B', T) bool: True at a real token, then rows of True up to
+    # B' (``packing.packed_sequences``)
     two_gemm: bool  # attention as ``runtime.bmm_attention`` (the model's bf16 CPU kernel), else SDPA
 
     @property
     def shape(self) -> tuple[int, int]:
         """(B, T)."""
-        return tuple(self.key_mask.shape)
+        return self.sequences, self.attention_mask.shape[1]
 
     def gather(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) -> (P, H): the real tokens' rows (and the repeats)."""
@@ -285,8 +280,8 @@ def real_tokens(model: torch.nn.Module, attention_mask: torch.Tensor | None) -> 
     index = torch.cat([index, index.new_zeros(packed_rows(real) - real)])
     previous = getattr(_state, "tokens", None)
     b, t = key_mask.shape
-    attention = torch.cat([key_mask, key_mask.new_ones(-(-b // SEQUENCE_STEP) * SEQUENCE_STEP - b, t)])
-    _state.tokens = Tokens(layers, index, real, slot, key_mask, attention, two_gemm)
+    attention = torch.cat([key_mask, key_mask.new_ones(packed_sequences(b) - b, t)])
+    _state.tokens = Tokens(layers, index, real, slot, b, attention, two_gemm)
     try:
         yield True
     finally:
