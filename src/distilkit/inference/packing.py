@@ -29,7 +29,8 @@ def padded_length(length: int, multiple: int, cap: int) -> int:
 # them, each holding memory. A server's passes come in ever new sizes (1-64 rows x 17-23 tokens:
 # ~1,400 counts x 3 weight shapes), so without the step its kernels keep being compiled, evicted
 # and compiled again, and the process grows (in process, 400 random 1-64-row passes: 811 -> 1,619 MB
-# exact; 1,132-1,237 MB and 1-5% more rows/s in steps of 16-64). From 1,024 rows on the step adds
+# exact at 199.6-219.3 rows/s; 1,226-1,237 MB at 212.7-227.5 in steps of 16; 1,132 / 1,090 MB in
+# steps of 32 / 64, the latter no faster than exact). From 1,024 rows on the step adds
 # at most 1/64; below it costs less than the kernels it saves.
 TOKEN_STEP = 16
 
