@@ -26,7 +26,8 @@ Per task, each step a `distilkit` command (printed as it runs):
    labels), and both students start from it;
 3. student, distilled: ``finetune --model STUDENT --teacher TEACHER`` (α_ce·KL(teacher/T ‖
    student/T)·T² on the task logits + α_task·task loss; ``--alpha-cos`` adds α_cos·(1 − cos) between
-   the last hidden states, the paper's third term);
+   the last hidden states, the paper's third term, and ``--alpha-hidden`` α_hidden·(1 − cos) between
+   each student layer's output and that of the teacher layer it was copied from);
 4. student, plain: the same command without ``--teacher`` (task loss only): same init, steps,
    batches, learning rate and data;
 5. ``evaluate`` the three in fp32 on the test data, and time teacher and student through the
@@ -85,6 +86,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     p.add_argument("--alpha-cos", type=float, default=0.0,
                    help="weight of 1 - cos(student, teacher) on the last hidden states (distilled student)")
+    p.add_argument("--alpha-hidden", type=float, default=0.0,
+                   help="weight of 1 - cos between each student layer's output and that of the teacher layer "
+                   "it was copied from (distilled student; finetune --alpha-hidden)")
     p.add_argument("--layers", default="0,2,5", help="teacher layers the students start from")
     p.add_argument("--pre-distill", type=int, default=0, metavar="STEPS",
                    help="first pull the initialised student's last hidden states toward the teacher's on the "
@@ -155,6 +159,7 @@ def variant(args: argparse.Namespace, lr: float, seed: int = FinetuneConfig.seed
     plain = f"student-plain-lr{lr:g}{pre}"
     distilled = (f"student-distilled-lr{lr:g}-ce{args.alpha_ce:g}-task{args.alpha_task:g}"
                  f"-T{args.temperature:g}" + (f"-cos{args.alpha_cos:g}" if args.alpha_cos else "")
+                 + (f"-hidden{args.alpha_hidden:g}" if args.alpha_hidden else "")
                  + ("-transfer" if args.transfer else "") + pre)
     return plain, distilled
 
@@ -245,6 +250,7 @@ def run_task(args: argparse.Namespace, runner: Runner, out: Path, key: str, file
                      [*student, "--teacher", str(teacher), "--alpha-ce", str(args.alpha_ce),
                       "--alpha-task", str(args.alpha_task), "--temperature", str(args.temperature),
                       *(["--alpha-cos", str(args.alpha_cos)] if args.alpha_cos else []),
+                      *(["--alpha-hidden", str(args.alpha_hidden)] if args.alpha_hidden else []),
                       *(["--transfer", str(transfer)] if transfer else [])],
                      save_every)
         if not args.no_plain:
@@ -393,6 +399,8 @@ def results_table(results: dict) -> str:
                    f"layers {s['layers']}, lr {student_lrs(results)}; distilled with α_ce {s['alpha_ce']:g}, "
                    f"α_task {s['alpha_task']:g}, T {s['temperature']:g}"
                    + (f", α_cos {s['alpha_cos']:g}" if s.get("alpha_cos") else "")
+                   + (f", α_hidden {s['alpha_hidden']:g} (each layer against the teacher layer it was copied "
+                      "from)" if s.get("alpha_hidden") else "")
                    + ("; the distilled student also learns from its teacher alone on inputs without labels "
                       "(`finetune --transfer`; QA: SQuAD v2.0's unanswerable questions on the training "
                       "articles)" if s.get("transfer") else "")

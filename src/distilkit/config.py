@@ -315,6 +315,11 @@ class FinetuneConfig:
     alpha_cos: float = 0.0
     """Weight of L_cos = 1 - cos(student, teacher) on the last hidden states of the real tokens (the
     paper's third term; needs --teacher with the student's hidden size, as init-student makes)."""
+    alpha_hidden: float = 0.0
+    """Weight of the intermediate-layer term: the mean over the student's layers of 1 - cos(the layer's
+    output, the output of the teacher layer it stands for) on the real tokens. The map is the one
+    init-student recorded (student layer i <- teacher layer --layers[i]), else evenly spaced teacher
+    layers ending at the last; needs --teacher with the student's hidden size."""
     transfer: str | None = None
     """Extra inputs only the teacher labels (needs --teacher): a file in --train's format whose labels
     or answers are not used (e.g. SQuAD v2.0's unanswerable questions, labels of another task, a jsonl
@@ -402,18 +407,24 @@ class FinetuneConfig:
             raise UserError(f"--hidden-size must be a positive multiple of 64, got {self.hidden_size}")
         if self.teacher is None and self.alpha_ce is not None:
             raise UserError("--alpha-ce weighs the distillation term: it needs --teacher")
-        if self.teacher is None and self.alpha_cos:
-            raise UserError("--alpha-cos compares hidden states with the teacher's: it needs --teacher")
+        for name in ("alpha_cos", "alpha_hidden"):
+            if self.teacher is None and getattr(self, name):
+                raise UserError(
+                    f"--{_flag(name)} compares hidden states with the teacher's: it needs --teacher"
+                )
         if self.teacher is None and self.transfer is not None:
             raise UserError("--transfer rows are labelled by the teacher alone: it needs --teacher")
-        for name in ("alpha_ce", "alpha_task", "alpha_cos"):
+        for name in ("alpha_ce", "alpha_task", "alpha_cos", "alpha_hidden"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if self.loss_weights() == (0.0, 0.0) and not self.alpha_cos:
-            raise UserError("--alpha-ce, --alpha-task and --alpha-cos are all 0: nothing to train")
-        if self.transfer is not None and self.loss_weights()[0] == 0 and not self.alpha_cos:
-            raise UserError("--transfer rows train the distillation terms only: --alpha-ce (or --alpha-cos) "
-                            "must be > 0")
+        hidden_terms = self.alpha_cos or self.alpha_hidden
+        if self.loss_weights() == (0.0, 0.0) and not hidden_terms:
+            raise UserError(
+                "--alpha-ce, --alpha-task, --alpha-cos and --alpha-hidden are all 0: nothing to train"
+            )
+        if self.transfer is not None and self.loss_weights()[0] == 0 and not hidden_terms:
+            raise UserError("--transfer rows train the distillation terms only: --alpha-ce (or --alpha-cos, "
+                            "--alpha-hidden) must be > 0")
         for name in ("temperature", "lr"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")

@@ -13,10 +13,12 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForQuestionAnswering
 
 import distilkit
 from distilkit.config import FinetuneConfig
 from distilkit.train import finetune as finetune_module
+from distilkit.train.student_init import init_student
 
 OUTPUT_FILES = [
     "README.md",
@@ -325,26 +327,54 @@ def test_teacher_adds_the_distillation_term(task, tiny_model, tmp_path):
         assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "sadness", "1": "joy"}
 
 
-def test_alpha_cos_pulls_the_students_last_hidden_states_toward_the_teachers(tiny_model, tmp_path):
+@pytest.mark.parametrize(("term", "card"), [
+    ("cos", "1.0·(1 − cos) of the last hidden states"),  # the last layers
+    ("hidden", "1.0·(1 − cos) of each layer's output and its teacher layer's"),  # every student layer
+])
+def test_hidden_state_terms_alone_pull_the_student_toward_the_teacher(term, card, tiny_model, tmp_path):
     train = data_for("question-answering", tmp_path, repeat=2)
-    teacher = tiny_model("question-answering", "distilbert", seed=7)
-    student = tiny_model("fill-mask", "distilbert", seed=3)  # other random weights: far from the teacher
+    teacher = tiny_model("question-answering", "distilbert", seed=7, layers=4)
+    student = tiny_model("fill-mask", "distilbert", seed=3)  # other random weights, no recorded layer map
+    weights = {"alpha_ce": 0.0, "alpha_task": 0.0, f"alpha_{term}": 1.0}
     out = finetune_module.finetune(config(student, train, tmp_path / "run", "question-answering",
-                                          teacher=str(teacher), max_steps=12, alpha_ce=0.0, alpha_task=0.0,
-                                          alpha_cos=1.0, lr=3e-3, precision="float32", batch_size=4))
-    cos = losses(out / "metrics.csv", "loss_cos")
-    assert len(cos) == 12 and cos[0] > 0.01
-    assert sum(cos[-3:]) / 3 < 0.5 * sum(cos[:3]) / 3, cos  # the only term: it must fall
-    assert "1.0·(1 − cos) of the last hidden states" in (out / "README.md").read_text()
+                                          teacher=str(teacher), max_steps=12, lr=3e-3, precision="float32",
+                                          batch_size=4, **weights))
+    curve = losses(out / "metrics.csv", f"loss_{term}")
+    assert len(curve) == 12 and curve[0] > 0.01
+    assert sum(curve[-3:]) / 3 < 0.5 * sum(curve[:3]) / 3, curve  # the only term: it must fall
+    assert card in (out / "README.md").read_text()
 
 
-def test_alpha_cos_with_another_hidden_size_than_the_teachers_names_the_flag(tiny_model, tmp_path):
+def test_alpha_hidden_pairs_each_student_layer_with_the_teacher_layer_it_came_from(tiny_model, tmp_path):
+    train = data_for("question-answering", tmp_path, repeat=1)
+    teacher = tiny_model("question-answering", "distilbert", seed=7, layers=3)
+    cfg = config("unused", train, tmp_path / "unused", "question-answering", teacher=str(teacher),
+                 alpha_hidden=1.0)
+    batch = {"input_ids": torch.tensor([[101, 7, 8, 9, 102, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0]])}
+    t_model = AutoModelForQuestionAnswering.from_pretrained(teacher).eval()
+    terms = {}
+    for name, layers in (("copy", [0, 1, 2]), ("skip", [0, 2])):
+        student_dir = init_student(str(teacher), tmp_path / name, layers)
+        student = AutoModelForQuestionAnswering.from_pretrained(student_dir).eval()  # no dropout
+        pairs = finetune_module.check_hidden_terms(cfg, student.config, t_model.config, student_dir)
+        assert pairs == [(i + 1, t + 1) for i, t in enumerate(layers)]  # the map init-student recorded
+        with torch.no_grad():
+            terms[name] = float(finetune_module.compute_losses(cfg, None, student, t_model, batch,
+                                                                 layer_pairs=pairs)["hidden"])
+    assert abs(terms["copy"]) < 1e-7  # every layer is the teacher's own, on the same input
+    # layer 2 now reads layer 0's output, not layer 1's (small: random tiny layers change little)
+    assert terms["skip"] > 1e-6, terms
+
+
+@pytest.mark.parametrize("term", ["cos", "hidden"])
+def test_hidden_state_terms_with_a_wider_student_than_the_teacher_name_the_flag(term, tiny_model, tmp_path):
     train = data_for("question-answering", tmp_path, repeat=1)
     teacher = tiny_model("question-answering", "distilbert", seed=7)
     wide = tiny_model("fill-mask", "bert", hidden=64)
-    with pytest.raises(distilkit.errors.UserError, match="--alpha-cos needs the teacher's hidden size"):
+    with pytest.raises(distilkit.errors.UserError, match=f"--alpha-{term} needs the teacher's hidden size"):
         finetune_module.finetune(config(wide, train, tmp_path / "run", "question-answering",
-                                        teacher=str(teacher), max_steps=1, alpha_cos=1.0))
+                                        teacher=str(teacher), max_steps=1, **{f"alpha_{term}": 1.0}))
 
 
 def run_cli(*args):
@@ -424,8 +454,6 @@ def test_a_bert_teacher_reads_the_token_types_its_distilbert_student_has_no_inpu
 
     from transformers import AutoTokenizer
 
-    from distilkit.train.student_init import init_student
-
     teacher = tmp_path / "teacher"  # a BERT QA teacher whose tokenizer gives token types, like MiniLM's
     shutil.copytree(tiny_model("question-answering", "bert", layers=2), teacher)
     AutoTokenizer.from_pretrained(
@@ -437,10 +465,10 @@ def test_a_bert_teacher_reads_the_token_types_its_distilbert_student_has_no_inpu
     seen = {}
     real = finetune_module.compute_losses
 
-    def spy(cfg, problem_type, s, t, batch, student_inputs=None):
+    def spy(cfg, problem_type, s, t, batch, student_inputs=None, layer_pairs=None):
         if not seen:
             t.register_forward_pre_hook(lambda _m, _a, kwargs: seen.update(kwargs), with_kwargs=True)
-        return real(cfg, problem_type, s, t, batch, student_inputs)
+        return real(cfg, problem_type, s, t, batch, student_inputs, layer_pairs)
 
     monkeypatch.setattr(finetune_module, "compute_losses", spy)
     train = data_for("question-answering", tmp_path, repeat=1)

@@ -27,7 +27,7 @@ def test_over_seeds_gives_means_sample_deviations_and_same_seed_wins():
 
 def test_other_seeds_get_folders_of_their_own_and_the_default_seed_keeps_the_old_names():
     args = argparse.Namespace(pre_distill=0, alpha_ce=0.5, alpha_task=0.5, temperature=2.0, alpha_cos=0.0,
-                              transfer=False)
+                              alpha_hidden=0.0, transfer=False)
     default = variant(args, 1e-4)
     assert default == ("student-plain-lr0.0001", "student-distilled-lr0.0001-ce0.5-task0.5-T2")
     assert variant(args, 1e-4, FinetuneConfig.seed) == default
@@ -35,6 +35,8 @@ def test_other_seeds_get_folders_of_their_own_and_the_default_seed_keeps_the_old
                                       "student-distilled-lr0.0001-ce0.5-task0.5-T2-seed7")
     args.transfer = True  # a distilled student that also learned on teacher-labelled inputs
     assert variant(args, 1e-4)[1] == "student-distilled-lr0.0001-ce0.5-task0.5-T2-transfer"
+    args.transfer, args.alpha_hidden = False, 1.0  # every layer against its teacher layer
+    assert variant(args, 1e-4)[1] == "student-distilled-lr0.0001-ce0.5-task0.5-T2-hidden1"
 
 
 @pytest.mark.parametrize("bad", ["", "1,x", "3,3"])
@@ -61,7 +63,7 @@ def test_the_table_shows_the_students_means_over_seeds_and_each_seed():
 
 def test_students_trained_longer_get_folders_of_their_own_and_their_steps():
     args = argparse.Namespace(pre_distill=0, alpha_ce=0.5, alpha_task=0.5, temperature=2.0, alpha_cos=0.0,
-                              transfer=False)
+                              alpha_hidden=0.0, transfer=False)
     assert variant(args, 8e-4, FinetuneConfig.seed, 900) == (
         "student-plain-lr0.0008-steps-900", "student-distilled-lr0.0008-ce0.5-task0.5-T2-steps-900")
     assert variant(args, 8e-4, 7, 900)[0] == "student-plain-lr0.0008-steps-900-seed7"

@@ -6,7 +6,8 @@ order is a pure function of (seed, epoch); the checkpoint restores weights, opti
 and RNG states), a progress bar, a CSV log (and TensorBoard events with ``--tensorboard``).
 With ``--teacher`` the loss is α_ce·KL(teacher/T ‖ student/T)·T² on the task logits plus
 α_task·(the task loss), the recipe of ``distilbert-base-cased-distilled-squad``; ``--alpha-cos``
-adds the paper's L_cos on the last hidden states. At the end the
+adds the paper's L_cos on the last hidden states, ``--alpha-hidden`` the same on every student
+layer's output against the teacher layer it stands for. At the end the
 model directory is evaluated on ``--validation`` through the Predictor (metrics.json) and gets a
 model card (README.md).
 """
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.errors import UserError
-from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size
+from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size, num_layers
 from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, label_space, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
@@ -44,6 +45,7 @@ from distilkit.train.loop import (
     tb_write,
 )
 from distilkit.train.stream import TaskBatches
+from distilkit.train.student_init import hidden_layer_pairs, recorded_layers
 
 CSV_FIELDS = (
     "step",
@@ -53,6 +55,7 @@ CSV_FIELDS = (
     "loss_task",
     "loss_ce",
     "loss_cos",
+    "loss_hidden",
     "grad_norm",
     "examples_per_s",
     "elapsed_s",
@@ -189,14 +192,16 @@ def task_distillation_loss(
 
 def compute_losses(
     cfg: FinetuneConfig, problem_type: str | None, student, teacher, batch: dict,
-    student_inputs: set[str] | None = None,
+    student_inputs: set[str] | None = None, layer_pairs: list[tuple[int, int]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The task loss (the model's own head loss) and, with a teacher, the distillation term.
+    """The task loss (the model's own head loss) and, with a teacher, the distillation terms.
 
     ``student_inputs``: the batch keys the student takes (None: all). A BERT teacher reads the
     token types a DistilBERT student has no input for (QA's context segment, text pairs).
+    ``layer_pairs``: (student, teacher) hidden-state indices the ``hidden`` term compares
+    (``student_init.hidden_layer_pairs``; needed with ``cfg.alpha_hidden``).
     """
-    hidden = teacher is not None and cfg.alpha_cos > 0
+    hidden = teacher is not None and (cfg.alpha_cos > 0 or cfg.alpha_hidden > 0)
     labelled = batch.get(task_data.LABELLED_ROWS)  # None: every row has targets
     batch = {k: v for k, v in batch.items() if k != task_data.LABELLED_ROWS}
     inputs = {k: v for k, v in batch.items() if student_inputs is None or k in student_inputs}
@@ -215,12 +220,38 @@ def compute_losses(
         terms["ce"] = task_distillation_loss(
             cfg.task, problem_type, out, t_out, batch["attention_mask"], cfg.temperature
         )
-        if hidden:  # L_cos over the real tokens' last hidden states
-            real = batch["attention_mask"].flatten().float()
-            terms["cos"] = losses.cosine_embedding_loss(
-                out.hidden_states[-1].flatten(0, 1), t_out.hidden_states[-1].flatten(0, 1), real
+        real = batch["attention_mask"].flatten().float() if hidden else None
+
+        def cos(s: int, t: int) -> torch.Tensor:  # 1 - cos over the real tokens of two layers' outputs
+            return losses.cosine_embedding_loss(
+                out.hidden_states[s].flatten(0, 1), t_out.hidden_states[t].flatten(0, 1), real
             )
+
+        if cfg.alpha_cos > 0:  # L_cos over the last hidden states
+            terms["cos"] = cos(-1, -1)
+        if cfg.alpha_hidden > 0:
+            terms["hidden"] = torch.stack([cos(s, t) for s, t in layer_pairs]).mean()
     return terms
+
+
+def check_hidden_terms(cfg: FinetuneConfig, config: Any, teacher_config: Any, source: str | Path
+                       ) -> list[tuple[int, int]] | None:
+    """Check that the hidden-state terms can compare the two models; return the layer pairs of
+    ``--alpha-hidden`` (init-student's map recorded in ``source``, else evenly spaced) or None.
+
+    Raises:
+        UserError: different hidden sizes, or a recorded map that does not fit the two models.
+    """
+    for name in ("alpha_cos", "alpha_hidden"):
+        if getattr(cfg, name) and hidden_size(config) != hidden_size(teacher_config):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} needs the teacher's hidden size ({hidden_size(teacher_config)}; --model has "
+                f"{hidden_size(config)}): set {flag} 0 or make the student with distilkit init-student"
+            )
+    if not cfg.alpha_hidden:
+        return None
+    return hidden_layer_pairs(num_layers(config), num_layers(teacher_config), recorded_layers(source))
 
 
 def takes_token_types(model: torch.nn.Module) -> bool:
@@ -257,6 +288,7 @@ class Run:
     state: dict[str, Any]
     logs: TrainLogs
     student_inputs: set[str] | None = None  # the batch keys the student's forward takes (None: all)
+    layer_pairs: list[tuple[int, int]] | None = None  # --alpha-hidden: (student, teacher) hidden states
 
     @property
     def main(self) -> bool:
@@ -293,11 +325,9 @@ def setup(cfg: FinetuneConfig) -> Run:
         validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
         label_space.check_known_labels(space, cfg.task, label_space.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
-    if teacher is not None and cfg.alpha_cos and hidden_size(config) != hidden_size(teacher.config):
-        raise UserError(
-            f"--alpha-cos needs the teacher's hidden size ({hidden_size(teacher.config)}; --model has "
-            f"{hidden_size(config)}): set --alpha-cos 0 or make the student with distilkit init-student"
-        )
+    layer_pairs = None
+    if teacher is not None:
+        layer_pairs = check_hidden_terms(cfg, config, teacher.config, source)
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9
@@ -347,7 +377,7 @@ def setup(cfg: FinetuneConfig) -> Run:
         accelerator.print(warning, file=sys.stderr)
     t_model = None if teacher is None else teacher.model.eval()
     return Run(cfg, accelerator, student, t_model, tokenizer, config, space, data, batches, optimizer,
-               scheduler, total_steps, state, logs, student_inputs)
+               scheduler, total_steps, state, logs, student_inputs, layer_pairs)
 
 
 def fit(run: Run) -> None:
@@ -359,12 +389,12 @@ def fit(run: Run) -> None:
     """
     cfg = run.cfg
     alpha_ce, alpha_task = cfg.loss_weights()
-    weights = {"task": alpha_task, "ce": alpha_ce, "cos": cfg.alpha_cos}
+    weights = {"task": alpha_task, "ce": alpha_ce, "cos": cfg.alpha_cos, "hidden": cfg.alpha_hidden}
 
     def micro_batch(micro_step: int) -> MicroOutcome:
         epoch, examples, batch = run.batches.get(micro_step)
         terms = compute_losses(cfg, run.space.problem_type, run.student, run.teacher, batch,
-                               run.student_inputs)
+                               run.student_inputs, run.layer_pairs)
         return MicroOutcome(losses.weighted_sum(terms, weights), terms, examples, epoch)
 
     def on_nonfinite(step: int, micro_step: int, step_losses: StepLosses, index: int) -> None:

@@ -104,7 +104,9 @@ def render_card(
         fields.append(("problem type", space.problem_type))
     kl = f"{alpha_ce}·KL(teacher/T ‖ student/T)·T² (T={cfg.temperature})"
     cos = f" + {cfg.alpha_cos}·(1 − cos) of the last hidden states" if cfg.alpha_cos else ""
-    distilled = f"{kl}{cos} + {alpha_task}·task loss."
+    hidden = (f" + {cfg.alpha_hidden}·(1 − cos) of each layer's output and its teacher layer's"
+              if cfg.alpha_hidden else "")
+    distilled = f"{kl}{cos}{hidden} + {alpha_task}·task loss."
     loss = f"loss {distilled}" if cfg.teacher else "task loss."
     procedure = (
         f"{state['step']} optimizer steps of {cfg.batch_size * cfg.grad_accumulation} rows, "

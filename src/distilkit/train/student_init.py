@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from distilkit.errors import UserError
+from distilkit.model_info import num_layers
 
 # BERT encoder-layer submodule -> DistilBERT transformer-layer submodule
 BERT_TO_DISTILBERT_LAYER = {
@@ -212,7 +213,7 @@ def build_student(
     if kind not in FAMILIES:
         raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     task = model_task(teacher)
-    depth = config.n_layers if kind == "distilbert" else config.num_hidden_layers
+    depth = num_layers(config)
     layers = list(layers) if layers is not None else default_layer_map(depth)
     _check_layer_map(layers, depth)
     student_cfg = student_config(config, len(layers), task)
@@ -261,6 +262,37 @@ def init_student(teacher_ref: str, output: str | Path, layers: list[int] | None 
               "task": model_task(teacher), "layers": layers, "teacher_dummy_weights": dummy_weights}
     (output / STUDENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return output
+
+
+def recorded_layers(model_dir: str | Path) -> list[int] | None:
+    """The teacher layers init-student copied into the student saved at ``model_dir`` (its
+    ``student_init.json``); None for any other model directory."""
+    path = Path(model_dir) / STUDENT_FILE
+    if not path.is_file():
+        return None
+    return [int(i) for i in json.loads(path.read_text(encoding="utf-8"))["layers"]]
+
+
+def hidden_layer_pairs(
+    student_depth: int, teacher_depth: int, layers: list[int] | None = None
+) -> list[tuple[int, int]]:
+    """(student, teacher) indices into ``output_hidden_states`` (0 = embeddings) whose outputs the
+    intermediate-layer term compares: student layer i's output with that of teacher layer
+    ``layers[i]`` (the layer it was copied from), or, without a map, with teacher layers spread
+    evenly and ending at the last (6 -> 3: layers 1, 3, 5).
+
+    Raises:
+        UserError: a map of another length than the student's layers, or outside the teacher's.
+    """
+    if layers is None:
+        layers = [round((i + 1) * teacher_depth / student_depth) - 1 for i in range(student_depth)]
+    if len(layers) != student_depth or not all(0 <= t < teacher_depth for t in layers):
+        raise UserError(
+            f"--alpha-hidden: the student's layer map {layers} (from {STUDENT_FILE}) does not fit a "
+            f"{student_depth}-layer student of a {teacher_depth}-layer teacher; use the teacher "
+            "init-student was given"
+        )
+    return [(i + 1, t + 1) for i, t in enumerate(layers)]
 
 
 def student_tokenizer(tokenizer: Any) -> Any:

@@ -295,6 +295,8 @@ BASE = {"task": "text-classification", "model": "m", "train": "t.txt", "output":
         ({"teacher": "x", "alpha_ce": 0.0, "alpha_task": 0.0}, "nothing to train"),
         ({"alpha_cos": 1.0}, "--alpha-cos compares hidden states .* needs --teacher"),
         ({"teacher": "x", "alpha_cos": -1.0}, "--alpha-cos must be >= 0"),
+        ({"alpha_hidden": 1.0}, "--alpha-hidden compares hidden states .* needs --teacher"),
+        ({"teacher": "x", "alpha_hidden": -1.0}, "--alpha-hidden must be >= 0"),
         ({"max_seq_len": 64, "doc_stride": 64}, "--doc-stride"),
         ({"train": ""}, "--train is required"),
         ({"label_names": "negative"}, "--label-names takes 2 or more distinct"),

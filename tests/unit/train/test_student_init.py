@@ -8,13 +8,16 @@ import pytest
 import torch
 import transformers
 
+from distilkit.errors import UserError
 from distilkit.models import load_model
 from distilkit.train.student_init import (
     BERT_TO_DISTILBERT_LAYER,
     build_student,
     default_layer_map,
+    hidden_layer_pairs,
     init_student,
     parse_layers,
+    recorded_layers,
 )
 
 
@@ -23,6 +26,23 @@ def test_default_layer_map_is_the_published_pattern_scaled():
     assert default_layer_map(24) == [0, 2, 4, 6, 8, 10, 13, 15, 17, 19, 21, 23]
     assert default_layer_map(4) == [0, 3]
     assert default_layer_map(1) == [0]
+
+
+def test_hidden_layer_pairs_follow_the_recorded_map_else_spread_evenly_to_the_last_layer():
+    assert hidden_layer_pairs(3, 6, [0, 2, 5]) == [(1, 1), (2, 3), (3, 6)]
+    assert hidden_layer_pairs(3, 6) == [(1, 2), (2, 4), (3, 6)]
+    assert hidden_layer_pairs(6, 12) == [(i, 2 * i) for i in range(1, 7)]
+    assert hidden_layer_pairs(2, 2) == [(1, 1), (2, 2)]
+    with pytest.raises(UserError, match="does not fit a 2-layer student of a 6-layer teacher"):
+        hidden_layer_pairs(2, 6, [0, 2, 5])
+    with pytest.raises(UserError, match="does not fit"):
+        hidden_layer_pairs(2, 4, [0, 4])
+
+
+def test_recorded_layers_reads_init_students_record_and_is_none_elsewhere(tmp_path):
+    assert recorded_layers(tmp_path) is None
+    (tmp_path / "student_init.json").write_text(json.dumps({"layers": [0, 2, 5]}))
+    assert recorded_layers(tmp_path) == [0, 2, 5]
 
 
 def test_parse_layers():
