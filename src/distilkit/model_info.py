@@ -106,11 +106,6 @@ def hidden_size(config: Any) -> int:
     return getattr(config, "dim", None) or config.hidden_size
 
 
-def num_layers(config: Any) -> int:
-    """Number of transformer layers of a transformers config (DistilBERT calls it ``n_layers``)."""
-    return getattr(config, "n_layers", None) or config.num_hidden_layers
-
-
 def is_weight_file(name: str) -> bool:
     """Whether a file name of a model directory holds weights (or indexes sharded ones)."""
     return name.endswith(WEIGHT_SUFFIXES) or name.endswith(WEIGHT_INDEX_SUFFIX)

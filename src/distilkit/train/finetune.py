@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from distilkit.config import FinetuneConfig, save_config
 from distilkit.errors import UserError
-from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size, num_layers
+from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size
 from distilkit.models import quiet_from_pretrained, save_model_dir
 from distilkit.train import finetune_report, label_space, losses, task_data
 from distilkit.train.checkpoint import load_checkpoint, resolve_resume
@@ -251,7 +251,8 @@ def check_hidden_terms(cfg: FinetuneConfig, config: Any, teacher_config: Any, so
             )
     if not cfg.alpha_hidden:
         return None
-    return hidden_layer_pairs(num_layers(config), num_layers(teacher_config), recorded_layers(source))
+    return hidden_layer_pairs(config.num_hidden_layers, teacher_config.num_hidden_layers,
+                              recorded_layers(source))
 
 
 def takes_token_types(model: torch.nn.Module) -> bool:
@@ -325,9 +326,7 @@ def setup(cfg: FinetuneConfig) -> Run:
         validation = task_data.read_examples(cfg.task, cfg.validation, cfg.glue_task, "--validation")
         label_space.check_known_labels(space, cfg.task, label_space.rename_examples(validation, renames))
     config = build_config(cfg, source, space)
-    layer_pairs = None
-    if teacher is not None:
-        layer_pairs = check_hidden_terms(cfg, config, teacher.config, source)
+    layer_pairs = None if teacher is None else check_hidden_terms(cfg, config, teacher.config, source)
     student = load_student(cfg, source, config).float().to(accelerator.device).train()
     max_seq_len = cfg.max_seq_len or min(
         _model_limit(config, tokenizer), 384 if cfg.task == "question-answering" else 10**9

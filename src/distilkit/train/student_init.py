@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from distilkit.errors import UserError
-from distilkit.model_info import num_layers
 
 # BERT encoder-layer submodule -> DistilBERT transformer-layer submodule
 BERT_TO_DISTILBERT_LAYER = {
@@ -213,7 +212,7 @@ def build_student(
     if kind not in FAMILIES:
         raise UserError(f"--teacher is a {kind!r} model; init-student supports {sorted(FAMILIES)}")
     task = model_task(teacher)
-    depth = num_layers(config)
+    depth = config.num_hidden_layers  # DistilBERT's config maps it onto n_layers
     layers = list(layers) if layers is not None else default_layer_map(depth)
     _check_layer_map(layers, depth)
     student_cfg = student_config(config, len(layers), task)
