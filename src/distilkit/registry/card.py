@@ -89,7 +89,8 @@ def _samples(task: str, meta: dict[str, Any]) -> tuple[Any, Any]:
     show: ``input_data`` (fill-mask with ``[MASK]``: top-1 strings; classification; NER), ``inputs`` with
     question/context lists (question-answering) and ``inputs.input_string`` + ``parameters.top_k``
     (fill-mask with ``<mask>``)."""
-    mask = (meta.get("preprocessing") or {}).get("mask_token") or "[MASK]"
+    pre = meta.get("preprocessing") or {}
+    mask = pre.get("mask_token") or "[MASK]"
     labels = [l for l in meta.get("labels") or [] if l != "O"] or ["LABEL_0"]
     if task == "fill-mask" and mask == "<mask>":
         request = {"inputs": {"input_string": ["Paris is the <mask> of France.", "Today is a <mask> day!"]},
@@ -110,15 +111,25 @@ def _samples(task: str, meta: dict[str, Any]) -> tuple[Any, Any]:
         return request, [{"score": 0.99, "start": 11, "end": 15, "answer": "John"},
                          {"score": 0.98, "start": 30, "end": 39, "answer": "Hyderabad"}]
     if task == "text-classification":
-        return {"input_data": ["I love this movie!"], "params": {}}, [{"label": labels[0], "score": 0.98}]
-    group = labels[0].split("-", 1)[-1]
+        label = _fitting(labels, ("positive", "pos", "joy", "love"))
+        return {"input_data": ["I love this movie!"], "params": {}}, [{"label": label, "score": 0.98}]
+    group = _fitting([label.split("-", 1)[-1] for label in labels], ("per", "person"))
+    word = "john" if pre.get("lowercase") else "John"  # an uncased tokenizer's words come out lowercased
     return (
         {
             "input_data": ["My name is John and I live in Seattle."],
             "params": {"aggregation_strategy": "simple"},
         },
-        [[{"entity_group": group, "score": 0.99, "word": "John", "start": 11, "end": 15}]],
+        [[{"entity_group": group, "score": 0.99, "word": word, "start": 11, "end": 15}]],
     )
+
+
+def _fitting(labels: list[str], wanted: tuple[str, ...]) -> str:
+    """The first label (case-insensitive) of ``wanted`` the model has, else its first label: the
+    sample's answer is a label that fits the sample text ("I love this movie!" -> positive, "John" ->
+    a person) where the model has one."""
+    by_name = {label.lower(): label for label in labels}
+    return next((by_name[name] for name in wanted if name in by_name), labels[0])
 
 
 def _or(value: Any, missing: str = "not recorded") -> str:

@@ -11,7 +11,7 @@ from distilkit.registry.store import Registry
 
 
 def write_model_dir(path: Path, arch: str = "DistilBertForMaskedLM", weights: bytes = b"\x00weights\x01" * 64,
-                    metrics: dict | None = None, **config) -> Path:
+                    metrics: dict | None = None, lowercase: bool = False, **config) -> Path:
     """A model directory with fixed bytes: config.json, tokenizer_config.json,
     model.safetensors[, metrics.json]."""
     path.mkdir(parents=True, exist_ok=True)
@@ -19,7 +19,7 @@ def write_model_dir(path: Path, arch: str = "DistilBertForMaskedLM", weights: by
            "max_position_embeddings": 512, **config}
     (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     mask = "<mask>" if arch.startswith("Roberta") else "[MASK]"
-    tok = {"tokenizer_class": "DistilBertTokenizer", "do_lower_case": False, "model_max_length": 512,
+    tok = {"tokenizer_class": "DistilBertTokenizer", "do_lower_case": lowercase, "model_max_length": 512,
            "mask_token": mask}
     (path / "tokenizer_config.json").write_text(json.dumps(tok, indent=2, sort_keys=True))
     (path / "model.safetensors").write_bytes(weights)

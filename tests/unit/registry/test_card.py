@@ -46,11 +46,19 @@ def _sample(card: str) -> tuple[object, object]:
     ("arch", "config", "request_key", "response"),
     [("DistilBertForMaskedLM", {}, "input_data", ["part"]),
      ("DistilBertForSequenceClassification", {"id2label": {"0": "NEGATIVE", "1": "POSITIVE"}}, "input_data",
-      [{"label": "NEGATIVE", "score": 0.98}]),
-     ("BertForTokenClassification", {"id2label": {"0": "O", "1": "B-PER", "2": "I-PER"}}, "input_data",
-      [[{"entity_group": "PER", "score": 0.99, "word": "John", "start": 11, "end": 15}]])],
+      [{"label": "POSITIVE", "score": 0.98}]),
+     ("DistilBertForSequenceClassification", {"id2label": {"0": "anger", "1": "fear"}}, "input_data",
+      [{"label": "anger", "score": 0.98}]),
+     ("BertForTokenClassification",
+      {"id2label": {"0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER"}}, "input_data",
+      [[{"entity_group": "PER", "score": 0.99, "word": "John", "start": 11, "end": 15}]]),
+     ("BertForTokenClassification", {"id2label": {"0": "O", "1": "B-ORG"}, "lowercase": True},
+      "input_data", [[{"entity_group": "ORG", "score": 0.99, "word": "john", "start": 11, "end": 15}]])],
 )
-def test_sample_uses_the_card_format_of_the_task(registry, make_dir, arch, config, request_key, response):
+def test_sample_answers_with_a_label_of_the_model_that_fits_the_sample_text(
+        registry, make_dir, arch, config, request_key, response):
+    """"I love this movie!" -> a positive label and "John" -> a person where the model has one (else its
+    first label); an uncased model's word comes out lowercased, as its pipeline writes it."""
     registry.register(make_dir("m", arch=arch, **config), "m")
     request, got = _sample(render_card(registry.get("m").to_dict()))
     assert request_key in request and got == response
