@@ -21,7 +21,10 @@ of requests as they arrive is padded to its longest). The servers:
 - baseline: a FastAPI app calling ``transformers.pipeline`` per request (``baseline_server.py``).
 
 Also measured in the same run: the in-process Predictor on the same sentences (all at once, and
-one at a time), at the start and again right after each of distilkit's levels (``in_process_now``).
+one at a time), at the start and again right after each of distilkit's levels (``in_process_now``),
+and the model alone in passes of 1-64 random sentences (``by_pass_rows``): a level's ``ceiling`` is
+the most the model does in passes no larger than that level's clients, over the best peer's req/s,
+the ratio a server with no overhead of its own could reach there.
 Writes serve.json and serve.png (or serve_soak.json); prints JSON. The load generator shares the
 machine's cores with the server under test (every server alike); the CPU time of both is recorded.
 """
@@ -32,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -52,6 +56,7 @@ from workloads import fill_mask_texts
 DEFAULT_SHARED = HERE.parent.parent / "shared"
 PEERS = ("distilkit", "distilkit-int8", "litserve", "ray", "baseline")
 OURS = ("distilkit", "distilkit-int8")
+PASS_ROWS = (1, 4, 8, 16, 32, 64)  # pass sizes the in-process model is timed at (``InProcess.by_pass_rows``)
 STAGE = re.compile(r'distilkit_stage_seconds_(sum|count)\{model="mlm",stage="(\w+)"\} (\S+)')
 
 
@@ -248,9 +253,25 @@ class InProcess:
             single.append(time.perf_counter() - start)
         return round(1000 * float(np.median(single)), 2)
 
+    def by_pass_rows(self, sizes: tuple[int, ...] = PASS_ROWS, rows_per_size: int = 480) -> dict[str, float]:
+        """Sentences/s of the model alone in passes of k random sentences (``Predictor.run_batch``, as
+        the server runs them): what a server whose passes hold k rows could answer at most."""
+        features = self.predictor.prepare(self.texts).features
+        rng = random.Random(0)
+        out = {}
+        for k in sizes:
+            plans = [rng.sample(features, k) for _ in range(max(8, rows_per_size // k))]
+            for plan in plans[:3]:
+                self.predictor.run_batch(plan)
+            start = time.perf_counter()
+            for plan in plans:
+                self.predictor.run_batch(plan)
+            out[str(k)] = round(len(plans) * k / (time.perf_counter() - start), 1)
+        return out
+
     def summary(self) -> dict:
-        return {**self.throughput(), "dtype": str(self.predictor.dtype).replace("torch.", ""),
-                "single_p50_ms": self.single_p50_ms()}
+        return {**self.throughput(), "engine": self.predictor.engine.describe(),
+                "single_p50_ms": self.single_p50_ms(), "by_pass_rows": self.by_pass_rows()}
 
 
 def mixed_lengths(short: list[str], long: list[str], share: float, n: int = 256) -> list[str]:
@@ -346,8 +367,13 @@ def summarize(result: dict) -> None:
             best = max(others, key=lambda k: others[k][i]["req_per_s"])
             lowest_p99 = min(v[i]["p99_ms"] for v in others.values())
             ratio = round(row["req_per_s"] / others[best][i]["req_per_s"], 2)
-            result[key].append({"clients": row["clients"], "best_peer": best, "throughput": ratio,
-                                "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99})
+            entry = {"clients": row["clients"], "best_peer": best, "throughput": ratio,
+                     "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99}
+            curve = (result.get("in_process" + key.removeprefix("vs_best_peer")) or {}).get("by_pass_rows")
+            if curve:  # the model alone in passes no larger than the clients: no server could do more
+                most = max(v for k, v in curve.items() if int(k) <= row["clients"])
+                entry["ceiling"] = round(most / others[best][i]["req_per_s"], 2)
+            result[key].append(entry)
     for name, suffix in (("distilkit", ""), ("distilkit-int8", "_int8")):
         rows, inproc = result["servers"].get(name), result.get("in_process" + suffix)
         if not rows or not inproc:
