@@ -88,3 +88,21 @@ def test_real_shape_models_match_the_pipeline_on_wikitext(shared_dir, name):
     texts = [" ".join(w if i != 5 else mask for i, w in enumerate(l.split())) for l in lines]
     texts.append(f"Paris is the {mask} of France and {mask} is its river .")
     assert_same(ours(texts, top_k=3), ref(texts, top_k=3))
+
+
+def test_one_pass_of_requests_with_different_top_k_and_targets_answers_each_as_the_pipeline(pair):
+    """A server's pass mixes requests: each keeps its own top_k (the pass picks the candidates per
+    distinct k) or its targets (picked among them at decode)."""
+    ours, ref = pair
+    mask, predictor = ours.tokenizer.mask_token, ours.predictor
+    texts = texts_for(mask)
+    targets = single_token_targets(ours.tokenizer, ["the", "London", "game"])
+    asks = [({"top_k": 1}, texts[0]), ({"top_k": 7}, texts[1]), ({"targets": targets}, texts[2]),
+            ({"top_k": 7}, texts[3]), ({}, texts[4])]
+    prepared = [predictor.prepare([text], params) for params, text in asks]
+    outputs = predictor.run_batch([f for p in prepared for f in p.features])  # one pass for all
+    start = 0
+    for (params, text), p in zip(asks, prepared, strict=True):
+        mine = outputs[start:start + len(p.features)]
+        start += len(p.features)
+        assert_same(predictor.finish(p, mine)[0], ref(text, **params))
