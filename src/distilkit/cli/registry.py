@@ -35,7 +35,10 @@ def register(
     ),
     alias: list[str] = typer.Option([], "--alias", help="Alias to point at this version (repeatable)."),
 ) -> None:
-    """Register DIRECTORY as NAME@VERSION (immutable) and print the reference and its content SHA-256."""
+    """Register DIRECTORY as --name at --version (default: the next integer), immutable.
+
+    Prints the reference NAME@VERSION, the task and the content SHA-256.
+    """
     from distilkit.model_info import TaskNotFoundError
 
     try:
