@@ -358,8 +358,8 @@ def summarize(result: dict) -> None:
     ``vs_best_peer`` is distilkit's default (bf16 here); ``vs_best_peer_int8`` its ``--dtype int8``.
     """
     others = {k: v for k, v in result["servers"].items() if k not in OURS}
-    for name, key in (("distilkit", "vs_best_peer"), ("distilkit-int8", "vs_best_peer_int8")):
-        rows = result["servers"].get(name)
+    for name, suffix in (("distilkit", ""), ("distilkit-int8", "_int8")):
+        rows, key = result["servers"].get(name), "vs_best_peer" + suffix
         if not rows or not others:
             continue
         result[key] = []
@@ -369,7 +369,7 @@ def summarize(result: dict) -> None:
             ratio = round(row["req_per_s"] / others[best][i]["req_per_s"], 2)
             entry = {"clients": row["clients"], "best_peer": best, "throughput": ratio,
                      "p99_ours_ms": row["p99_ms"], "p99_lowest_peer_ms": lowest_p99}
-            curve = (result.get("in_process" + key.removeprefix("vs_best_peer")) or {}).get("by_pass_rows")
+            curve = (result.get("in_process" + suffix) or {}).get("by_pass_rows")
             if curve:  # the model alone in passes no larger than the clients: no server could do more
                 most = max(v for k, v in curve.items() if int(k) <= row["clients"])
                 entry["ceiling"] = round(most / others[best][i]["req_per_s"], 2)

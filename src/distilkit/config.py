@@ -139,7 +139,7 @@ class DistillConfig:
             "max_grad_norm",
         ):
             if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_mse + self.alpha_clm == 0:
             raise UserError("all --alpha-* are 0: nothing to train")
         if self.alpha_clm > 0 and self.alpha_mlm > 0:
@@ -160,10 +160,10 @@ class DistillConfig:
             raise UserError("--beta1/--beta2 must be in [0, 1) and --adam-eps > 0")
         for name in ("batch_size", "effective_batch_size", "epochs", "log_every"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("grad_accumulation", "max_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         if self.save_every < 0 or self.keep_checkpoints < 1:
             raise UserError("--save-every must be >= 0 and --keep-checkpoints >= 1")
         object.__setattr__(self, "precision", check_precision(self.precision))
@@ -209,8 +209,9 @@ def check_precision(value: str) -> str:
     return value
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``max_steps`` -> ``--max-steps``."""
+    return "--" + name.replace("_", "-")
 
 
 def field_help(cls: type, name: str) -> str:
@@ -410,13 +411,13 @@ class FinetuneConfig:
         for name in ("alpha_cos", "alpha_hidden"):
             if self.teacher is None and getattr(self, name):
                 raise UserError(
-                    f"--{_flag(name)} compares hidden states with the teacher's: it needs --teacher"
+                    f"{flag(name)} compares hidden states with the teacher's: it needs --teacher"
                 )
         if self.teacher is None and self.transfer is not None:
             raise UserError("--transfer rows are labelled by the teacher alone: it needs --teacher")
         for name in ("alpha_ce", "alpha_task", "alpha_cos", "alpha_hidden"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         hidden_terms = self.alpha_cos or self.alpha_hidden
         if self.loss_weights() == (0.0, 0.0) and not hidden_terms:
             raise UserError(
@@ -434,13 +435,13 @@ class FinetuneConfig:
             raise UserError(f"--doc-stride must be >= 0, got {self.doc_stride}")
         for name in ("weight_decay", "max_grad_norm", "save_every"):
             if getattr(self, name) < 0:
-                raise UserError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "grad_accumulation", "epochs", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "max_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{flag(name)} must be >= 1, got {getattr(self, name)}")
         if None not in (self.max_seq_len, self.doc_stride) and self.doc_stride >= self.max_seq_len:
             raise UserError(
                 f"--doc-stride ({self.doc_stride}) must be smaller than --max-seq-len ({self.max_seq_len})"

@@ -30,7 +30,7 @@ import typer
 from typer.models import ArgumentInfo
 
 from distilkit.batch.config import BatchConfig
-from distilkit.config import field_help, load_config
+from distilkit.config import field_help, flag, load_config
 
 SCALARS = (str, int, float, bool)
 CONFIG_HELP = "YAML file of options (keys as below, snake_case); flags win."
@@ -39,11 +39,6 @@ CONFIG_HELP = "YAML file of options (keys as below, snake_case); flags win."
 DTYPE_HELP = " ".join(field_help(BatchConfig, "dtype").split())
 BACKEND_HELP = " ".join(field_help(BatchConfig, "backend").split())
 CALIBRATION_HELP = " ".join(field_help(BatchConfig, "calibration").split())
-
-
-def flag(name: str) -> str:
-    """The flag of a field: ``max_steps`` -> ``--max-steps``."""
-    return "--" + name.replace("_", "-")
 
 
 def _scalar(annotation: Any, where: str) -> type:

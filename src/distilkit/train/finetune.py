@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distilkit.config import FinetuneConfig, save_config
+from distilkit.config import FinetuneConfig, flag, save_config
 from distilkit.errors import UserError
 from distilkit.model_info import TASK_AUTO_CLASSES, has_weights, hidden_size
 from distilkit.models import quiet_from_pretrained, save_model_dir
@@ -244,10 +244,9 @@ def check_hidden_terms(cfg: FinetuneConfig, config: Any, teacher_config: Any, so
     """
     for name in ("alpha_cos", "alpha_hidden"):
         if getattr(cfg, name) and hidden_size(config) != hidden_size(teacher_config):
-            flag = "--" + name.replace("_", "-")
             raise UserError(
-                f"{flag} needs the teacher's hidden size ({hidden_size(teacher_config)}; --model has "
-                f"{hidden_size(config)}): set {flag} 0 or make the student with distilkit init-student"
+                f"{flag(name)} needs the teacher's hidden size ({hidden_size(teacher_config)}; --model has "
+                f"{hidden_size(config)}): set {flag(name)} 0 or make the student with distilkit init-student"
             )
     if not cfg.alpha_hidden:
         return None
