@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,6 +60,29 @@ def top_candidates(
     if target_ids is not None:
         ids = target_ids[ids]
     return values, ids
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One input's top-k (scores, token ids) per mask, (n_masks, k) each: a forward pass's output for
+    an input without targets (those with targets get their full (n_masks, V) probabilities)."""
+
+    values: np.ndarray
+    ids: np.ndarray
+
+
+def pick_top_k(probs: torch.Tensor, counts: list[int], top_k: list[int | None]) -> list[Any]:
+    """Per input, its ``Candidates`` when it has a ``top_k`` (one batched topk per distinct k, on the
+    thread that ran the pass), else its probabilities (n_masks, V) as numpy."""
+    rows = probs.split(counts)
+    out: list[Any] = [None] * len(counts)
+    for k in {k for k in top_k if k is not None}:
+        which = [i for i, ki in enumerate(top_k) if ki == k]
+        top = torch.cat([rows[i] for i in which]).topk(min(k, probs.shape[-1]))
+        for i, values, ids in zip(which, top.values.split([counts[i] for i in which]),
+                                  top.indices.split([counts[i] for i in which]), strict=True):
+            out[i] = Candidates(values.numpy(), ids.numpy())
+    return [rows[i].numpy() if o is None else o for i, o in enumerate(out)]
 
 
 class FillMaskHandler(TaskHandler):
@@ -157,7 +181,9 @@ class FillMaskHandler(TaskHandler):
                 raise input_error(
                     i, f"no {self.mask_token} token after tokenization; write it as a separate word"
                 )
-            features.append(Feature(item=i, input_ids=ids))
+            # Without targets the pass itself picks the top k (``pick_top_k``): batched, beside the model.
+            data = {"top_k": params["top_k"]} if params["target_ids"] is None else {}
+            features.append(Feature(item=i, input_ids=ids, data=data))
         return features
 
     def forward(
@@ -172,12 +198,14 @@ class FillMaskHandler(TaskHandler):
                 hidden = model.base_model(**batch)[0]  # (B, T, H)
             logits = head(hidden[mask])  # (M, V): the projection only where it is read
         probs = logits.float().softmax(dim=-1).cpu()  # (M, V)
-        counts = mask.sum(dim=1).tolist()
-        return [p.numpy() for p in probs.split(counts)]
+        return pick_top_k(probs, mask.sum(dim=1).tolist(), [f.data.get("top_k") for f in features])
 
     def decode(self, item: str, features: list[Feature], outputs: list[Any], params: dict[str, Any]) -> Any:
-        (feature,), (probs,) = features, outputs
-        values, ids = top_candidates(probs, params["top_k"], params["target_ids"])
+        (feature,), (output,) = features, outputs
+        if isinstance(output, Candidates):
+            values, ids = output.values, output.ids
+        else:
+            values, ids = top_candidates(output, params["top_k"], params["target_ids"])
         tokens = np.array(feature.input_ids)
         positions = np.flatnonzero(tokens == self.mask_id)
         pad_id = self.tokenizer.pad_token_id

@@ -53,7 +53,7 @@ def test_run_returns_one_output_per_feature_at_its_length(fill_mask):
     prepared = predictor.prepare(TEXTS)
     outputs = predictor.run(prepared.features)
     masks = [f.input_ids.count(predictor.handler.mask_id) for f in prepared.features]
-    assert [len(o) for o in outputs] == masks  # fill-mask: one vocabulary row per mask
+    assert [len(o.ids) for o in outputs] == masks  # fill-mask: one row of top-k candidates per mask
 
 
 def test_cpu_batches_pad_to_their_longest_row_and_an_explicit_multiple_rounds_up(fill_mask):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from tiny_models import make_config, wordpiece_tokenizer
 
 from distilkit.tasks.base import Feature
-from distilkit.tasks.fill_mask import FillMaskHandler, top_candidates
+from distilkit.tasks.fill_mask import Candidates, FillMaskHandler, pick_top_k, top_candidates
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,30 @@ def test_top_candidates_restricted_to_targets_maps_back_to_vocab_ids():
     values, ids = top_candidates(probs, top_k=5, target_ids=np.array([1, 2]))
     assert ids.tolist() == [[2, 1]]
     assert np.allclose(values, [[0.3, 0.1]])
+
+
+def test_a_pass_picks_each_inputs_top_k_as_decode_would_and_keeps_probabilities_for_targets():
+    rng = np.random.default_rng(0)
+    probs = torch.from_numpy(rng.random((6, 50), dtype=np.float32)).softmax(-1)
+    counts, top_k = [1, 2, 1, 2], [3, 5, None, 3]  # inputs of 1-2 masks; the third has targets
+    out = pick_top_k(probs, counts, top_k)
+    rows = probs.split(counts)
+    for i in (0, 1, 3):
+        values, ids = top_candidates(rows[i].numpy(), top_k[i], None)
+        assert isinstance(out[i], Candidates)
+        assert np.array_equal(out[i].ids, ids) and np.array_equal(out[i].values, values)
+    assert np.array_equal(out[2], rows[2].numpy())  # targets: the full row, decode picks among them
+    assert pick_top_k(probs[:1], [1], [500])[0].ids.shape == (1, 50)  # k past the vocabulary: all of it
+
+
+def test_decode_reads_candidates_a_pass_picked_like_probabilities(handler):
+    tok = handler.tokenizer
+    ids = tok("the [MASK] of France")["input_ids"]
+    probs = one_hot_probs(len(tok), [tok.convert_tokens_to_ids("capital"), tok.convert_tokens_to_ids("city")])
+    params = handler.check_params({"top_k": 2})
+    (picked,) = pick_top_k(torch.from_numpy(probs[None, :]), [1], [2])
+    assert handler.decode("", [Feature(0, ids)], [picked], params) == \
+        handler.decode("", [Feature(0, ids)], [probs[None, :]], params)
 
 
 def test_decode_single_mask_fills_the_sequence_without_special_tokens(handler):
