@@ -74,8 +74,9 @@ class Guard:
                 await response(scope, receive, send_and_watch)
         finally:
             label = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.request_seconds.labels(label).observe(time.perf_counter() - start)
+            m = self.metrics
+            m.child(m.requests, label, str(status)).inc()
+            m.child(m.request_seconds, label).observe(time.perf_counter() - start)
 
     @staticmethod
     def _open(path: str) -> bool:

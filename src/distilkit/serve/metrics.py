@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from distilkit.serve.settings import ServeSettings
@@ -29,6 +31,7 @@ class ServerMetrics:
     def __init__(self, max_batch_size: int = ServeSettings.max_batch_size,
                  max_batch_tokens: int = ServeSettings.max_batch_tokens) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter("distilkit_requests", "HTTP requests by route and status",
                                 ["route", "status"], registry=r)
@@ -49,3 +52,12 @@ class ServerMetrics:
         self.stage_seconds = Histogram("distilkit_stage_seconds",
                                        "Time per request and stage: " + ", ".join(STAGES),
                                        ["model", "stage"], buckets=STAGE_BUCKETS, registry=r)
+
+    def child(self, family: Any, *values: str) -> Any:
+        """``family.labels(*values)``, kept: finding a labelled child costs more than what is recorded
+        on it, several times per request (the label values are routes, statuses, models, stages)."""
+        key = (id(family), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*values)
+        return found

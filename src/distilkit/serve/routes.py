@@ -201,6 +201,10 @@ def add_routes(app: FastAPI, server: ModelServer) -> None:
         return await server.predict(request, name,
                                     lambda task, payload: formats.parse_v2_request(task, payload, name))
 
+    # The router tries routes in order: the prediction routes first, ahead of FastAPI's docs and the
+    # probes (a dozen path matches fewer per prediction; /openapi.json lists them first too).
+    app.router.routes.sort(key=lambda route: not isinstance(route, PredictionRoute))
+
 
 def _describe(name: str, predictor: Any) -> dict[str, Any]:
     # dtype: the engine's precision (int8 for either int8 engine, whose activations are bf16/fp32).

@@ -80,11 +80,11 @@ class ModelServer:
 
     def _observe(self, stats: PassStats) -> None:
         m, name = self.metrics, stats.model
-        m.batch_rows.labels(name).observe(stats.rows)
-        m.batch_padded_tokens.labels(name).observe(stats.padded_tokens)
-        m.batch_tokens.labels(name).observe(stats.tokens)
-        m.batch_seconds.labels(name).observe(stats.seconds)
-        m.queue_depth.labels(name).set(self.scheduler.queued(name) if self.scheduler else 0)
+        m.child(m.batch_rows, name).observe(stats.rows)
+        m.child(m.batch_padded_tokens, name).observe(stats.padded_tokens)
+        m.child(m.batch_tokens, name).observe(stats.tokens)
+        m.child(m.batch_seconds, name).observe(stats.seconds)
+        m.child(m.queue_depth, name).set(self.scheduler.queued(name) if self.scheduler else 0)
         if log.isEnabledFor(logging.INFO):
             log.info(json.dumps({"event": "pass", "model": name, "rows": stats.rows, "tokens": stats.tokens,
                                  "padded_tokens": stats.padded_tokens, "requests": stats.requests,
@@ -150,9 +150,9 @@ class ModelServer:
         return Response(body, media_type="application/json", headers={"Server-Timing": timing})
 
     def _record(self, name: str, stages: dict[str, float]) -> None:
-        histogram = self.metrics.stage_seconds
+        m = self.metrics
         for stage, seconds in stages.items():
-            histogram.labels(name, stage).observe(seconds)
+            m.child(m.stage_seconds, name, stage).observe(seconds)
 
     async def _on_tokenizer(self, predictor: Predictor, small: bool, fn: Callable, *args: Any) -> Any:
         """Run a tokenizer stage inline when it is small and the tokenizer is free, else on the pool."""

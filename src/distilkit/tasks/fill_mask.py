@@ -218,7 +218,8 @@ class FillMaskHandler(TaskHandler):
                 if pad_id is not None:
                     filled = filled[filled != pad_id]
                 sequences.append(filled.tolist())
-        texts = iter(self.tokenizer.batch_decode(sequences, skip_special_tokens=single))
+        # decode() of the list: batch_decode() would convert the ids to Python a second time first.
+        texts = iter(self.tokenizer.decode(sequences, skip_special_tokens=single))
         result = [
             [
                 {

@@ -64,3 +64,16 @@ def test_a_prediction_route_refuses_parameters_it_would_not_convert():
         post_prediction(FastAPI(), "/numeric")(numeric)
     with pytest.raises(TypeError, match="takes `request: Request` and string parameters"):
         post_prediction(FastAPI(), "/body")(with_body)
+
+
+def test_the_router_tries_the_prediction_routes_first_and_still_serves_the_others():
+    from types import SimpleNamespace
+
+    from distilkit.serve.routes import PredictionRoute, add_routes
+
+    app = FastAPI()
+    add_routes(app, SimpleNamespace(predictors={"m": None}, ready=True))
+    kinds = [isinstance(route, PredictionRoute) for route in app.router.routes]
+    assert kinds == sorted(kinds, reverse=True) and sum(kinds) == 5
+    assert TestClient(app).get("/health").json() == {"status": "ok"}
+    assert "/health" in app.openapi()["paths"]
