@@ -23,22 +23,25 @@ def app_with_route() -> FastAPI:
 
     @post_prediction(app, "/p/{name}", summary="A prediction")
     async def endpoint(request: Request, name: str = Path(), model: str | None = Query(None),
-                       deployment: str | None = Header(None, alias="x-deployment")) -> Response:
+                       deployment: str | None = Header(None, alias="x-deployment"),
+                       x_region: str | None = Header(None)) -> Response:
         body = await request.json()
         if body.get("refuse"):
             raise Refused(f"refused for {name}")
-        return JSONResponse({"name": name, "model": model, "deployment": deployment, "body": body})
+        return JSONResponse({"name": name, "model": model, "deployment": deployment, "region": x_region,
+                             "body": body})
 
     return app
 
 
 def test_a_prediction_route_hands_its_endpoint_the_path_query_and_header_strings():
     client = TestClient(app_with_route())
-    r = client.post("/p/abc?model=m", json={"a": 1}, headers={"X-Deployment": "d"})
+    r = client.post("/p/abc?model=m", json={"a": 1}, headers={"X-Deployment": "d", "X-Region": "eu"})
     assert r.status_code == 200
-    assert r.json() == {"name": "abc", "model": "m", "deployment": "d", "body": {"a": 1}}
+    # A header without an alias is named as FastAPI names it: underscores become hyphens.
+    assert r.json() == {"name": "abc", "model": "m", "deployment": "d", "region": "eu", "body": {"a": 1}}
     bare = client.post("/p/xyz", json={}).json()
-    assert bare == {"name": "xyz", "model": None, "deployment": None, "body": {}}
+    assert bare == {"name": "xyz", "model": None, "deployment": None, "region": None, "body": {}}
 
 
 def test_a_prediction_routes_errors_reach_the_apps_exception_handlers():
@@ -50,7 +53,7 @@ def test_a_prediction_route_is_documented_with_its_parameters():
     operation = app_with_route().openapi()["paths"]["/p/{name}"]["post"]
     assert operation["summary"] == "A prediction"
     assert {(p["name"], p["in"]) for p in operation["parameters"]} == {
-        ("name", "path"), ("model", "query"), ("x-deployment", "header")}
+        ("name", "path"), ("model", "query"), ("x-deployment", "header"), ("x-region", "header")}
 
 
 def test_a_prediction_route_refuses_parameters_it_would_not_convert():
