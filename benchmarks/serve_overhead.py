@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import threading
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -57,9 +57,8 @@ def client(port: int, shared: Path, clients: int, seconds: float, rounds: int, p
 
 def thread_cpu_seconds(native_id: int) -> float:
     """user + system CPU seconds of one thread of this process."""
-    with open(f"/proc/self/task/{native_id}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    thread = next(t for t in psutil.Process().threads() if t.id == native_id)
+    return thread.user_time + thread.system_time
 
 
 def lookup_predictor(shared: Path):
