@@ -68,7 +68,7 @@ class ModelServer:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="distilkit-tokenize")
         self.scheduler = Scheduler(self.predictors, max_batch_size=s.max_batch_size,
                                    max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
-                                   max_queue=s.max_queue, on_pass=self._observe)
+                                   max_queue=s.max_queue, regroup=s.regroup, on_pass=self._observe)
         self.ready = True
 
     def stop(self) -> None:

@@ -29,6 +29,9 @@ class ServeSettings:
     """Padded tokens per forward pass across requests (rows x padded length)."""
     max_wait_ms: float = 2.0
     """How long a pass that is not full waits for requests on their way to join it."""
+    regroup: float = 0.15
+    """A pass under half the size of the last one waits up to this share of the last one's duration for
+    the requests it answered to come back (clients that loop), so that they share one pass (0: off)."""
     max_queue: int = 1024
     """Inputs waiting per model before requests get 429."""
     timeout_s: float = 30.0
@@ -57,6 +60,8 @@ class ServeSettings:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise UserError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
+        if self.regroup < 0:
+            raise UserError(f"--regroup must be >= 0, got {self.regroup}")
         if self.timeout_s <= 0:
             raise UserError(f"--timeout-s must be > 0, got {self.timeout_s}")
         if not 0 <= self.port < 65536:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
 import pytest
 
@@ -18,9 +19,10 @@ class EchoPredictor:
     Rows pad to a multiple of 8, like the Predictor's default on CUDA.
     """
 
-    def __init__(self, fail_on: int | None = None):
+    def __init__(self, fail_on: int | None = None, delay: float = 0.0):
         self.passes: list[list[Feature]] = []
         self.fail_on = fail_on
+        self.delay = delay
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()
@@ -31,6 +33,7 @@ class EchoPredictor:
     def run_batch(self, features):
         self.started.set()
         self.gate.wait()
+        time.sleep(self.delay)
         self.passes.append(list(features))
         ids = [f.input_ids[0] for f in features]
         if self.fail_on in ids:
@@ -256,3 +259,71 @@ def test_the_model_thread_hands_free_heap_back_at_most_every_few_seconds(monkeyp
     sched.close()
     assert len(predictor.passes) == 5
     assert trims == ["distilkit-model-thread"] * expected  # after every pass when due, on the model thread
+
+
+async def _loop_back(sched, predictor):
+    """Four requests share a pass and leave one queued; the four come back 50 ms after their answers."""
+    predictor.gate.clear()
+    first = sched.submit("m", feats(1))
+    await asyncio.to_thread(predictor.started.wait)
+    answered = [sched.submit("m", feats(i)) for i in (2, 3, 4, 5)]
+    left = sched.submit("m", feats(6))
+    predictor.gate.set()
+    await first.future
+    for job in answered:
+        await job.future
+    await asyncio.sleep(0.05)
+    back = [sched.submit("m", feats(i)) for i in (7, 8, 9)]
+    await left.future
+    for job in back:
+        await job.future
+
+
+@pytest.mark.parametrize(("regroup", "expected"), [
+    (1.0, [[1], [2, 3, 4, 5], [6, 7, 8, 9]]),  # the one left behind waits for those answered
+    (0.0, [[1], [2, 3, 4, 5], [6], [7, 8, 9]]),  # off: it runs alone
+])
+def test_a_pass_under_half_the_last_waits_for_the_requests_that_pass_answered(regroup, expected):
+    predictor = EchoPredictor(delay=0.2)
+    sched = scheduler(predictor, max_batch_size=4, max_wait_ms=0, regroup=regroup)
+    asyncio.run(_loop_back(sched, predictor))
+    assert predictor.ids() == expected
+    sched.close()
+
+
+def test_a_regrouping_wait_ends_after_its_share_of_the_last_pass_when_nobody_comes_back():
+    predictor = EchoPredictor(delay=0.1)
+    sched = scheduler(predictor, max_batch_size=4, max_wait_ms=0, regroup=3.0)
+
+    async def main():
+        predictor.gate.clear()
+        first = sched.submit("m", feats(1))
+        await asyncio.to_thread(predictor.started.wait)
+        answered = [sched.submit("m", feats(i)) for i in (2, 3, 4, 5)]
+        left = sched.submit("m", feats(6))
+        predictor.gate.set()
+        for job in answered:
+            await job.future
+        start = time.perf_counter()
+        await left.future  # nobody comes back: it runs once 3 x 0.1 s have passed since the pass ended
+        return await first.future, time.perf_counter() - start
+
+    outputs, waited = asyncio.run(main())
+    assert outputs == [1] and predictor.ids()[-1] == [6]
+    assert 0.15 < waited < 2.0
+    sched.close()
+
+
+def test_a_lone_client_is_never_held_for_regrouping():
+    predictor = EchoPredictor(delay=0.05)
+    sched = scheduler(predictor, max_batch_size=4, max_wait_ms=0, regroup=100.0)  # a 5 s hold, if any
+
+    async def main():
+        start = time.perf_counter()
+        for i in range(5):
+            await sched.submit("m", feats(i)).future
+        return time.perf_counter() - start
+
+    assert asyncio.run(main()) < 2.0
+    assert predictor.ids() == [[0], [1], [2], [3], [4]]
+    sched.close()

@@ -13,6 +13,7 @@ from distilkit.serve.settings import ServeSettings, flag, parse_model_spec
     [
         ({"max_batch_size": 0}, "--max-batch-size must be >= 1, got 0"),
         ({"max_wait_ms": -1.0}, "--max-wait-ms must be >= 0, got -1.0"),
+        ({"regroup": -0.5}, "--regroup must be >= 0, got -0.5"),
         ({"timeout_s": 0.0}, "--timeout-s must be > 0, got 0.0"),
         ({"port": 70000}, "--port must be between 0 and 65535, got 70000"),
     ],
