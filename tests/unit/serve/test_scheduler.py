@@ -261,22 +261,27 @@ def test_the_model_thread_hands_free_heap_back_at_most_every_few_seconds(monkeyp
     assert trims == ["distilkit-model-thread"] * expected  # after every pass when due, on the model thread
 
 
-async def _loop_back(sched, predictor):
-    """Four requests share a pass and leave one queued; the four come back 50 ms after their answers."""
+async def _loop_back(sched, predictor, back_after: float | None) -> float:
+    """Four requests share a pass and leave one queued; the four come back ``back_after`` s after their
+    answers (None: never). Returns how long the one left behind took after those answers."""
     predictor.gate.clear()
     first = sched.submit("m", feats(1))
     await asyncio.to_thread(predictor.started.wait)
     answered = [sched.submit("m", feats(i)) for i in (2, 3, 4, 5)]
     left = sched.submit("m", feats(6))
     predictor.gate.set()
-    await first.future
-    for job in answered:
+    for job in (first, *answered):
         await job.future
-    await asyncio.sleep(0.05)
-    back = [sched.submit("m", feats(i)) for i in (7, 8, 9)]
+    answered_at = time.perf_counter()
+    back = []
+    if back_after is not None:
+        await asyncio.sleep(back_after)
+        back = [sched.submit("m", feats(i)) for i in (7, 8, 9)]
     await left.future
+    took = time.perf_counter() - answered_at
     for job in back:
         await job.future
+    return took
 
 
 @pytest.mark.parametrize(("regroup", "expected"), [
@@ -286,7 +291,7 @@ async def _loop_back(sched, predictor):
 def test_a_pass_under_half_the_last_waits_for_the_requests_that_pass_answered(regroup, expected):
     predictor = EchoPredictor(delay=0.2)
     sched = scheduler(predictor, max_batch_size=4, max_wait_ms=0, regroup=regroup)
-    asyncio.run(_loop_back(sched, predictor))
+    asyncio.run(_loop_back(sched, predictor, back_after=0.05))
     assert predictor.ids() == expected
     sched.close()
 
@@ -294,23 +299,10 @@ def test_a_pass_under_half_the_last_waits_for_the_requests_that_pass_answered(re
 def test_a_regrouping_wait_ends_after_its_share_of_the_last_pass_when_nobody_comes_back():
     predictor = EchoPredictor(delay=0.1)
     sched = scheduler(predictor, max_batch_size=4, max_wait_ms=0, regroup=3.0)
-
-    async def main():
-        predictor.gate.clear()
-        first = sched.submit("m", feats(1))
-        await asyncio.to_thread(predictor.started.wait)
-        answered = [sched.submit("m", feats(i)) for i in (2, 3, 4, 5)]
-        left = sched.submit("m", feats(6))
-        predictor.gate.set()
-        for job in answered:
-            await job.future
-        start = time.perf_counter()
-        await left.future  # nobody comes back: it runs once 3 x 0.1 s have passed since the pass ended
-        return await first.future, time.perf_counter() - start
-
-    outputs, waited = asyncio.run(main())
-    assert outputs == [1] and predictor.ids()[-1] == [6]
-    assert 0.15 < waited < 2.0
+    # Nobody comes back: the one left runs once 3 x 0.1 s have passed since the pass ended.
+    took = asyncio.run(_loop_back(sched, predictor, back_after=None))
+    assert predictor.ids()[-1] == [6]
+    assert 0.15 < took < 2.0
     sched.close()
 
 
