@@ -244,13 +244,12 @@ class Scheduler:
     def _regroup(self, queue: _Queue) -> None:
         """Hold a pass under half the last one's size for the requests the last pass answered (see the
         module's "Regrouping"); called with the condition held."""
-        if not self.regroup or 2 * queue.queued >= queue.last_rows or self._closing:
-            return
-        if any(other.queued for other in self._queues.values() if other is not queue):
+        if not self.regroup or 2 * queue.queued >= queue.last_rows:
             return
         target = min(self.max_batch_size, queue.last_rows + queue.last_left)
         until = queue.last_end + self.regroup * queue.last_seconds
-        while queue.queued < target and not self._closing:
+        others = [other for other in self._queues.values() if other is not queue]
+        while queue.queued < target and not self._closing and not any(other.queued for other in others):
             remaining = until - time.perf_counter()
             if remaining <= 0:
                 return
