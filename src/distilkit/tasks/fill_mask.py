@@ -21,6 +21,7 @@ from distilkit.tasks.base import (
     input_error,
     show,
 )
+from distilkit.tasks.codec import Codec
 
 # Mask tokens of the model families users mix up; a text holding another family's token is named.
 KNOWN_MASK_TOKENS = ("[MASK]", "<mask>")
@@ -98,6 +99,7 @@ class FillMaskHandler(TaskHandler):
             raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
+        self.codec = Codec(tokenizer)
         self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
         self._token_str: dict[int, str] = {}
 
@@ -172,8 +174,7 @@ class FillMaskHandler(TaskHandler):
         return items
 
     def encode(self, items: list[str], params: dict[str, Any]) -> list[Feature]:
-        encoded = self.tokenizer(items, add_special_tokens=True, return_attention_mask=False,
-                                 return_token_type_ids=False)["input_ids"]
+        encoded = self.codec.encode(items)
         features = []
         for i, ids in enumerate(encoded):
             self.tokenize_error_check(i, len(ids))
@@ -218,8 +219,7 @@ class FillMaskHandler(TaskHandler):
                 if pad_id is not None:
                     filled = filled[filled != pad_id]
                 sequences.append(filled.tolist())
-        # decode() of the list: batch_decode() would convert the ids to Python a second time first.
-        texts = iter(self.tokenizer.decode(sequences, skip_special_tokens=single))
+        texts = iter(self.codec.decode(sequences, skip_special_tokens=single))
         result = [
             [
                 {
