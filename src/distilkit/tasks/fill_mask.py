@@ -79,7 +79,8 @@ def pick_top_k(probs: torch.Tensor, counts: list[int], top_k: list[int | None]) 
     out: list[Any] = [None] * len(counts)
     for k in {k for k in top_k if k is not None}:
         which = [i for i, ki in enumerate(top_k) if ki == k]
-        top = torch.cat([rows[i] for i in which]).topk(min(k, probs.shape[-1]))
+        picked = probs if len(which) == len(counts) else torch.cat([rows[i] for i in which])
+        top = picked.topk(min(k, probs.shape[-1]))
         for i, values, ids in zip(which, top.values.split([counts[i] for i in which]),
                                   top.indices.split([counts[i] for i in which]), strict=True):
             out[i] = Candidates(values.numpy(), ids.numpy())

@@ -158,6 +158,22 @@ def test_bmm_attention_masks_padding_like_sdpa(tiny_model, family):
     torch.testing.assert_close(bmm_alone, alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("keys", [7, 19, 32, 40])
+def test_bmm_attention_in_bf16_weighs_only_real_keys_at_any_width(keys):
+    # bf16 scores are laid out SCORE_MULTIPLE wide: the columns past the keys must weigh nothing
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 4, keys, 16) for _ in range(3))
+    allowed = torch.ones(3, 1, 1, keys, dtype=torch.bool)
+    allowed[1, ..., keys // 2:] = False
+    bf = [x.bfloat16() for x in (q, k, v)]
+    out = runtime.bmm_attention(None, *bf, allowed)[0].float()  # (B, T, heads, d)
+    ref = torch.nn.functional.scaled_dot_product_attention(*(x.float() for x in bf), attn_mask=allowed)
+    torch.testing.assert_close(out, ref.transpose(1, 2), rtol=0.02, atol=0.02)
+    changed = bf[2].clone()
+    changed[1, :, keys // 2:] = 100.0  # values of masked keys
+    assert torch.equal(runtime.bmm_attention(None, bf[0], bf[1], changed, allowed)[0][1], out[1].bfloat16())
+
+
 @needs_prepack
 def test_bf16_predictor_uses_bmm_attention_and_fp32_keeps_the_reference(tiny_model):
     fast = Predictor.from_ref(tiny_model("fill-mask"), dtype="bfloat16")
