@@ -34,6 +34,9 @@ class ApiError(Exception):
         self.code = code or STATUS_CODES.get(status, "error")
         self.headers = headers or {}
 
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.code, self.headers)
+
 
 def error_response(status: int, message: str, code: str | None = None,
                    headers: dict | None = None) -> JSONResponse:
