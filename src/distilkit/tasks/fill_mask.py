@@ -100,6 +100,7 @@ class FillMaskHandler(TaskHandler):
             raise UserError("this tokenizer defines no mask token; fill-mask needs a masked-LM tokenizer")
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
+        self.pad_id = tokenizer.pad_token_id
         self.codec = Codec(tokenizer)
         self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
         self._token_str: dict[int, str] = {}
@@ -208,30 +209,26 @@ class FillMaskHandler(TaskHandler):
             values, ids = output.values, output.ids
         else:
             values, ids = top_candidates(output, params["top_k"], params["target_ids"])
-        tokens = np.array(feature.input_ids)
-        positions = np.flatnonzero(tokens == self.mask_id)
-        pad_id = self.tokenizer.pad_token_id
+        # Plain lists: a request's few short sequences cost less than numpy's per-call overhead.
+        tokens, pad_id = feature.input_ids, self.pad_id
+        positions = [i for i, token in enumerate(tokens) if token == self.mask_id]
         single = len(positions) == 1
+        scores, ids = values.tolist(), ids.tolist()
         sequences = []
         for pos, row in zip(positions, ids, strict=True):
             for token in row:
-                filled = tokens.copy()
+                filled = list(tokens)
                 filled[pos] = token
-                if pad_id is not None:
-                    filled = filled[filled != pad_id]
-                sequences.append(filled.tolist())
+                if pad_id is not None and pad_id in filled:
+                    filled = [t for t in filled if t != pad_id]
+                sequences.append(filled)
         texts = iter(self.codec.decode(sequences, skip_special_tokens=single))
         result = [
             [
-                {
-                    "score": float(v),
-                    "token": int(t),
-                    "token_str": self.token_str(int(t)),
-                    "sequence": next(texts),
-                }
+                {"score": v, "token": t, "token_str": self.token_str(t), "sequence": next(texts)}
                 for v, t in zip(vrow, trow, strict=True)
             ]
-            for vrow, trow in zip(values, ids, strict=True)
+            for vrow, trow in zip(scores, ids, strict=True)
         ]
         return result[0] if single else result
 
