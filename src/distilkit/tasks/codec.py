@@ -10,8 +10,8 @@ thread hop for one text, beside the model's OpenMP team): on distilbert-base-cas
 (so no call changes its state) and cleans up spaces as the transformers tokenizer's ``decode`` does
 (WordPiece, not BPE, unless the tokenizer says otherwise). At load it checks itself against the
 transformers tokenizer on a probe text and, should they differ (a transformers release that decodes
-differently), or for a slow (Python) tokenizer, it calls the transformers tokenizer instead. Tests
-pin equality on every tokenizer in ../shared.
+differently), for a slow (Python) tokenizer, or for one it cannot copy (a custom Python component),
+it calls the transformers tokenizer instead. Tests pin equality on every tokenizer in ../shared.
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ class Codec:
         backend = getattr(tokenizer, "_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         if not isinstance(backend, Tokenizer):
             return
-        backend = Tokenizer.from_str(backend.to_str())
+        try:
+            backend = Tokenizer.from_str(backend.to_str())
+        except Exception:  # noqa: BLE001 - the library raises a bare Exception (e.g. a custom pre-tokenizer)
+            log.warning("cannot copy the Rust tokenizer of %s; using it through transformers",
+                        type(tokenizer).__name__)
+            return
         backend.no_truncation()
         backend.no_padding()
         backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))

@@ -97,3 +97,20 @@ def test_codec_calls_a_slow_tokenizer_as_it_is():
     ids = tokenizer(HARD_CASES)["input_ids"]
     assert codec.encode(HARD_CASES) == ids
     assert codec.decode(ids) == [tokenizer.decode(i) for i in ids]
+
+
+def test_codec_uses_a_tokenizer_whose_rust_tokenizer_it_cannot_copy(caplog):
+    from tokenizers.pre_tokenizers import PreTokenizer
+
+    class SpacesInPython:  # a custom pre-tokenizer: its tokenizer cannot be serialised
+        def pre_tokenize(self, pretok):
+            pretok.split(lambda _, text: text.split(" ", "removed"))
+
+    tokenizer = wordpiece_tokenizer()
+    tokenizer._tokenizer.pre_tokenizer = PreTokenizer.custom(SpacesInPython())
+    with caplog.at_level(logging.WARNING, logger="distilkit"):
+        codec = Codec(tokenizer)
+    assert codec._backend is None and "cannot copy" in caplog.text
+    ids = tokenizer(["the cat sat"])["input_ids"]
+    assert codec.encode(["the cat sat"]) == ids
+    assert codec.decode(ids, True) == [tokenizer.decode(ids[0], skip_special_tokens=True)]
